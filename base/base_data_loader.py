@@ -1,0 +1,72 @@
+"""The base class of the data loaders: a `DataLoader` that can hold back a validation split."""
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+def split_indices(
+    size: int, validation_split: float | int, seed: int
+) -> tuple[list[int], list[int]]:
+    """Shuffle `range(size)` with its own generator and cut off the validation part.
+
+    `validation_split` is a fraction in [0, 1) or a number of samples. The generator is
+    local, so the split is the same whatever the run's seed, and no global RNG is touched.
+    """
+    if isinstance(validation_split, bool) or not isinstance(validation_split, int | float):
+        raise ValueError(f"validation_split must be a number, got {validation_split!r}")
+    if isinstance(validation_split, int):
+        if not 0 <= validation_split < size:
+            raise ValueError(f"validation_split={validation_split} must be in [0, {size}) samples")
+        n_valid = validation_split
+    else:
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split={validation_split} must be in [0, 1)")
+        n_valid = int(size * validation_split)
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_valid:]), sorted(order[:n_valid])
+
+
+class BaseDataLoader(DataLoader):
+    """A `DataLoader` over the training part of `dataset`; `split_validation()` gives the rest.
+
+    Shuffling draws from torch's global generator, which `train.py` seeds from the config,
+    so the same seed gives the same batches.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        validation_split: float | int = 0.0,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        collate_fn: Callable | None = None,
+        drop_last: bool = False,
+        split_seed: int = 0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        train_indices, valid_indices = split_indices(len(dataset), validation_split, split_seed)
+        self.valid_dataset = Subset(dataset, valid_indices) if valid_indices else None
+        self.loader_options = {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            # Pinned host memory only helps (and only works) when there is a GPU to copy to.
+            "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
+            "collate_fn": collate_fn,
+            # Workers that live across epochs save a process start per epoch.
+            "persistent_workers": num_workers > 0,
+        }
+        train_dataset = Subset(dataset, train_indices) if valid_indices else dataset
+        super().__init__(train_dataset, shuffle=shuffle, drop_last=drop_last, **self.loader_options)
+
+    def split_validation(self) -> DataLoader | None:
+        """A loader over the held-out samples, in a fixed order; None without a split."""
+        if self.valid_dataset is None:
+            return None
+        return DataLoader(self.valid_dataset, shuffle=False, **self.loader_options)

@@ -1,0 +1,174 @@
+"""The epoch loop every trainer shares: monitoring, early stopping, checkpoints, resume."""
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from logger.tensorboard import TensorboardWriter
+from utils.checkpoint import save_checkpoint
+from utils.config import parse_monitor
+from utils.errors import UserError, did_you_mean
+from utils.run_dir import RunDirs
+from utils.seed import get_rng_state, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+
+class BaseTrainer(ABC):
+    """Runs epochs and decides what to keep; a subclass says what one epoch is.
+
+    Per epoch: `_train_epoch` returns the logged values (`loss`, metrics, `val_*`); the
+    monitored one decides `model_best.pth` and early stopping; every `save_period` epochs
+    (and at the end) a resumable checkpoint is written, keeping the newest `keep_last`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Any,
+        config: dict,
+    ) -> None:
+        self.model = model  # may be wrapped in DataParallel
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.config = config
+        options = config["trainer"]
+        self.epochs = options["epochs"]
+        self.save_period = options["save_period"]
+        self.keep_last = options["keep_last"]
+        self.early_stop = options["early_stop"]
+        self.tensorboard = options["tensorboard"]
+        self.monitor_mode, self.monitor_metric = parse_monitor(options["monitor"])
+        if self.monitor_mode != "off" and self.monitor_metric not in self.logged_names():
+            raise UserError(
+                f"trainer.monitor: {self.monitor_metric!r} is not logged by this run"
+                f"{did_you_mean(self.monitor_metric, self.logged_names())}"
+            )
+        self.monitor_best = math.inf if self.monitor_mode == "min" else -math.inf
+        self.not_improved_count = 0
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken
+        self.writer: TensorboardWriter | None = None
+        self.run_dirs: RunDirs | None = None
+        self._rng_state: dict | None = None
+
+    @abstractmethod
+    def logged_names(self) -> list[str]:
+        """The names `_train_epoch` returns values for, e.g. `loss`, `accuracy`, `val_loss`."""
+
+    @abstractmethod
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train (and validate) for one epoch; return each logged name's epoch mean."""
+
+    def train(self, run_dirs: RunDirs) -> None:
+        """Run the remaining epochs, writing checkpoints and logs into `run_dirs`."""
+        self.run_dirs = run_dirs
+        resumed = self.epoch > 0
+        self.writer = TensorboardWriter(
+            run_dirs.log, self.tensorboard, purge_step=self.step + 1 if resumed else None
+        )
+        if self._rng_state is not None:
+            set_rng_state(self._rng_state)  # last, so building the run drew nothing from it
+        try:
+            for epoch in range(self.epoch + 1, self.epochs + 1):
+                log = self._train_epoch(epoch)
+                self.epoch = epoch
+                logger.info(
+                    "epoch %d/%d  step %d  %s",
+                    epoch,
+                    self.epochs,
+                    self.step,
+                    "  ".join(f"{name} {value:.6g}" for name, value in log.items()),
+                )
+                improved = self._update_monitor(log)
+                stop = self.early_stop > 0 and self.not_improved_count >= self.early_stop
+                if epoch % self.save_period == 0 or epoch == self.epochs or stop:
+                    self._save_periodic()
+                if improved:
+                    save_checkpoint(self.state_dict(), run_dirs.models / "model_best.pth")
+                    logger.info(
+                        "saved model_best.pth (%s %.6g)", self.monitor_metric, self.monitor_best
+                    )
+                if stop:
+                    logger.info(
+                        "%s has not improved for %d epochs: stopping early.",
+                        self.monitor_metric,
+                        self.not_improved_count,
+                    )
+                    break
+        finally:
+            self.writer.close()
+
+    def _update_monitor(self, log: dict[str, float]) -> bool:
+        """Track the best monitored value; True when this epoch improved on it."""
+        if self.monitor_mode == "off":
+            return False
+        value = log[self.monitor_metric]
+        improved = (
+            value < self.monitor_best if self.monitor_mode == "min" else value > self.monitor_best
+        )
+        if improved:
+            self.monitor_best, self.not_improved_count = value, 0
+        else:
+            self.not_improved_count += 1
+        return improved
+
+    def _save_periodic(self) -> None:
+        path = self.run_dirs.models / f"checkpoint-epoch{self.epoch}.pth"
+        save_checkpoint(self.state_dict(), path)
+        logger.info("saved %s", path)
+        if self.keep_last is not None:
+            periodic = sorted(
+                self.run_dirs.models.glob("checkpoint-epoch*.pth"),
+                key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")),
+            )
+            for old in periodic[: -self.keep_last]:
+                old.unlink()
+
+    @property
+    def bare_model(self) -> nn.Module:
+        """The model without its DataParallel wrapper, whose state_dict has no `module.` prefix."""
+        return self.model.module if isinstance(self.model, nn.DataParallel) else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: tensors and plain Python data only (see DESIGN.md)."""
+        return {
+            "arch": type(self.bare_model).__name__,
+            "epoch": self.epoch,
+            "step": self.step,
+            "state_dict": self.bare_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
+            "scaler": None,
+            "monitor_best": self.monitor_best,
+            "not_improved_count": self.not_improved_count,
+            "config": self.config,
+            "rng": get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run a checkpoint came from: weights, optimizer, schedule, counters, RNG."""
+        self.load_weights(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        if state["config"]["trainer"]["monitor"] == self.config["trainer"]["monitor"]:
+            self.monitor_best = state["monitor_best"]
+            self.not_improved_count = state["not_improved_count"]
+        self._rng_state = state["rng"]
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """Load only the model weights (fine-tuning from a checkpoint with a new config)."""
+        try:
+            self.bare_model.load_state_dict(state["state_dict"])
+        except RuntimeError as error:
+            detail = str(error).splitlines()[0]
+            raise UserError(
+                f"arch.args: the checkpoint's weights do not fit this model ({detail})"
+            ) from None

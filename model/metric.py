@@ -1,0 +1,18 @@
+"""Metrics a config can name in `metrics`.
+
+Each takes the model output (B, C) and targets (B,) and returns a 0-d tensor on the same
+device: no `.item()`, so computing a metric never waits for the GPU.
+"""
+
+import torch
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Fraction of samples whose highest-scoring class is the target."""
+    return (output.argmax(dim=1) == target).float().mean()
+
+
+def top_k_acc(output: torch.Tensor, target: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Fraction of samples whose target is among the `k` highest-scoring classes."""
+    top_k = output.topk(min(k, output.shape[1]), dim=1).indices  # (B, k)
+    return (top_k == target.unsqueeze(1)).any(dim=1).float().mean()

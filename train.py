@@ -1,0 +1,140 @@
+"""Train a model from a config: `python train.py -c config/config.json`.
+
+Resume with `-r saved/models/NAME/RUN_ID/checkpoint-epochN.pth`; add `-c NEW_CONFIG` to
+fine-tune those weights under a new config in a new run.
+"""
+
+import json
+import logging
+import secrets
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from logger.logger import setup_logging
+from trainer import Trainer
+from trainer.components import (
+    build_data_loader,
+    build_loss,
+    build_lr_scheduler,
+    build_metrics,
+    build_model,
+    build_optimizer,
+)
+from utils.checkpoint import load_checkpoint
+from utils.cli import ArgumentParser, add_config_options, run_main
+from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.device import select_device
+from utils.errors import UserError
+from utils.run_dir import create_run_dirs, run_dirs_of_checkpoint
+from utils.seed import seed_everything
+
+logger = logging.getLogger("train")
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = ArgumentParser(description="Train a model from a JSON or YAML config.")
+    parser.add_argument("-c", "--config", help="config file (.json, .yaml or .yml)")
+    parser.add_argument("-r", "--resume", help="checkpoint to resume from (with -c: to fine-tune)")
+    add_config_options(parser)
+    parser.add_argument("--run-id", help="name of the run directory (default: a timestamp)")
+    parser.add_argument("--lr", type=float, help="shortcut for -o optimizer.args.lr=LR")
+    parser.add_argument("--bs", type=int, help="shortcut for -o data_loader.args.batch_size=BS")
+    args = parser.parse_args(argv)
+    if args.config is None and args.resume is None:
+        parser.error("give a config with -c, or a checkpoint to resume with -r")
+    if args.lr is not None:
+        args.override.append(f"optimizer.args.lr={args.lr}")
+    if args.bs is not None:
+        args.override.append(f"data_loader.args.batch_size={args.bs}")
+    return args
+
+
+def code_version() -> str:
+    """The git commit the template's code is at, or 'unknown' outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    raw_config = load_config_file(args.config) if args.config else checkpoint["config"]
+    config = resolve_config(apply_overrides(raw_config, args.override))
+    fine_tune = checkpoint is not None and args.config is not None
+    if checkpoint is not None and checkpoint["arch"] != config["arch"]["type"]:
+        raise UserError(
+            f"arch.type: the checkpoint holds a {checkpoint['arch']!r} model, "
+            f"not {config['arch']['type']!r}; use a config with that arch"
+        )
+    if config["seed"] is None:
+        config["seed"] = secrets.randbits(31)  # recorded in config.json, so the run can be redone
+    seed_everything(config["seed"])
+
+    device, device_ids = select_device(args.device, config["n_gpu"])
+    data_loader = build_data_loader(config)
+    valid_data_loader = data_loader.split_validation()
+    model = build_model(config).to(device)
+    if len(device_ids) > 1:
+        model = torch.nn.DataParallel(model, device_ids=device_ids)
+    criterion = build_loss(config)
+    metric_fns = build_metrics(config)
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    lr_scheduler = build_lr_scheduler(config, optimizer)
+    trainer = Trainer(
+        model,
+        criterion,
+        metric_fns,
+        optimizer,
+        config,
+        device,
+        data_loader,
+        valid_data_loader,
+        lr_scheduler,
+    )
+    if fine_tune:
+        trainer.load_weights(checkpoint)
+    elif checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+
+    # Everything is built and checked: only now does the run get directories.
+    if checkpoint is not None and not fine_tune:
+        run_dirs = run_dirs_of_checkpoint(args.resume)
+    else:
+        run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
+    (run_dirs.models / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    setup_logging(run_dirs.log, config["trainer"]["verbosity"])
+    logger.debug("%s", trainer.bare_model)
+    logger.info(
+        "run %s  code %s  device %s%s  seed %d",
+        run_dirs.run_id,
+        code_version(),
+        device,
+        f" x{len(device_ids)}" if len(device_ids) > 1 else "",
+        config["seed"],
+    )
+    if checkpoint is not None:
+        action = (
+            "fine-tuning weights of"
+            if fine_tune
+            else "resuming after epoch " + str(trainer.epoch) + " from"
+        )
+        logger.info("%s %s", action, args.resume)
+    trainer.train(run_dirs)
+    logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

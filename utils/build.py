@@ -1,0 +1,84 @@
+"""Turn `{"type": NAME, "args": {...}}` config nodes into objects.
+
+Names are looked up only in the modules the caller designates for that node, and only
+among public attributes that pass the caller's `accept` test: no dotted paths, no
+builtins, no private names. Runtime objects (the model's parameters, the optimizer) are
+passed in by the caller, never written in the config.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from utils.errors import UserError, did_you_mean
+
+
+def lookup(
+    path: str, name: str, modules: list[ModuleType], accept: Callable[[Any], bool]
+) -> Callable:
+    """Find `name` in the first of `modules` that has an accepted attribute of that name."""
+    where = " or ".join(module.__name__ for module in modules)
+    if not name.isidentifier() or name.startswith("_"):
+        raise UserError(
+            f"{path}.type: {name!r} is not a public name; names are looked up in {where} only"
+        )
+    candidates: dict[str, Any] = {}
+    for module in reversed(modules):
+        for attr, value in vars(module).items():
+            if not attr.startswith("_") and accept(value):
+                candidates[attr] = value
+    if name not in candidates:
+        raise UserError(f"{path}.type: {name!r} is not in {where}{did_you_mean(name, candidates)}")
+    return candidates[name]
+
+
+def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime: dict) -> None:
+    """Name the first config argument `target` cannot take, before anything is called."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature; the call itself will complain
+    title = getattr(target, "__name__", repr(target))
+    params = signature.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    settable = [n for n in named[n_runtime:] if n not in runtime]
+    for key in args:
+        if key not in settable and not takes_any:
+            raise UserError(
+                f"{path}.args.{key}: {title} takes no argument {key!r}{did_you_mean(key, settable)}"
+            )
+    try:
+        signature.bind(*([None] * n_runtime), **runtime, **args)
+    except TypeError as error:
+        raise UserError(f"{path}.args: {title}: {error}") from None
+
+
+def instantiate(
+    path: str, target: Callable, args: dict, *runtime_args: Any, **runtime_kwargs: Any
+) -> Any:
+    """Call `target(*runtime_args, **runtime_kwargs, **args)`, naming bad `args` keys first."""
+    _check_args(path, target, args, len(runtime_args), runtime_kwargs)
+    try:
+        return target(*runtime_args, **runtime_kwargs, **args)
+    except (ValueError, TypeError) as error:
+        title = getattr(target, "__name__", repr(target))
+        raise UserError(f"{path}.args: {title} rejected its arguments: {error}") from None
+
+
+def build_callable(path: str, target: Callable, args: dict, n_inputs: int) -> Callable:
+    """A class is instantiated with `args`; a function gets `args` bound after its `n_inputs`
+    leading inputs (e.g. `top_k_acc(output, target, k=5)`)."""
+    if inspect.isclass(target):
+        return instantiate(path, target, args)
+    _check_args(path, target, args, n_inputs, {})
+    return functools.partial(target, **args) if args else target
+
+
+def is_subclass_of(*bases: type) -> Callable[[Any], bool]:
+    """An `accept` test: a concrete class derived from one of `bases`."""
+    return lambda value: (
+        inspect.isclass(value) and issubclass(value, bases) and not inspect.isabstract(value)
+    )

@@ -1,0 +1,48 @@
+"""What the entry scripts share: an argument parser with one-line errors, and exit codes."""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from utils.errors import UserError
+
+EXIT_USAGE = 2  # a usage or config error
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2), like config errors."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The options train.py and test.py both take."""
+    parser.add_argument(
+        "-d",
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N or a GPU list like 0,1 (default: CUDA if available)",
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config value by dotted key, e.g. trainer.epochs=3 (repeatable)",
+    )
+
+
+def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
+    """Run an entry point and exit with its code; user errors become one line and code 2."""
+    try:
+        code = main(None)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

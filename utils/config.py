@@ -1,0 +1,223 @@
+"""Reading, overriding and validating the run config.
+
+The config is a plain dict from start to end: what the file says, with command-line
+overrides applied and documented defaults filled in. `resolve_config` is the single place
+that knows which keys exist, so a typo anywhere is caught before anything is built.
+"""
+
+import copy
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import UserError, did_you_mean
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: the types it accepts, its default, and an optional range check."""
+
+    types: tuple[type, ...]
+    default: Any = _REQUIRED
+    check: Callable[[Any], bool] | None = None
+    valid: str = ""  # what a valid value looks like, for the error message
+
+
+_NODE = (dict,)  # {"type": ..., "args": {...}}
+_COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")
+
+TOP_LEVEL_KEYS = {
+    "name": Key(
+        (str,), check=lambda v: bool(v) and "/" not in v, valid="a non-empty name without '/'"
+    ),
+    "n_gpu": Key((int,), 1, lambda v: v >= 0, "an integer >= 0"),
+    "seed": Key((int, type(None)), None, lambda v: v is None or v >= 0, "an integer >= 0 or null"),
+    "arch": Key(_NODE),
+    "data_loader": Key(_NODE),
+    "optimizer": Key(_NODE),
+    "loss": Key((str, dict)),
+    "metrics": Key((list,), []),
+    "lr_scheduler": Key((dict, type(None)), None),
+    "trainer": Key((dict,)),
+}
+
+TRAINER_KEYS = {
+    "epochs": _COUNT,
+    "save_dir": Key((str,), "saved/"),
+    "save_period": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
+    "keep_last": Key(
+        (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
+    ),
+    "verbosity": Key((int,), 2, lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    "monitor": Key(
+        (str,), "off", lambda v: parse_monitor(v) is not None, "'off', 'min METRIC' or 'max METRIC'"
+    ),
+    "early_stop": Key((int,), 0, lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
+    "tensorboard": Key((bool,), True),
+    "len_epoch": Key(
+        (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
+    ),
+    "log_step": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
+    "progress_bar": Key((bool,), True),
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 insists on a dot)."""
+
+
+_FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a JSON or YAML config, chosen by the file extension."""
+    path = Path(path)
+    if path.suffix not in (".json", ".yaml", ".yml"):
+        raise UserError(f"config file {path}: unknown extension; valid: .json, .yaml, .yml")
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"config file {path}: cannot be read ({error.strerror})") from None
+    try:
+        config = json.loads(text) if path.suffix == ".json" else yaml.load(text, _Loader)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        detail = " ".join(str(error).split())
+        raise UserError(
+            f"config file {path}: not valid {path.suffix[1:].upper()}: {detail}"
+        ) from None
+    if not isinstance(config, dict):
+        raise UserError(f"config file {path}: the top level must be a mapping of keys")
+    return config
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line override value as a YAML scalar (`3`, `0.1`, `1e-3`, `true`, `null`)."""
+    try:
+        return yaml.load(text, _Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of `config` with each `dotted.key=value` applied; validation comes later."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"-o {item!r}: expected KEY=VALUE, e.g. trainer.epochs=3")
+        *parents, last = key.split(".")
+        node = config
+        for depth, part in enumerate(parents):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                path = ".".join(parents[: depth + 1])
+                raise UserError(f"-o {key}: {path} is not a mapping, so it has no key {last!r}")
+        node[last] = parse_value(text)
+    return config
+
+
+def parse_monitor(monitor: str) -> tuple[str, str] | None:
+    """`"min val_loss"` -> `("min", "val_loss")`; `"off"` -> `("off", "")`; invalid -> None."""
+    if monitor == "off":
+        return ("off", "")
+    mode, _, metric = monitor.partition(" ")
+    if mode in ("min", "max") and metric and " " not in metric:
+        return (mode, metric)
+    return None
+
+
+def _check_keys(section: dict, keys: dict[str, Key], prefix: str) -> dict:
+    """Validate one mapping against its key table and return it with defaults filled in."""
+    for key in section:
+        if key not in keys:
+            raise UserError(f"{prefix}{key}: unknown key{did_you_mean(key, keys)}")
+    resolved = {}
+    for key, spec in keys.items():
+        if key not in section:
+            if spec.default is _REQUIRED:
+                raise UserError(f"{prefix}{key}: missing; this key is required")
+            resolved[key] = copy.deepcopy(spec.default)
+            continue
+        value = section[key]
+        is_bool = isinstance(value, bool)
+        if is_bool != (bool in spec.types) or not isinstance(value, spec.types):
+            valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
+            raise UserError(f"{prefix}{key}: {value!r} is not valid; expected {valid}")
+        if spec.check is not None and value is not None and not spec.check(value):
+            raise UserError(f"{prefix}{key}: {value!r} is not valid; expected {spec.valid}")
+        resolved[key] = value
+    return resolved
+
+
+def _type_name(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a mapping",
+        list: "a list",
+        type(None): "null",
+    }[kind]
+
+
+def check_node(node: Any, path: str, allow_name: bool = False) -> dict:
+    """Validate a `{"type": NAME, "args": {...}}` node and return it with `args` filled in.
+
+    With `allow_name`, a bare name (`"nll_loss"`) stands for a node without arguments.
+    """
+    if allow_name and isinstance(node, str):
+        return {"type": node, "args": {}}
+    if not isinstance(node, dict):
+        raise UserError(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
+    for key in node:
+        if key not in ("type", "args"):
+            raise UserError(f"{path}.{key}: unknown key{did_you_mean(key, ['type', 'args'])}")
+    if not isinstance(node.get("type"), str) or not node["type"]:
+        raise UserError(f"{path}.type: missing or not a string; expected a class or function name")
+    args = node.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise UserError(f"{path}.args: {args!r} is not valid; expected a mapping of arguments")
+    return {"type": node["type"], "args": args}
+
+
+def resolve_config(config: dict) -> dict:
+    """Validate the whole config and return it with every default written out."""
+    resolved = _check_keys(config, TOP_LEVEL_KEYS, "")
+    for key in ("arch", "data_loader", "optimizer"):
+        resolved[key] = check_node(resolved[key], key)
+    resolved["loss"] = check_node(resolved["loss"], "loss", allow_name=True)
+    if resolved["lr_scheduler"] is not None:
+        resolved["lr_scheduler"] = check_node(resolved["lr_scheduler"], "lr_scheduler")
+    resolved["metrics"] = [
+        check_node(m, f"metrics[{i}]", allow_name=True) for i, m in enumerate(resolved["metrics"])
+    ]
+    resolved["trainer"] = _check_keys(resolved["trainer"], TRAINER_KEYS, "trainer.")
+    for key, value in _walk(resolved):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}: {value!r} is not valid; expected a finite number")
+    return resolved
+
+
+def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{prefix}[{index}]")
+    else:
+        yield prefix, node

@@ -1,0 +1,22 @@
+"""The one exception type that entry scripts turn into a one-line message and exit code 2."""
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the user's config, command line or files, not a bug in the template.
+
+    The message must name the offending key or file and say what would be valid.
+    """
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """Suffix for an error message: close matches of `name`, or the valid names if few."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if len(valid) <= 12:
+        return "; valid: " + ", ".join(valid)
+    return ""
