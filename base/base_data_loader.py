@@ -31,8 +31,10 @@ def split_indices(
 class BaseDataLoader(DataLoader):
     """A `DataLoader` over the training part of `dataset`; `split_validation()` gives the rest.
 
-    Shuffling draws from torch's global generator, which `train.py` seeds from the config,
-    so the same seed gives the same batches.
+    Shuffling and worker seeds draw from torch's global generator when each epoch's iterator
+    is made, which `train.py` seeds from the config and checkpoints restore: the same seed
+    gives the same batches, and a resumed run the batches it would have had. (Persistent
+    workers would draw only once per run, so a resumed run would draw differently.)
     """
 
     def __init__(
@@ -59,8 +61,6 @@ class BaseDataLoader(DataLoader):
             # Pinned host memory only helps (and only works) when there is a GPU to copy to.
             "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
             "collate_fn": collate_fn,
-            # Workers that live across epochs save a process start per epoch.
-            "persistent_workers": num_workers > 0,
         }
         train_dataset = Subset(dataset, train_indices) if valid_indices else dataset
         super().__init__(train_dataset, shuffle=shuffle, drop_last=drop_last, **self.loader_options)

@@ -1,0 +1,146 @@
+"""End to end through the real command line: train, resume, fine-tune, test, new project."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, load, read_json, run_dir, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from utils.checkpoint import CHECKPOINT_KEYS
+
+CONFIG = str(ROOT / "config" / "config.json")
+
+
+def weights_equal(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_train_writes_run_directory(tmp_path: Path, shrunk_overrides: list[str]) -> None:
+    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
+    assert result.returncode == 0, result.stderr
+    models = run_dir(tmp_path / "saved")
+    log = tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name
+    names = {p.name for p in models.iterdir()}
+    assert {
+        "config.json",
+        "checkpoint-epoch1.pth",
+        "checkpoint-epoch2.pth",
+        "model_best.pth",
+    } <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert "epoch 2/2" in (log / "info.log").read_text()
+    assert list(log.glob("events.out.tfevents.*"))
+
+    config = read_json(models / "config.json")
+    assert config["trainer"]["epochs"] == 2 and config["trainer"]["len_epoch"] == 3
+    assert config["trainer"]["keep_last"] is None  # defaults are written out
+
+    checkpoint = load(models / "checkpoint-epoch2.pth")  # weights_only=True
+    assert set(CHECKPOINT_KEYS) <= set(checkpoint)
+    assert checkpoint["arch"] == "LeNet"
+    assert (checkpoint["epoch"], checkpoint["step"]) == (2, 6)
+    assert checkpoint["config"] == config
+    assert not [k for k in checkpoint["state_dict"] if k.startswith(("module.", "_orig_mod."))]
+    assert checkpoint["lr_scheduler"]["last_epoch"] == 2
+
+
+def test_tensorboard_has_scalars_images_histograms(tmp_path: Path, shrunk_overrides) -> None:
+    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "-o", "trainer.log_step=1")
+    assert result.returncode == 0, result.stderr
+    log = tmp_path / "saved" / "log" / "Mnist_LeNet" / run_dir(tmp_path / "saved").name
+    events = EventAccumulator(str(log), size_guidance={"scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for name in ("loss", "accuracy", "top_k_acc", "lr"):
+        assert f"train/{name}" in scalars
+        assert f"epoch/{name}" in scalars
+    assert {"epoch/val_loss", "epoch/val_accuracy", "epoch/val_top_k_acc"} <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("epoch/val_loss")] == [3, 6]
+    assert "train/input" in events.Tags()["images"]
+    assert any(tag.startswith("parameters/conv1") for tag in events.Tags()["histograms"])
+
+
+def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> None:
+    """Resuming after epoch 1 lands on exactly the weights of the uninterrupted run, in the
+    same run directory, with the schedule's learning rate. Whole epochs (no `len_epoch`):
+    an iteration-based epoch ends mid-pass, a position the checkpoint does not hold."""
+    schedule = [
+        "-o",
+        "lr_scheduler.args.step_size=1",
+        "-o",
+        "lr_scheduler.args.gamma=0.5",
+        "-o",
+        "trainer.len_epoch=null",
+        "-o",
+        "data_loader.args.batch_size=256",
+    ]
+    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, *schedule)
+    assert result.returncode == 0, result.stderr
+    models = run_dir(tmp_path / "saved")
+    uninterrupted = load(models / "checkpoint-epoch2.pth")
+    (models / "checkpoint-epoch2.pth").rename(tmp_path / "uninterrupted.pth")
+
+    result = run_script("train.py", "-r", str(models / "checkpoint-epoch1.pth"))
+    assert result.returncode == 0, result.stderr
+    assert run_dir(tmp_path / "saved") == models  # no new run directory
+    resumed = load(models / "checkpoint-epoch2.pth")
+    assert (resumed["epoch"], resumed["step"]) == (2, 2 * 15)  # 3,600 images / 256 per batch
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.5**2)
+    assert weights_equal(resumed["state_dict"], uninterrupted["state_dict"])
+    log = (tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name / "info.log").read_text()
+    assert "resuming after epoch 1" in log
+    assert len(re.findall(r"epoch 2/2", log)) == 2  # once per attempt, both in one log
+
+
+def test_same_seed_gives_same_weights(tmp_path: Path, shrunk_overrides: list[str]) -> None:
+    for run_id in ("first", "second"):
+        result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "--run-id", run_id)
+        assert result.returncode == 0, result.stderr
+    models = tmp_path / "saved" / "models" / "Mnist_LeNet"
+    first = load(models / "first" / "checkpoint-epoch2.pth")["state_dict"]
+    second = load(models / "second" / "checkpoint-epoch2.pth")["state_dict"]
+    assert weights_equal(first, second)
+
+
+def test_fine_tune_starts_new_run_from_weights(tmp_path: Path, shrunk_overrides) -> None:
+    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "--run-id", "base")
+    assert result.returncode == 0, result.stderr
+    base = tmp_path / "saved" / "models" / "Mnist_LeNet" / "base" / "checkpoint-epoch2.pth"
+    result = run_script("train.py", "-c", CONFIG, "-r", str(base), *shrunk_overrides,
+                        "-o", "trainer.epochs=1", "--lr", "0", "--run-id", "tuned")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tuned_dir = tmp_path / "saved" / "models" / "Mnist_LeNet" / "tuned"
+    tuned = load(tuned_dir / "checkpoint-epoch1.pth")
+    assert tuned["epoch"] == 1 and tuned["config"]["optimizer"]["args"]["lr"] == 0
+    # With lr 0 the trained weights cannot move: they are the loaded ones.
+    before = load(base)["state_dict"]
+    assert all(torch.equal(before[k], tuned["state_dict"][k]) for k in before if "weight" in k)
+
+
+def test_test_script_writes_metrics(tmp_path: Path, shrunk_overrides: list[str]) -> None:
+    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
+    assert result.returncode == 0, result.stderr
+    best = run_dir(tmp_path / "saved") / "model_best.pth"
+    result = run_script("test.py", "-r", str(best))
+    assert result.returncode == 0, result.stderr
+    metrics = read_json(best.parent / "test_metrics.json")
+    assert metrics["n_samples"] == 1000
+    assert set(metrics) >= {"loss", "accuracy", "top_k_acc"}
+    assert 0.0 <= metrics["accuracy"] <= metrics["top_k_acc"] <= 1.0
+    assert f"{metrics['accuracy']:.6g}" in result.stdout
+
+
+def test_new_project_trains_on_its_own(tmp_path: Path) -> None:
+    target = tmp_path / "MyProject"
+    result = run_script("new_project.py", str(target))
+    assert result.returncode == 0, result.stderr
+    assert not (target / ".git").exists()
+    assert [p.name for p in (target / "saved").iterdir()] == [".gitkeep"]
+    assert 'name = "myproject"' in (target / "pyproject.toml").read_text()
+    result = run_script("train.py", "-c", "config/config.json", "-o", "trainer.epochs=1",
+                        "-o", "trainer.len_epoch=2", cwd=target)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert list((target / "saved" / "models" / "Mnist_LeNet").glob("*/checkpoint-epoch1.pth"))
+    assert run_script("new_project.py", str(target)).returncode == 2  # not empty any more
