@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from logger.logger import setup_logging
 from trainer.components import build_data_loader, build_loss, build_metrics, build_model
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, load_weights
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import apply_overrides, load_config_file, resolve_config
 from utils.device import select_device
@@ -64,13 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device, _ = select_device(args.device, config["n_gpu"])
     data_loader = build_data_loader(config, training=False, shuffle=False, validation_split=0.0)
     model = build_model(config)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise UserError(
-            f"arch.args: the checkpoint's weights do not fit this model "
-            f"({str(error).splitlines()[0]})"
-        ) from None
+    load_weights(model, checkpoint)
     model.to(device)
     results = evaluate(
         model,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from logger.tensorboard import TensorboardWriter
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_weights, save_checkpoint
 from utils.config import parse_monitor
 from utils.errors import UserError, did_you_mean
 from utils.run_dir import RunDirs
@@ -165,10 +165,4 @@ class BaseTrainer(ABC):
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """Load only the model weights (fine-tuning from a checkpoint with a new config)."""
-        try:
-            self.bare_model.load_state_dict(state["state_dict"])
-        except RuntimeError as error:
-            detail = str(error).splitlines()[0]
-            raise UserError(
-                f"arch.args: the checkpoint's weights do not fit this model ({detail})"
-            ) from None
+        load_weights(self.bare_model, state)

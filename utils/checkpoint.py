@@ -69,3 +69,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path}: not a checkpoint of this template (missing {', '.join(missing)})"
         )
     return state
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Load a checkpoint's weights into `model`, naming the mismatch if they do not fit."""
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        detail = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"arch.args: the checkpoint's weights do not fit this model ({detail})"
+        ) from None
