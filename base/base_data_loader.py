@@ -1,5 +1,6 @@
 """The base class of the data loaders: a `DataLoader` that can hold back a validation split."""
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,7 +24,7 @@ def split_indices(
     else:
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split={validation_split} must be in [0, 1)")
-        n_valid = int(size * validation_split)
+        n_valid = math.floor(size * validation_split + 1e-9)  # 0.29 * 100 is 28.999...
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[n_valid:]), sorted(order[:n_valid])
 

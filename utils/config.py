@@ -71,9 +71,17 @@ TRAINER_KEYS = {
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a float (YAML 1.1 insists on a dot)."""
+    """SafeLoader with YAML 1.2 scalars: `1e-3` is a float (1.1 insists on a dot), and only
+    true/false are booleans (1.1 also reads `off`, `no`, `on`, `yes`; `monitor: off` is a string).
+    """
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
 _FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
@@ -141,7 +149,7 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str) -> dict:
     """Validate one mapping against its key table and return it with defaults filled in."""
     for key in section:
         if key not in keys:
-            raise UserError(f"{prefix}{key}: unknown key{did_you_mean(key, keys)}")
+            raise UserError(f"{prefix}{key}: unknown key{did_you_mean(str(key), keys)}")
     resolved = {}
     for key, spec in keys.items():
         if key not in section:
@@ -183,7 +191,7 @@ def check_node(node: Any, path: str, allow_name: bool = False) -> dict:
         raise UserError(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
     for key in node:
         if key not in ("type", "args"):
-            raise UserError(f"{path}.{key}: unknown key{did_you_mean(key, ['type', 'args'])}")
+            raise UserError(f"{path}.{key}: unknown key{did_you_mean(str(key), ['type', 'args'])}")
     if not isinstance(node.get("type"), str) or not node["type"]:
         raise UserError(f"{path}.type: missing or not a string; expected a class or function name")
     args = node.get("args", {})

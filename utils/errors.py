@@ -14,6 +14,8 @@ class UserError(Exception):
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Suffix for an error message: close matches of `name`, or the valid names if few."""
     valid = sorted(valid)
+    if not valid:
+        return ""
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
