@@ -5,6 +5,7 @@ loader switched to the held-out test split; the results go to `test_metrics.json
 the checkpoint.
 """
 
+import argparse
 import json
 import logging
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from utils.metric_tracker import MetricTracker
 logger = logging.getLogger("test")
 
 
-def parse_args(argv: Sequence[str] | None):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Evaluate a checkpoint on the test split.")
     parser.add_argument("-r", "--resume", required=True, help="checkpoint to evaluate")
     parser.add_argument("-c", "--config", help="config to use instead of the checkpoint's own")

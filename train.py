@@ -4,6 +4,7 @@ Resume with `-r saved/models/NAME/RUN_ID/checkpoint-epochN.pth`; add `-c NEW_CON
 fine-tune those weights under a new config in a new run.
 """
 
+import argparse
 import json
 import logging
 import secrets
@@ -34,7 +35,7 @@ from utils.seed import seed_everything
 logger = logging.getLogger("train")
 
 
-def parse_args(argv: Sequence[str] | None):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Train a model from a JSON or YAML config.")
     parser.add_argument("-c", "--config", help="config file (.json, .yaml or .yml)")
     parser.add_argument("-r", "--resume", help="checkpoint to resume from (with -c: to fine-tune)")

@@ -25,9 +25,11 @@ def shrunk_overrides(tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run one of the entry scripts the way a user would, on the CPU."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+def run_script(
+    script: str, *args: str, cwd: Path = ROOT, gpus: bool = False
+) -> subprocess.CompletedProcess:
+    """Run one of the entry scripts the way a user would; on the CPU unless `gpus`."""
+    env = dict(os.environ) if gpus else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(
         [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=300,

@@ -7,7 +7,7 @@ from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`.
 """
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ def build_metrics(config: dict) -> dict[str, Callable]:
     return built
 
 
-def build_optimizer(config: dict, parameters) -> torch.optim.Optimizer:
+def build_optimizer(config: dict, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     node = config["optimizer"]
     optimizer_class = lookup(
         "optimizer", node["type"], [torch.optim], is_subclass_of(torch.optim.Optimizer)
@@ -66,7 +66,9 @@ def build_optimizer(config: dict, parameters) -> torch.optim.Optimizer:
     return instantiate("optimizer", optimizer_class, node["args"], parameters)
 
 
-def build_lr_scheduler(config: dict, optimizer: torch.optim.Optimizer):
+def build_lr_scheduler(
+    config: dict, optimizer: torch.optim.Optimizer
+) -> schedulers.LRScheduler | schedulers.ReduceLROnPlateau | None:
     """The configured LR scheduler, or None when `lr_scheduler` is null."""
     node = config["lr_scheduler"]
     if node is None:
