@@ -6,7 +6,6 @@ the checkpoint.
 """
 
 import argparse
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from logger.logger import setup_logging
 from trainer.components import build_data_loader, build_loss, build_metrics, build_model
-from utils.checkpoint import load_checkpoint, load_weights
+from utils.checkpoint import load_checkpoint, load_weights, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import apply_overrides, load_config_file, resolve_config
 from utils.device import select_device
@@ -79,13 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
     output = Path(args.resume).parent / "test_metrics.json"
-    output.write_text(
-        json.dumps(
-            {"checkpoint": Path(args.resume).name, "epoch": checkpoint["epoch"], **results},
-            indent=2,
-        )
-        + "\n"
-    )
+    summary = {"checkpoint": Path(args.resume).name, "epoch": checkpoint["epoch"], **results}
+    write_json(output, summary)
     logger.info("wrote %s", output)
     return 0
 

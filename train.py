@@ -5,7 +5,6 @@ fine-tune those weights under a new config in a new run.
 """
 
 import argparse
-import json
 import logging
 import secrets
 import subprocess
@@ -24,7 +23,7 @@ from trainer.components import (
     build_model,
     build_optimizer,
 )
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import apply_overrides, load_config_file, resolve_config
 from utils.device import select_device
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dirs = run_dirs_of_checkpoint(args.resume)
     else:
         run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
-    (run_dirs.models / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     logger.debug("%s", trainer.bare_model)
     logger.info(
@@ -125,13 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" x{len(device_ids)}" if len(device_ids) > 1 else "",
         config["seed"],
     )
-    if checkpoint is not None:
-        action = (
-            "fine-tuning weights of"
-            if fine_tune
-            else "resuming after epoch " + str(trainer.epoch) + " from"
-        )
-        logger.info("%s %s", action, args.resume)
+    if fine_tune:
+        logger.info("fine-tuning the weights of %s", args.resume)
+    elif checkpoint is not None:
+        logger.info("resuming after epoch %d from %s", trainer.epoch, args.resume)
     trainer.train(run_dirs)
     logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
     return 0

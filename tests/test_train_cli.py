@@ -92,6 +92,9 @@ def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> 
     log = (tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name / "info.log").read_text()
     assert "resuming after epoch 1" in log
     assert len(re.findall(r"epoch 2/2", log)) == 2  # once per attempt, both in one log
+    # One TensorBoard curve: the first attempt's epoch 2 is purged, the resumed one continues.
+    events = EventAccumulator(str(tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name))
+    assert [e.step for e in events.Reload().Scalars("epoch/loss")] == [15, 30]
 
 
 def test_same_seed_gives_same_weights(tmp_path: Path, shrunk_overrides: list[str]) -> None:

@@ -1,9 +1,11 @@
 """Checkpoint files: atomic writes, and loads that accept only tensors and plain data."""
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -24,17 +26,17 @@ CHECKPOINT_KEYS = (
 )
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write `state` so that a crash at any moment leaves the old file at `path` intact.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file so that a crash at any moment leaves the old file at `path` intact.
 
-    The bytes go to a temporary file in the same directory, are flushed to disk, and only
+    `write` fills a temporary file in the same directory, which is flushed to disk and only
     then renamed over `path` (a rename within one file system is atomic).
     """
     path = Path(path)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_name, path)
@@ -43,9 +45,19 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(directory)  # makes the rename itself durable
     finally:
         os.close(directory)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically (see `atomic_write`)."""
+    atomic_write(path, lambda file: torch.save(state, file))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON, atomically (config.json, test_metrics.json)."""
+    atomic_write(path, lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
