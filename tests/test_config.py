@@ -554,26 +554,3 @@ def test_parse_monitor_valid(text, expected):
 )
 def test_parse_monitor_invalid(text):
     assert parse_monitor(text) is None
-
-
-# ---------------------------------------------------------------- the shipped configs
-
-SHIPPED = sorted(p for p in (ROOT / "config").iterdir() if p.suffix in (".json", ".yaml", ".yml"))
-
-
-def test_there_is_a_shipped_config():
-    assert ROOT / "config" / "config.json" in SHIPPED
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_config_resolves(path):
-    resolved = resolve_config(load_config_file(path))
-    assert resolved["trainer"]["epochs"] >= 1
-    assert parse_monitor(resolved["trainer"]["monitor"]) is not None
-
-
-def test_shipped_yaml_matches_json():
-    yaml_path = ROOT / "config" / "config.yaml"
-    if not yaml_path.exists():
-        pytest.skip("no config/config.yaml")
-    assert load_config_file(yaml_path) == load_config_file(ROOT / "config" / "config.json")
