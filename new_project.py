@@ -5,7 +5,6 @@ Copies the template's code, configs, bundled data, tests and docs; leaves out ru
 """
 
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("target", help="directory for the new project (must not exist yet)")
     args = parser.parse_args(argv)
     copy_template(Path(args.target))
-    print(f"new project in {Path(args.target).resolve()}", file=sys.stdout)
+    print(f"new project in {Path(args.target).resolve()}")
     return 0
 
 

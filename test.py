@@ -10,17 +10,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from logger.logger import setup_logging
 from trainer.components import build_data_loader, build_loss, build_metrics, build_model
+from trainer.trainer import evaluate
 from utils.checkpoint import load_checkpoint, load_weights, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config import load_run_config
 from utils.device import select_device
-from utils.errors import UserError
-from utils.metric_tracker import MetricTracker
 
 logger = logging.getLogger("test")
 
@@ -33,32 +29,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@torch.no_grad()
-def evaluate(
-    model, data_loader, criterion, metric_fns, device, progress_bar: bool
-) -> dict[str, float]:
-    """Sample-weighted mean loss and metrics of `model` over every batch of `data_loader`."""
-    model.eval()
-    tracker = MetricTracker("loss", *metric_fns)
-    for data, target in tqdm(data_loader, desc="test", disable=not progress_bar, leave=False):
-        data, target = data.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        output = model(data)
-        tracker.update("loss", criterion(output, target), n=len(target))
-        for name, metric in metric_fns.items():
-            tracker.update(name, metric(output, target), n=len(target))
-    return tracker.result()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     checkpoint = load_checkpoint(args.resume)
-    raw_config = load_config_file(args.config) if args.config else checkpoint["config"]
-    config = resolve_config(apply_overrides(raw_config, args.override))
-    if checkpoint["arch"] != config["arch"]["type"]:
-        raise UserError(
-            f"arch.type: the checkpoint holds a {checkpoint['arch']!r} model, "
-            f"not {config['arch']['type']!r}"
-        )
+    config = load_run_config(args.config, checkpoint, args.override)
     setup_logging(None, config["trainer"]["verbosity"])
 
     device, _ = select_device(args.device, config["n_gpu"])
@@ -66,14 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = build_model(config)
     load_weights(model, checkpoint)
     model.to(device)
-    results = evaluate(
-        model,
-        data_loader,
-        build_loss(config),
-        build_metrics(config),
-        device,
-        config["trainer"]["progress_bar"],
-    )
+    loss, metric_fns = build_loss(config), build_metrics(config)
+    progress_bar = config["trainer"]["progress_bar"]
+    results = evaluate(model, data_loader, loss, metric_fns, device, "test", progress_bar)
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)

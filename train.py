@@ -25,9 +25,8 @@ from trainer.components import (
 )
 from utils.checkpoint import load_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config import load_run_config
 from utils.device import select_device
-from utils.errors import UserError
 from utils.run_dir import create_run_dirs, run_dirs_of_checkpoint
 from utils.seed import seed_everything
 
@@ -70,14 +69,8 @@ def code_version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
-    raw_config = load_config_file(args.config) if args.config else checkpoint["config"]
-    config = resolve_config(apply_overrides(raw_config, args.override))
+    config = load_run_config(args.config, checkpoint, args.override)
     fine_tune = checkpoint is not None and args.config is not None
-    if checkpoint is not None and checkpoint["arch"] != config["arch"]["type"]:
-        raise UserError(
-            f"arch.type: the checkpoint holds a {checkpoint['arch']!r} model, "
-            f"not {config['arch']['type']!r}; use a config with that arch"
-        )
     if config["seed"] is None:
         config["seed"] = secrets.randbits(31)  # recorded in config.json, so the run can be redone
     seed_everything(config["seed"])

@@ -13,6 +13,43 @@ from base import BaseTrainer
 from utils.metric_tracker import MetricTracker
 
 
+def track_batch(
+    trackers: list[MetricTracker],
+    metric_fns: dict[str, Callable],
+    loss: torch.Tensor,
+    output: torch.Tensor,
+    target: torch.Tensor,
+) -> None:
+    """Add one batch's loss and metrics to each tracker, without leaving the device."""
+    values = {"loss": loss, **{name: metric(output, target) for name, metric in metric_fns.items()}}
+    for tracker in trackers:
+        for name, value in values.items():
+            tracker.update(name, value, n=len(target))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data_loader: DataLoader,
+    criterion: Callable,
+    metric_fns: dict[str, Callable],
+    device: torch.device,
+    description: str,
+    progress_bar: bool,
+) -> dict[str, float]:
+    """Sample-weighted mean loss and metrics of `model`, in eval mode, over all of `data_loader`."""
+    model.eval()
+    tracker = MetricTracker("loss", *metric_fns)
+    bar = tqdm(data_loader, desc=description, disable=not progress_bar, leave=False,
+               dynamic_ncols=True)  # fmt: skip
+    for data, target in bar:
+        data = data.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        output = model(data)
+        track_batch([tracker], metric_fns, criterion(output, target), output, target)
+    return tracker.result()
+
+
 class Trainer(BaseTrainer):
     """Trains `model` on `(input, target)` batches with `criterion`, tracking `metric_fns`.
 
@@ -48,7 +85,6 @@ class Trainer(BaseTrainer):
         names = ["loss", *metric_fns]
         self.train_metrics = MetricTracker(*names)  # the epoch's means
         self.window_metrics = MetricTracker(*names)  # the means since the last log step
-        self.valid_metrics = MetricTracker(*names)
         self._batches: Iterator | None = None
 
     def logged_names(self) -> list[str]:
@@ -66,20 +102,6 @@ class Trainer(BaseTrainer):
                 self._batches = iter(self.data_loader)
                 batch = next(self._batches)
             yield batch
-
-    def _track(
-        self,
-        trackers: list[MetricTracker],
-        loss: torch.Tensor,
-        output: torch.Tensor,
-        target: torch.Tensor,
-    ) -> None:
-        values = {"loss": loss}
-        for name, metric in self.metric_fns.items():
-            values[name] = metric(output, target)
-        for tracker in trackers:
-            for name, value in values.items():
-                tracker.update(name, value, n=len(target))
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -104,7 +126,9 @@ class Trainer(BaseTrainer):
             self.optimizer.step()
             self.step += 1
             with torch.no_grad():
-                self._track([self.train_metrics, self.window_metrics], loss, output, target)
+                track_batch(
+                    [self.train_metrics, self.window_metrics], self.metric_fns, loss, output, target
+                )
             if batch_index == 0:
                 self.writer.images("train/input", data[:64], self.step)
             if self.step % self.log_step == 0:
@@ -120,24 +144,11 @@ class Trainer(BaseTrainer):
         self._step_lr_scheduler(log)
         return log
 
-    @torch.no_grad()
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
-        """Loss and metrics over the whole validation split, in eval mode."""
-        self.model.eval()
-        self.valid_metrics.reset()
-        bar = tqdm(
-            self.valid_data_loader,
-            desc=f"epoch {epoch}/{self.epochs} valid",
-            disable=not self.progress_bar,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for data, target in bar:
-            data = data.to(self.device, non_blocking=True)
-            target = target.to(self.device, non_blocking=True)
-            output = self.model(data)
-            self._track([self.valid_metrics], self.criterion(output, target), output, target)
-        return self.valid_metrics.result()
+        """Loss and metrics over the whole validation split."""
+        description = f"epoch {epoch}/{self.epochs} valid"
+        return evaluate(self.model, self.valid_data_loader, self.criterion, self.metric_fns,
+                        self.device, description, self.progress_bar)  # fmt: skip
 
     def _step_lr_scheduler(self, log: dict[str, float]) -> None:
         """Once per epoch; ReduceLROnPlateau watches the monitored value (else the loss)."""

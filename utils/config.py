@@ -229,3 +229,18 @@ def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
             yield from _walk(value, f"{prefix}[{index}]")
     else:
         yield prefix, node
+
+
+def load_run_config(
+    config_file: str | Path | None, checkpoint: dict | None, overrides: Iterable[str]
+) -> dict:
+    """The config a run uses: `config_file`, else the checkpoint's own, with `overrides`
+    applied and validated. A checkpoint's model must be the config's `arch`."""
+    raw = load_config_file(config_file) if config_file else checkpoint["config"]
+    config = resolve_config(apply_overrides(raw, overrides))
+    if checkpoint is not None and checkpoint["arch"] != config["arch"]["type"]:
+        raise UserError(
+            f"arch.type: the checkpoint holds a {checkpoint['arch']!r} model, "
+            f"not {config['arch']['type']!r}; use a config with that arch"
+        )
+    return config
