@@ -17,6 +17,7 @@ from utils.checkpoint import load_checkpoint, load_weights, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
+from utils.precision import amp_dtype
 
 logger = logging.getLogger("test")
 
@@ -36,13 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(None, config["trainer"]["verbosity"])
 
     device, _ = select_device(args.device, config["n_gpu"])
-    data_loader = build_data_loader(config, training=False, shuffle=False, validation_split=0.0)
+    data_loader = build_data_loader(
+        config, device, training=False, shuffle=False, validation_split=0.0
+    )
     model = build_model(config)
     load_weights(model, checkpoint)
     model.to(device)
     loss, metric_fns = build_loss(config), build_metrics(config)
-    progress_bar = config["trainer"]["progress_bar"]
-    results = evaluate(model, data_loader, loss, metric_fns, device, "test", progress_bar)
+    options = config["trainer"]
+    precision = amp_dtype(options["amp"], device)
+    results = evaluate(model, data_loader, loss, metric_fns, device, "test",
+                       options["progress_bar"], precision)  # fmt: skip
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)

@@ -1,7 +1,9 @@
 """Train a model from a config: `python train.py -c config/config.json`.
 
 Resume with `-r saved/models/NAME/RUN_ID/checkpoint-epochN.pth`; add `-c NEW_CONFIG` to
-fine-tune those weights under a new config in a new run.
+fine-tune those weights under a new config in a new run. Under
+`torchrun --nproc_per_node=N train.py ...` each process trains one share of every batch
+(DistributedDataParallel); rank 0 writes the run directory.
 """
 
 import argparse
@@ -27,7 +29,15 @@ from utils.checkpoint import load_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
-from utils.run_dir import create_run_dirs, run_dirs_of_checkpoint
+from utils.distributed import (
+    broadcast_from_main,
+    init_distributed,
+    is_main_process,
+    launched_by_torchrun,
+    shutdown,
+    world_size,
+)
+from utils.run_dir import RunDirs, create_run_dirs, run_dirs_of_checkpoint
 from utils.seed import seed_everything
 
 logger = logging.getLogger("train")
@@ -66,21 +76,23 @@ def code_version() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
+    """Everything a run needs, built and checked; then (on the writing rank) its directories."""
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     config = load_run_config(args.config, checkpoint, args.override)
     fine_tune = checkpoint is not None and args.config is not None
-    if config["seed"] is None:
-        config["seed"] = secrets.randbits(31)  # recorded in config.json, so the run can be redone
-    seed_everything(config["seed"])
-
     device, device_ids = select_device(args.device, config["n_gpu"])
-    data_loader = build_data_loader(config)
+    if launched_by_torchrun():
+        device, device_ids = init_distributed(device), []
+    if config["seed"] is None:
+        # Recorded in config.json, so the run can be redone; the same on every rank.
+        config["seed"] = broadcast_from_main(secrets.randbits(31))
+    seed_everything(config["seed"])
+    torch.backends.cudnn.benchmark = config["trainer"]["cudnn_benchmark"]
+
+    data_loader = build_data_loader(config, device)
     valid_data_loader = data_loader.split_validation()
     model = build_model(config).to(device)
-    if len(device_ids) > 1:
-        model = torch.nn.DataParallel(model, device_ids=device_ids)
     criterion = build_loss(config)
     metric_fns = build_metrics(config)
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
@@ -95,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_loader,
         valid_data_loader,
         lr_scheduler,
+        device_ids,
     )
     if fine_tune:
         trainer.load_weights(checkpoint)
@@ -102,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer.load_state_dict(checkpoint)
 
     # Everything is built and checked: only now does the run get directories.
+    if not is_main_process():
+        setup_logging(None, 0)  # other ranks: warnings only, and nothing on disk
+        return trainer, None
     if checkpoint is not None and not fine_tune:
         run_dirs = run_dirs_of_checkpoint(args.resume)
     else:
@@ -109,20 +125,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     logger.debug("%s", trainer.bare_model)
+    processes = f"  {world_size()} processes" if world_size() > 1 else ""
+    gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     logger.info(
-        "run %s  code %s  device %s%s  seed %d",
+        "run %s  code %s  device %s%s%s  seed %d",
         run_dirs.run_id,
         code_version(),
         device,
-        f" x{len(device_ids)}" if len(device_ids) > 1 else "",
+        gpus,
+        processes,
         config["seed"],
     )
     if fine_tune:
         logger.info("fine-tuning the weights of %s", args.resume)
     elif checkpoint is not None:
         logger.info("resuming after epoch %d from %s", trainer.epoch, args.resume)
-    trainer.train(run_dirs)
-    logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
+    return trainer, run_dirs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        trainer, run_dirs = build(args)
+        trainer.train(run_dirs)
+    finally:
+        shutdown()
+    if run_dirs is not None:
+        logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
     return 0
 
 

@@ -4,7 +4,9 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from utils.distributed import is_distributed
 
 
 def split_indices(
@@ -36,6 +38,10 @@ class BaseDataLoader(DataLoader):
     is made, which `train.py` seeds from the config and checkpoints restore: the same seed
     gives the same batches, and a resumed run the batches it would have had. (Persistent
     workers would draw only once per run, so a resumed run would draw differently.)
+
+    Under torchrun each rank loads its own share through a `DistributedSampler`, whose
+    shuffle seed is drawn here from the run's seeded generator (so it is the same on every
+    rank) and whose epoch the trainer sets through `set_epoch`.
     """
 
     def __init__(
@@ -64,10 +70,29 @@ class BaseDataLoader(DataLoader):
             "collate_fn": collate_fn,
         }
         train_dataset = Subset(dataset, train_indices) if valid_indices else dataset
-        super().__init__(train_dataset, shuffle=shuffle, drop_last=drop_last, **self.loader_options)
+        if is_distributed():
+            seed = int(torch.randint(2**62, ()).item())
+            sampler = DistributedSampler(
+                train_dataset, shuffle=shuffle, seed=seed, drop_last=drop_last
+            )
+            super().__init__(
+                train_dataset, sampler=sampler, drop_last=drop_last, **self.loader_options
+            )
+        else:
+            super().__init__(
+                train_dataset, shuffle=shuffle, drop_last=drop_last, **self.loader_options
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell a `DistributedSampler` which epoch's shuffle to use; a no-op otherwise."""
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
 
     def split_validation(self) -> DataLoader | None:
         """A loader over the held-out samples, in a fixed order; None without a split."""
         if self.valid_dataset is None:
             return None
-        return DataLoader(self.valid_dataset, shuffle=False, **self.loader_options)
+        sampler = (
+            DistributedSampler(self.valid_dataset, shuffle=False) if is_distributed() else None
+        )
+        return DataLoader(self.valid_dataset, sampler=sampler, **self.loader_options)

@@ -33,7 +33,9 @@ class BaseTrainer(ABC):
         lr_scheduler: Any,
         config: dict,
     ) -> None:
-        self.model = model  # may be wrapped in DataParallel
+        self.bare_model = model  # what checkpoints hold: never wrapped, never compiled
+        self.model = model  # what training calls; a subclass may wrap or compile it
+        self.scaler: torch.amp.GradScaler | None = None  # a subclass's fp16 loss scaler
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.config = config
@@ -65,12 +67,17 @@ class BaseTrainer(ABC):
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         """Train (and validate) for one epoch; return each logged name's epoch mean."""
 
-    def train(self, run_dirs: RunDirs) -> None:
-        """Run the remaining epochs, writing checkpoints and logs into `run_dirs`."""
+    def train(self, run_dirs: RunDirs | None) -> None:
+        """Run the remaining epochs, writing checkpoints and logs into `run_dirs`.
+
+        Under torchrun only rank 0 writes; the other ranks pass None.
+        """
         self.run_dirs = run_dirs
         resumed = self.epoch > 0
         self.writer = TensorboardWriter(
-            run_dirs.log, self.tensorboard, purge_step=self.step + 1 if resumed else None
+            run_dirs.log if run_dirs else None,
+            self.tensorboard and run_dirs is not None,
+            purge_step=self.step + 1 if resumed else None,
         )
         if self._rng_state is not None:
             set_rng_state(self._rng_state)  # last, so building the run drew nothing from it
@@ -87,13 +94,14 @@ class BaseTrainer(ABC):
                 )
                 improved = self._update_monitor(log)
                 stop = self.early_stop > 0 and self.not_improved_count >= self.early_stop
-                if epoch % self.save_period == 0 or epoch == self.epochs or stop:
-                    self._save_periodic()
-                if improved:
-                    save_checkpoint(self.state_dict(), run_dirs.models / "model_best.pth")
-                    logger.info(
-                        "saved model_best.pth (%s %.6g)", self.monitor_metric, self.monitor_best
-                    )
+                if run_dirs is not None:  # the writing rank
+                    if epoch % self.save_period == 0 or epoch == self.epochs or stop:
+                        self._save_periodic()
+                    if improved:
+                        save_checkpoint(self.state_dict(), run_dirs.models / "model_best.pth")
+                        logger.info(
+                            "saved model_best.pth (%s %.6g)", self.monitor_metric, self.monitor_best
+                        )
                 if stop:
                     logger.info(
                         "%s has not improved for %d epochs: stopping early.",
@@ -130,11 +138,6 @@ class BaseTrainer(ABC):
             for old in periodic[: -self.keep_last]:
                 old.unlink()
 
-    @property
-    def bare_model(self) -> nn.Module:
-        """The model without its DataParallel wrapper, whose state_dict has no `module.` prefix."""
-        return self.model.module if isinstance(self.model, nn.DataParallel) else self.model
-
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and plain Python data only (see DESIGN.md)."""
         return {
@@ -144,7 +147,9 @@ class BaseTrainer(ABC):
             "state_dict": self.bare_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
-            "scaler": None,
+            "scaler": self.scaler.state_dict()
+            if self.scaler and self.scaler.is_enabled()
+            else None,
             "monitor_best": self.monitor_best,
             "not_improved_count": self.not_improved_count,
             "config": self.config,
@@ -157,6 +162,8 @@ class BaseTrainer(ABC):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.scaler is not None and self.scaler.is_enabled() and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = state["epoch"], state["step"]
         if state["config"]["trainer"]["monitor"] == self.config["trainer"]["monitor"]:
             self.monitor_best = state["monitor_best"]

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import torch
+
 from base import BaseDataLoader
+from base.tensor_data_loader import TensorDataLoader
 from data_loader.mnist5k import MEAN, STD, load_mnist5k
 from utils.errors import UserError
 
@@ -31,6 +34,33 @@ class Mnist5kDataLoader(BaseDataLoader):
             num_workers,
             pin_memory=pin_memory,
             drop_last=drop_last,
+        )
+
+
+class Mnist5kTensorDataLoader(TensorDataLoader):
+    """The same images and splits as `Mnist5kDataLoader`, on the fast in-memory path:
+    batches are cut from one tensor (on the GPU with `device_resident: true`)."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int,
+        shuffle: bool = True,
+        validation_split: float | int = 0.0,
+        training: bool = True,
+        drop_last: bool = False,
+        device_resident: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        dataset = load_mnist5k(data_dir, training)
+        super().__init__(
+            dataset.tensors,
+            batch_size,
+            shuffle,
+            validation_split,
+            drop_last=drop_last,
+            device_resident=device_resident,
+            device=device,
         )
 
 

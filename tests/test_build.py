@@ -25,6 +25,8 @@ from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.config import load_config_file, resolve_config
 from utils.errors import UserError
 
+CPU = torch.device("cpu")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -411,7 +413,7 @@ def test_build_lr_scheduler_errors(node, reported):
 def test_build_data_loader_wrong_arg_name():
     node = {"type": "Mnist5kDataLoader", "args": {"data_dir": "data/", "batchsize": 32}}
     with pytest.raises(UserError) as error:
-        build_data_loader({"data_loader": node})
+        build_data_loader({"data_loader": node}, CPU)
     message = str(error.value)
     assert "data_loader.args.batchsize" in message and "'batch_size'" in message
 
@@ -419,20 +421,20 @@ def test_build_data_loader_wrong_arg_name():
 def test_build_data_loader_unknown_type():
     node = {"type": "Mnist5kLoader", "args": {"data_dir": "data/", "batch_size": 32}}
     with pytest.raises(UserError, match=r"data_loader\.type.*'Mnist5kDataLoader'"):
-        build_data_loader({"data_loader": node})
+        build_data_loader({"data_loader": node}, CPU)
 
 
 def test_build_data_loader_bad_value_is_a_user_error():
     node = {"type": "Mnist5kDataLoader", "args": {"data_dir": "data/", "batch_size": 0}}
     with pytest.raises(UserError, match=r"data_loader\.args"):
-        build_data_loader({"data_loader": node})
+        build_data_loader({"data_loader": node}, CPU)
 
 
 def test_shipped_default_config_builds_its_data_loader(monkeypatch):
     monkeypatch.chdir(ROOT)  # data_dir is relative to the repository root
     config = resolve_config(load_config_file(ROOT / "config" / "config.json"))
     # what test.py asks for: the whole test split, in order
-    loader = build_data_loader(config, training=False, shuffle=False, validation_split=0.0)
+    loader = build_data_loader(config, CPU, training=False, shuffle=False, validation_split=0.0)
     assert isinstance(loader, BaseDataLoader)
     assert len(loader.dataset) == 1000
     assert loader.split_validation() is None

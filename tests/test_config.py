@@ -296,6 +296,12 @@ def test_defaults_are_filled_in():
         "len_epoch": None,
         "log_step": 10,
         "progress_bar": True,
+        "amp": False,
+        "accumulate_steps": 1,
+        "clip_grad_norm": None,
+        "compile": False,
+        "channels_last": False,
+        "cudnn_benchmark": False,
     }
 
 

@@ -17,6 +17,8 @@ from trainer.components import (
 from utils.config import load_config_file, resolve_config
 from utils.errors import UserError
 
+CPU = torch.device("cpu")
+
 SHIPPED = sorted((ROOT / "config").glob("*.*"))
 
 
@@ -46,8 +48,10 @@ def test_shipped_config_builds(path: Path, tmp_path: Path) -> None:
     if args.get("download"):
         # Building would fetch full MNIST; offline, the same loader must fail clearly.
         with pytest.raises(UserError, match="download"):
-            build_data_loader(config, data_dir=str(tmp_path), download=False)
+            build_data_loader(config, CPU, data_dir=str(tmp_path), download=False)
     else:
-        loader = build_data_loader(config, data_dir=str(ROOT / args["data_dir"]))
+        loader = build_data_loader(
+            config, torch.device("cpu"), data_dir=str(ROOT / args["data_dir"])
+        )
         images, labels = next(iter(loader))
         assert images.shape[1:] == (1, 28, 28) and len(labels) == args["batch_size"]

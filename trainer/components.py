@@ -18,16 +18,28 @@ import model.loss as losses
 import model.metric as metrics
 import model.model as models
 from base import BaseDataLoader
+from base.tensor_data_loader import TensorDataLoader
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.errors import UserError
 
 
-def build_data_loader(config: dict, **overrides) -> BaseDataLoader:
-    """The configured data loader; `overrides` replace config args (test.py sets `training`)."""
+def build_data_loader(
+    config: dict, device: torch.device, **overrides
+) -> BaseDataLoader | TensorDataLoader:
+    """The configured data loader; `overrides` replace config args (test.py sets `training`).
+
+    An in-memory `TensorDataLoader` is also told the training `device`, where it keeps its
+    tensors when the config says `device_resident: true`.
+    """
     node = config["data_loader"]
     loader_class = lookup(
-        "data_loader", node["type"], [data_loaders], is_subclass_of(BaseDataLoader)
+        "data_loader",
+        node["type"],
+        [data_loaders],
+        is_subclass_of(BaseDataLoader, TensorDataLoader),
     )
+    if is_subclass_of(TensorDataLoader)(loader_class):
+        overrides["device"] = device
     return instantiate("data_loader", loader_class, {**node["args"], **overrides})
 
 

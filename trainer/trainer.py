@@ -1,16 +1,32 @@
 """The supervised trainer: the train step, the validation pass, and what gets logged."""
 
-from collections.abc import Callable, Iterator
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from base import BaseTrainer
+from base import BaseDataLoader, BaseTrainer
+from base.tensor_data_loader import TensorDataLoader
+from utils.distributed import is_distributed, is_main_process
+from utils.errors import UserError
 from utils.metric_tracker import MetricTracker
+from utils.precision import amp_dtype, autocast
+
+logger = logging.getLogger(__name__)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Copy a batch to `device` without waiting (from pinned memory the copy is asynchronous);
+    images (4-d) optionally in channels-last layout, which tensor cores prefer."""
+    layout = torch.channels_last if channels_last and tensor.dim() == 4 else torch.preserve_format
+    return tensor.to(device, non_blocking=True, memory_format=layout)
 
 
 def track_batch(
@@ -30,31 +46,63 @@ def track_batch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data_loader: DataLoader,
+    data_loader: Any,
     criterion: Callable,
     metric_fns: dict[str, Callable],
     device: torch.device,
     description: str,
     progress_bar: bool,
+    precision: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
-    """Sample-weighted mean loss and metrics of `model`, in eval mode, over all of `data_loader`."""
+    """Sample-weighted mean loss and metrics of `model`, in eval mode, over all of `data_loader`
+    (under torchrun: over every rank's share). `precision` is the autocast dtype, if any."""
     model.eval()
     tracker = MetricTracker("loss", *metric_fns)
     bar = tqdm(data_loader, desc=description, disable=not progress_bar, leave=False,
                dynamic_ncols=True)  # fmt: skip
     for data, target in bar:
-        data = data.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        output = model(data)
-        track_batch([tracker], metric_fns, criterion(output, target), output, target)
+        data = to_device(data, device, channels_last)
+        target = to_device(target, device, channels_last)
+        with autocast(device, precision):
+            output = model(data)
+            loss = criterion(output, target)
+        track_batch([tracker], metric_fns, loss, output.float(), target)
     return tracker.result()
+
+
+def wrap_model(
+    model: nn.Module, device: torch.device, device_ids: Sequence[int], compile_option: bool | dict
+) -> nn.Module:
+    """The module training calls: DDP under torchrun, DataParallel for several GPUs in one
+    process, then `torch.compile` when asked. Checkpoints keep using the unwrapped model."""
+    if is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+    elif len(device_ids) > 1:
+        logger.warning(
+            "n_gpu > 1 in one process uses DataParallel; `torchrun --nproc_per_node=%d "
+            "train.py ...` (DistributedDataParallel) is faster.",
+            len(device_ids),
+        )
+        model = nn.DataParallel(model, device_ids=list(device_ids))
+    if compile_option is False:
+        return model
+    args = {} if compile_option is True else compile_option
+    try:
+        inspect.signature(torch.compile).bind(model, **args)
+    except TypeError as error:
+        raise UserError(f"trainer.compile: {error}; see torch.compile for its arguments") from None
+    return torch.compile(model, **args)
 
 
 class Trainer(BaseTrainer):
     """Trains `model` on `(input, target)` batches with `criterion`, tracking `metric_fns`.
 
-    Values are accumulated on the device; they reach the host (one synchronisation) only
-    every `log_step` optimizer steps and at the end of an epoch.
+    One optimizer step follows `accumulate_steps` batches, their losses averaged; gradients
+    are unscaled (fp16) and clipped before it. Values are accumulated on the device; they
+    reach the host (one synchronisation) only every `log_step` optimizer steps and at the
+    end of an epoch.
     """
 
     def __init__(
@@ -65,9 +113,10 @@ class Trainer(BaseTrainer):
         optimizer: torch.optim.Optimizer,
         config: dict,
         device: torch.device,
-        data_loader: DataLoader,
-        valid_data_loader: DataLoader | None = None,
+        data_loader: BaseDataLoader | TensorDataLoader,
+        valid_data_loader: Any = None,
         lr_scheduler: Any = None,
+        device_ids: Sequence[int] = (),
     ) -> None:
         self.metric_fns = metric_fns
         self.valid_data_loader = valid_data_loader
@@ -76,61 +125,89 @@ class Trainer(BaseTrainer):
         self.device = device
         self.data_loader = data_loader
         options = config["trainer"]
-        # Epoch-based: one pass over the loader. Iteration-based: `len_epoch` steps, the loader
-        # carrying on where the previous epoch stopped.
+        self.precision = amp_dtype(options["amp"], device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=options["amp"] == "fp16")
+        self.accumulate_steps = options["accumulate_steps"]
+        self.clip_grad_norm = options["clip_grad_norm"]
+        self.channels_last = options["channels_last"]
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its params
+        self.model = wrap_model(model, device, device_ids, options["compile"])
+        # Epoch-based: one pass over the loader. Iteration-based: `len_epoch` optimizer steps,
+        # the loader carrying on where the previous epoch stopped.
         self.iteration_based = options["len_epoch"] is not None
-        self.len_epoch = options["len_epoch"] or len(data_loader)  # optimizer steps per epoch
+        if self.iteration_based:
+            self.batches_per_epoch = options["len_epoch"] * self.accumulate_steps
+        else:
+            self.batches_per_epoch = len(data_loader)
         self.log_step = options["log_step"]
-        self.progress_bar = options["progress_bar"]
+        self.progress_bar = options["progress_bar"] and is_main_process()
         names = ["loss", *metric_fns]
         self.train_metrics = MetricTracker(*names)  # the epoch's means
         self.window_metrics = MetricTracker(*names)  # the means since the last log step
         self._batches: Iterator | None = None
+        self._passes = 0  # passes over the loader started, for iteration-based epochs
 
     def logged_names(self) -> list[str]:
         names = ["loss", *self.metric_fns]
         return names + ["val_" + name for name in names] if self.valid_data_loader else names
 
-    def _epoch_batches(self) -> Iterator:
-        """`len_epoch` batches; with iteration-based epochs the loader restarts when it runs out."""
+    def _epoch_batches(self, epoch: int) -> Iterator:
+        """This epoch's batches; iteration-based epochs restart the loader when it runs out."""
         if not self.iteration_based:
+            self.data_loader.set_epoch(epoch)
             yield from self.data_loader
             return
-        for _ in range(self.len_epoch):
+        for _ in range(self.batches_per_epoch):
             batch = next(self._batches, None) if self._batches is not None else None
             if batch is None:
+                self._passes += 1
+                self.data_loader.set_epoch(self._passes)
                 self._batches = iter(self.data_loader)
                 batch = next(self._batches)
             yield batch
+
+    def _no_sync(self, accumulating: bool) -> AbstractContextManager:
+        """Under DDP, skip the gradient all-reduce for batches before the group's last one."""
+        if accumulating and is_distributed():
+            return self.model.no_sync()
+        return nullcontext()
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train_metrics.reset()
         self.window_metrics.reset()
+        self.optimizer.zero_grad(set_to_none=True)
         learning_rate = self.optimizer.param_groups[0]["lr"]
+        n_batches, group = self.batches_per_epoch, self.accumulate_steps
         bar = tqdm(
-            self._epoch_batches(),
-            total=self.len_epoch,
+            self._epoch_batches(epoch),
+            total=n_batches,
             desc=f"epoch {epoch}/{self.epochs}",
             disable=not self.progress_bar,
             leave=False,
             dynamic_ncols=True,
         )
         for batch_index, (data, target) in enumerate(bar):
-            data = data.to(self.device, non_blocking=True)  # (B, C, H, W)
-            target = target.to(self.device, non_blocking=True)  # (B,)
-            self.optimizer.zero_grad(set_to_none=True)
-            output = self.model(data)  # (B, num_classes)
-            loss = self.criterion(output, target)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
+            data = to_device(data, self.device, self.channels_last)  # (B, C, H, W)
+            target = to_device(target, self.device, self.channels_last)  # (B,)
+            group_end = (batch_index + 1) % group == 0 or batch_index + 1 == n_batches
+            # Each batch's loss is averaged over its group; the last group of an epoch that
+            # does not divide evenly is smaller, and averaged over its own size.
+            group_size = min(group, n_batches - batch_index // group * group)
+            with self._no_sync(not group_end):
+                with autocast(self.device, self.precision):
+                    output = self.model(data)  # (B, num_classes)
+                    loss = self.criterion(output, target)
+                self.scaler.scale(loss / group_size).backward()
             with torch.no_grad():
-                track_batch(
-                    [self.train_metrics, self.window_metrics], self.metric_fns, loss, output, target
-                )
+                track_batch([self.train_metrics, self.window_metrics], self.metric_fns, loss,
+                            output.float(), target)  # fmt: skip
             if batch_index == 0:
-                self.writer.images("train/input", data[:64], self.step)
+                self.writer.images("train/input", data[:64], self.step + 1)
+            if not group_end:
+                continue
+            self._optimizer_step()
             if self.step % self.log_step == 0:
                 window = self.window_metrics.result()
                 self.window_metrics.reset()
@@ -144,11 +221,22 @@ class Trainer(BaseTrainer):
         self._step_lr_scheduler(log)
         return log
 
+    def _optimizer_step(self) -> None:
+        """Unscale (fp16) and clip the accumulated gradients, step, and clear them."""
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.bare_model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
         """Loss and metrics over the whole validation split."""
         description = f"epoch {epoch}/{self.epochs} valid"
         return evaluate(self.model, self.valid_data_loader, self.criterion, self.metric_fns,
-                        self.device, description, self.progress_bar)  # fmt: skip
+                        self.device, description, self.progress_bar, self.precision,
+                        self.channels_last)  # fmt: skip
 
     def _step_lr_scheduler(self, log: dict[str, float]) -> None:
         """Once per epoch; ReduceLROnPlateau watches the monitored value (else the loss)."""

@@ -67,6 +67,18 @@ TRAINER_KEYS = {
     ),
     "log_step": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
     "progress_bar": Key((bool,), True),
+    "amp": Key(
+        (str, bool), False, lambda v: v in ("bf16", "fp16", False), "'bf16', 'fp16' or false"
+    ),
+    "accumulate_steps": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
+    "clip_grad_norm": Key(
+        (int, float, type(None)), None, lambda v: v > 0, "a number > 0 or null (no clipping)"
+    ),
+    "compile": Key(
+        (bool, dict), False, valid="true, false or a mapping of torch.compile arguments"
+    ),
+    "channels_last": Key((bool,), False),
+    "cudnn_benchmark": Key((bool,), False),
 }
 
 

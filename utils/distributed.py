@@ -1,0 +1,84 @@
+"""Multi-process training under torchrun: joining the process group and talking across ranks.
+
+torchrun starts one process per GPU (or per CPU slot) and tells each its place through
+environment variables. Every helper here also works in a plain single process, where the
+rank is 0 and the world has one member, so callers need no `if distributed` branches.
+"""
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun (or another launcher using its variables) started this process."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join torchrun's process group: NCCL on GPUs (one per local rank), gloo on the CPU.
+
+    Returns the device this rank trains on.
+    """
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 is the only process that writes logs, TensorBoard events and checkpoints."""
+    return rank() == 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over all ranks, in place (a no-op in a single process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_from_main(value: object) -> object:
+    """Rank 0's `value` on every rank (picklable Python data, e.g. a drawn seed)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def shard(indices: torch.Tensor) -> torch.Tensor:
+    """This rank's share of `indices`, padded by wrapping so every rank gets the same count.
+
+    Equal counts keep the ranks' collective calls in step; like DistributedSampler, a few
+    samples are seen twice per epoch when the count does not divide evenly.
+    """
+    n_ranks = world_size()
+    if n_ranks == 1:
+        return indices
+    per_rank = -(-len(indices) // n_ranks)
+    padding = per_rank * n_ranks - len(indices)
+    if padding:
+        indices = torch.cat([indices, indices[:padding]])
+    return indices[rank() :: n_ranks]
+
+
+def shutdown() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
