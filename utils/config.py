@@ -170,8 +170,12 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str) -> dict:
             resolved[key] = copy.deepcopy(spec.default)
             continue
         value = section[key]
-        is_bool = isinstance(value, bool)
-        if is_bool != (bool in spec.types) or not isinstance(value, spec.types):
+        # bool is a subclass of int: true is never an integer here, nor 1 a boolean.
+        if isinstance(value, bool):
+            type_ok = bool in spec.types
+        else:
+            type_ok = isinstance(value, tuple(t for t in spec.types if t is not bool))
+        if not type_ok:
             valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
             raise UserError(f"{prefix}{key}: {value!r} is not valid; expected {valid}")
         if spec.check is not None and value is not None and not spec.check(value):
