@@ -32,6 +32,7 @@ from utils.device import select_device
 from utils.distributed import (
     broadcast_from_main,
     init_distributed,
+    is_distributed,
     is_main_process,
     launched_by_torchrun,
     shutdown,
@@ -125,7 +126,7 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     logger.debug("%s", trainer.bare_model)
-    processes = f"  {world_size()} processes" if world_size() > 1 else ""
+    processes = f"  DDP world size {world_size()}" if is_distributed() else ""
     gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     logger.info(
         "run %s  code %s  device %s%s%s  seed %d",

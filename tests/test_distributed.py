@@ -1,0 +1,94 @@
+"""DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, load, run_dir, run_script
+
+from trainer.components import build_data_loader, build_loss, build_metrics, build_model
+from trainer.trainer import evaluate
+from utils.config import load_config_file, resolve_config
+
+CONFIG = str(ROOT / "config" / "config.json")
+
+
+def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={n_processes}", *args]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def ddp_overrides(tmp_path: Path) -> list[str]:
+    """Two short epochs over the whole split (400 validation images: 200 per rank, no padding)."""
+    return [
+        "-d", "cpu",
+        "-o", f"trainer.save_dir={tmp_path / 'saved'}",
+        "-o", "trainer.epochs=2",
+        "-o", "trainer.save_period=1",
+        "-o", "trainer.progress_bar=false",
+        "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
+        "-o", "data_loader.args.num_workers=0",
+        "-o", "data_loader.args.batch_size=256",
+    ]  # fmt: skip
+
+
+def validation_loss(weights: dict) -> float:
+    """The validation loss of `weights` over the whole validation split, in one process."""
+    config = resolve_config(load_config_file(CONFIG))
+    config["data_loader"]["args"]["data_dir"] = str(ROOT / "data")
+    valid_loader = build_data_loader(config, torch.device("cpu")).split_validation()
+    model = build_model(config)
+    model.load_state_dict(weights)
+    result = evaluate(model, valid_loader, build_loss(config), build_metrics(config),
+                      torch.device("cpu"), "valid", progress_bar=False)  # fmt: skip
+    return result["loss"]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overrides) -> None:
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    result = torchrun(2, "tests/ddp_worker.py", str(dumps), "-c", CONFIG, *ddp_overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # One set of outputs, written by rank 0 only.
+    models = run_dir(tmp_path / "saved")
+    log = tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name
+    assert len(list((tmp_path / "saved" / "models" / "Mnist_LeNet").iterdir())) == 1
+    assert len(list(log.glob("events.out.tfevents.*"))) == 1
+    assert "DDP world size 2" in (log / "info.log").read_text()
+    assert {p.name for p in models.glob("*.pth")} == {
+        "checkpoint-epoch1.pth", "checkpoint-epoch2.pth", "model_best.pth"
+    }  # fmt: skip
+
+    # Both ranks end with the same weights, and they are the checkpoint's.
+    rank0, rank1 = (torch.load(dumps / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    checkpoint = load(models / "checkpoint-epoch2.pth")
+    for name, tensor in checkpoint["state_dict"].items():
+        assert torch.equal(rank0[name], rank1[name]), name
+        assert torch.equal(rank0[name], tensor), name
+    # 4,000 - 400 validation images in batches of 256 per rank: 8 steps per epoch.
+    assert (checkpoint["epoch"], checkpoint["step"]) == (2, 16)
+
+    # The logged validation loss is the mean over both ranks' halves, not rank 0's alone.
+    best = load(models / "model_best.pth")
+    assert best["monitor_best"] == pytest.approx(validation_loss(best["state_dict"]), rel=1e-5)
+
+    # Resume the 2-process run with 2 processes, and with 1.
+    resume = ["-r", str(models / "checkpoint-epoch1.pth"), "-o", "trainer.epochs=3"]
+    result = torchrun(2, "train.py", *ddp_overrides, *resume)  # later -o wins
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = load(models / "checkpoint-epoch3.pth")
+    assert (after["epoch"], after["step"]) == (3, 24)
+    single = [*ddp_overrides, "-o", "trainer.epochs=4"]
+    result = run_script("train.py", "-r", str(models / "checkpoint-epoch3.pth"), *single)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # One process takes the whole 3,600-image split: 15 batches of 256.
+    assert load(models / "checkpoint-epoch4.pth")["step"] == 24 + 15
