@@ -1,5 +1,6 @@
 from base.base_data_loader import BaseDataLoader
 from base.base_model import BaseModel
 from base.base_trainer import BaseTrainer
+from base.tensor_data_loader import TensorDataLoader
 
-__all__ = ["BaseDataLoader", "BaseModel", "BaseTrainer"]
+__all__ = ["BaseDataLoader", "BaseModel", "BaseTrainer", "TensorDataLoader"]

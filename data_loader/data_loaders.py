@@ -4,8 +4,7 @@ from pathlib import Path
 
 import torch
 
-from base import BaseDataLoader
-from base.tensor_data_loader import TensorDataLoader
+from base import BaseDataLoader, TensorDataLoader
 from data_loader.mnist5k import MEAN, STD, load_mnist5k
 from utils.errors import UserError
 

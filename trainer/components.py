@@ -17,8 +17,7 @@ import data_loader.data_loaders as data_loaders
 import model.loss as losses
 import model.metric as metrics
 import model.model as models
-from base import BaseDataLoader
-from base.tensor_data_loader import TensorDataLoader
+from base import BaseDataLoader, TensorDataLoader
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.errors import UserError
 

@@ -12,8 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
-from base import BaseDataLoader, BaseTrainer
-from base.tensor_data_loader import TensorDataLoader
+from base import BaseDataLoader, BaseTrainer, TensorDataLoader
 from utils.distributed import is_distributed, is_main_process
 from utils.errors import UserError
 from utils.metric_tracker import MetricTracker
