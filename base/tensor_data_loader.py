@@ -45,11 +45,11 @@ class TensorDataLoader:
             tensors = tuple(t[train_indices] for t in tensors)
         else:
             self.valid_tensors = None
-        # Resident: on the training device. Otherwise in page-locked memory when batches will
-        # be copied to a GPU, so that the copy can overlap with compute.
+        # Resident: on the training device. Otherwise batches are gathered into page-locked
+        # memory when they will be copied to a GPU, so that the copy overlaps with compute.
         self.device = torch.device(device) if device_resident else torch.device("cpu")
         self.pin_memory = not device_resident and torch.device(device).type == "cuda"
-        self.tensors = tuple(self._place(tensor) for tensor in tensors)
+        self.tensors = tuple(tensor.to(self.device) for tensor in tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -58,10 +58,6 @@ class TensorDataLoader:
         self.epoch = 0
         # Drawn from the run's seeded generator: the same seed gives the same orders.
         self.shuffle_seed = int(torch.randint(2**62, ()).item()) if shuffle else 0
-
-    def _place(self, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.to(self.device)
-        return tensor.pin_memory() if self.pin_memory else tensor
 
     @property
     def dataset(self) -> torch.Tensor:
