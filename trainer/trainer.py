@@ -90,9 +90,10 @@ def wrap_model(
     args = {} if compile_option is True else compile_option
     try:
         inspect.signature(torch.compile).bind(model, **args)
-    except TypeError as error:
-        raise UserError(f"trainer.compile: {error}; see torch.compile for its arguments") from None
-    return torch.compile(model, **args)
+        return torch.compile(model, **args)  # checks its arguments now, compiles on first call
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        detail = " ".join(str(error).split())
+        raise UserError(f"trainer.compile: {detail}; see torch.compile for its arguments") from None
 
 
 class Trainer(BaseTrainer):
