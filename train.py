@@ -13,8 +13,6 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from logger.logger import setup_logging
 from trainer import Trainer
 from trainer.components import (
@@ -89,7 +87,6 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         # Recorded in config.json, so the run can be redone; the same on every rank.
         config["seed"] = broadcast_from_main(secrets.randbits(31))
     seed_everything(config["seed"])
-    torch.backends.cudnn.benchmark = config["trainer"]["cudnn_benchmark"]
 
     data_loader = build_data_loader(config, device)
     valid_data_loader = data_loader.split_validation()

@@ -94,11 +94,13 @@ class BaseTrainer(ABC):
                 )
                 improved = self._update_monitor(log)
                 stop = self.early_stop > 0 and self.not_improved_count >= self.early_stop
-                if run_dirs is not None:  # the writing rank
-                    if epoch % self.save_period == 0 or epoch == self.epochs or stop:
-                        self._save_periodic()
+                periodic = epoch % self.save_period == 0 or epoch == self.epochs or stop
+                if run_dirs is not None and (periodic or improved):  # the writing rank
+                    state = self.state_dict()
+                    if periodic:
+                        self._save_periodic(state)
                     if improved:
-                        save_checkpoint(self.state_dict(), run_dirs.models / "model_best.pth")
+                        save_checkpoint(state, run_dirs.models / "model_best.pth")
                         logger.info(
                             "saved model_best.pth (%s %.6g)", self.monitor_metric, self.monitor_best
                         )
@@ -126,9 +128,9 @@ class BaseTrainer(ABC):
             self.not_improved_count += 1
         return improved
 
-    def _save_periodic(self) -> None:
+    def _save_periodic(self, state: dict[str, Any]) -> None:
         path = self.run_dirs.models / f"checkpoint-epoch{self.epoch}.pth"
-        save_checkpoint(self.state_dict(), path)
+        save_checkpoint(state, path)
         logger.info("saved %s", path)
         if self.keep_last is not None:
             periodic = sorted(

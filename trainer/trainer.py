@@ -29,17 +29,16 @@ def to_device(tensor: torch.Tensor, device: torch.device, channels_last: bool) -
 
 
 def track_batch(
-    trackers: list[MetricTracker],
+    tracker: MetricTracker,
     metric_fns: dict[str, Callable],
     loss: torch.Tensor,
     output: torch.Tensor,
     target: torch.Tensor,
 ) -> None:
-    """Add one batch's loss and metrics to each tracker, without leaving the device."""
-    values = {"loss": loss, **{name: metric(output, target) for name, metric in metric_fns.items()}}
-    for tracker in trackers:
-        for name, value in values.items():
-            tracker.update(name, value, n=len(target))
+    """Add one batch's loss and metrics to `tracker`, without leaving the device."""
+    tracker.update("loss", loss, n=len(target))
+    for name, metric in metric_fns.items():
+        tracker.update(name, metric(output, target), n=len(target))
 
 
 @torch.no_grad()
@@ -66,7 +65,7 @@ def evaluate(
         with autocast(device, precision):
             output = model(data)
             loss = criterion(output, target)
-        track_batch([tracker], metric_fns, loss, output.float(), target)
+        track_batch(tracker, metric_fns, loss, output, target)
     return tracker.result()
 
 
@@ -130,6 +129,7 @@ class Trainer(BaseTrainer):
         self.accumulate_steps = options["accumulate_steps"]
         self.clip_grad_norm = options["clip_grad_norm"]
         self.channels_last = options["channels_last"]
+        torch.backends.cudnn.benchmark = options["cudnn_benchmark"]  # a process-wide switch
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its params
         self.model = wrap_model(model, device, device_ids, options["compile"])
@@ -142,9 +142,7 @@ class Trainer(BaseTrainer):
             self.batches_per_epoch = len(data_loader)
         self.log_step = options["log_step"]
         self.progress_bar = options["progress_bar"] and is_main_process()
-        names = ["loss", *metric_fns]
-        self.train_metrics = MetricTracker(*names)  # the epoch's means
-        self.window_metrics = MetricTracker(*names)  # the means since the last log step
+        self.train_metrics = MetricTracker("loss", *metric_fns)
         self._batches: Iterator | None = None
         self._passes = 0  # passes over the loader started, for iteration-based epochs
 
@@ -176,7 +174,6 @@ class Trainer(BaseTrainer):
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train_metrics.reset()
-        self.window_metrics.reset()
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         n_batches, group = self.batches_per_epoch, self.accumulate_steps
@@ -201,16 +198,14 @@ class Trainer(BaseTrainer):
                     loss = self.criterion(output, target)
                 self.scaler.scale(loss / group_size).backward()
             with torch.no_grad():
-                track_batch([self.train_metrics, self.window_metrics], self.metric_fns, loss,
-                            output.float(), target)  # fmt: skip
+                track_batch(self.train_metrics, self.metric_fns, loss, output, target)
             if batch_index == 0:
                 self.writer.images("train/input", data[:64], self.step + 1)
             if not group_end:
                 continue
             self._optimizer_step()
             if self.step % self.log_step == 0:
-                window = self.window_metrics.result()
-                self.window_metrics.reset()
+                window = self.train_metrics.flush()  # the means since the last log step
                 self.writer.scalars({**window, "lr": learning_rate}, self.step, prefix="train/")
                 bar.set_postfix(loss=f"{window['loss']:.4f}")
         log = self.train_metrics.result()

@@ -6,10 +6,13 @@ from utils.distributed import all_reduce_sum
 
 
 class MetricTracker:
-    """Sample-weighted means of named values; `.result()` is the only host synchronisation.
+    """Sample-weighted means of named values.
 
-    Under torchrun, `.result()` sums the totals and counts of every rank first, so each rank
-    gets the mean over all of them (every rank must call it at the same point).
+    `update` adds to totals on the device (one small kernel, no synchronisation). `flush`
+    moves them to the host in one synchronisation and returns the means since the previous
+    flush (a logging window); `result` gives the means since `reset` (the whole epoch).
+    Under torchrun, `flush` sums every rank's totals and counts first, so each rank gets the
+    mean over all of them (every rank must call it at the same point).
     """
 
     def __init__(self, *names: str) -> None:
@@ -17,23 +20,43 @@ class MetricTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._totals: dict[str, torch.Tensor] = {}
-        self._counts = dict.fromkeys(self.names, 0)
+        self._device_totals: dict[str, torch.Tensor] = {}
+        self._device_counts = dict.fromkeys(self.names, 0)
+        self._totals = dict.fromkeys(self.names, 0.0)
+        self._counts = dict.fromkeys(self.names, 0.0)
 
     def update(self, name: str, value: torch.Tensor, n: int = 1) -> None:
         """Add a batch mean `value` (a 0-d tensor, possibly on the GPU) over `n` samples."""
-        total = value.detach().float() * n
-        self._totals[name] = self._totals[name] + total if name in self._totals else total
-        self._counts[name] += n
+        if name in self._device_totals:
+            self._device_totals[name].add_(value.detach(), alpha=n)
+        else:
+            self._device_totals[name] = value.detach().double() * n
+        self._device_counts[name] += n
+
+    def flush(self) -> dict[str, float]:
+        """Means of what was updated since the last flush, as Python floats."""
+        names = list(self._device_totals)
+        if not names:
+            return {}
+        totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
+        counts = torch.tensor(
+            [self._device_counts[name] for name in names], dtype=torch.float64, device=totals.device
+        )
+        totals, counts = all_reduce_sum(torch.stack([totals, counts])).tolist()
+        self._device_totals.clear()
+        self._device_counts = dict.fromkeys(self.names, 0)
+        for name, total, count in zip(names, totals, counts, strict=True):
+            self._totals[name] += total
+            self._counts[name] += count
+        return {
+            name: total / count for name, total, count in zip(names, totals, counts, strict=True)
+        }
 
     def result(self) -> dict[str, float]:
         """Means of everything updated since the last reset, as Python floats."""
-        names = [name for name in self.names if name in self._totals]
-        if not names:
-            return {}
-        totals = torch.stack([self._totals[name] for name in names]).double()  # (names,)
-        counts = torch.tensor(
-            [self._counts[name] for name in names], dtype=torch.float64, device=totals.device
-        )
-        means = all_reduce_sum(totals) / all_reduce_sum(counts)
-        return dict(zip(names, means.tolist(), strict=True))
+        self.flush()
+        return {
+            name: self._totals[name] / self._counts[name]
+            for name in self.names
+            if self._counts[name]
+        }
