@@ -124,7 +124,7 @@ class Trainer(BaseTrainer):
         self.device = device
         self.data_loader = data_loader
         options = config["trainer"]
-        self.precision = amp_dtype(options["amp"], device)
+        self.precision = amp_dtype(options["amp"], device)  # the autocast dtype; None: fp32
         self.scaler = torch.amp.GradScaler(device.type, enabled=options["amp"] == "fp16")
         self.accumulate_steps = options["accumulate_steps"]
         self.clip_grad_norm = options["clip_grad_norm"]
