@@ -23,7 +23,7 @@ from trainer.components import (
     build_model,
     build_optimizer,
 )
-from utils.checkpoint import load_checkpoint, write_json
+from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
@@ -45,7 +45,12 @@ logger = logging.getLogger("train")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Train a model from a JSON or YAML config.")
     parser.add_argument("-c", "--config", help="config file (.json, .yaml or .yml)")
-    parser.add_argument("-r", "--resume", help="checkpoint to resume from (with -c: to fine-tune)")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        help="checkpoint, or run directory (its newest checkpoint), to resume from; "
+        "with -c: to fine-tune",
+    )
     add_config_options(parser)
     parser.add_argument("--run-id", help="name of the run directory (default: a timestamp)")
     parser.add_argument("--lr", type=float, help="shortcut for -o optimizer.args.lr=LR")
@@ -77,7 +82,12 @@ def code_version() -> str:
 
 def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
     """Everything a run needs, built and checked; then (on the writing rank) its directories."""
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    checkpoint = None
+    if args.resume and Path(args.resume).is_dir():
+        resume_path, checkpoint = newest_checkpoint(args.resume)
+        args.resume = str(resume_path)
+    elif args.resume:
+        checkpoint = load_checkpoint(args.resume)
     config = load_run_config(args.config, checkpoint, args.override)
     fine_tune = checkpoint is not None and args.config is not None
     device, device_ids = select_device(args.device, config["n_gpu"])
@@ -137,7 +147,9 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
     if fine_tune:
         logger.info("fine-tuning the weights of %s", args.resume)
     elif checkpoint is not None:
-        logger.info("resuming after epoch %d from %s", trainer.epoch, args.resume)
+        logger.info(
+            "resuming after epoch %d, step %d from %s", trainer.epoch, trainer.step, args.resume
+        )
     return trainer, run_dirs
 
 

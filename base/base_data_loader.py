@@ -4,9 +4,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from utils.distributed import is_distributed
+from base.epoch_sampler import EpochSampler
+from utils.stop_signals import ignore_stop_signals
 
 
 def split_indices(
@@ -34,14 +35,11 @@ def split_indices(
 class BaseDataLoader(DataLoader):
     """A `DataLoader` over the training part of `dataset`; `split_validation()` gives the rest.
 
-    Shuffling and worker seeds draw from torch's global generator when each epoch's iterator
-    is made, which `train.py` seeds from the config and checkpoints restore: the same seed
-    gives the same batches, and a resumed run the batches it would have had. (Persistent
-    workers would draw only once per run, so a resumed run would draw differently.)
-
-    Under torchrun each rank loads its own share through a `DistributedSampler`, whose
-    shuffle seed is drawn here from the run's seeded generator (so it is the same on every
-    rank) and whose epoch the trainer sets through `set_epoch`.
+    The order of each epoch comes from an `EpochSampler` (a seed drawn here from the run's
+    seeded generator, plus the epoch), and the worker seeds from a generator the trainer
+    reseeds in `set_epoch`: the same seed gives the same batches, a resumed run the batches
+    it would have had, and under torchrun every rank its own equal share. Worker processes
+    ignore Ctrl-C and SIGTERM; the main process decides when to stop.
     """
 
     def __init__(
@@ -68,31 +66,28 @@ class BaseDataLoader(DataLoader):
             # Pinned host memory only helps (and only works) when there is a GPU to copy to.
             "pin_memory": torch.cuda.is_available() if pin_memory is None else pin_memory,
             "collate_fn": collate_fn,
+            "worker_init_fn": ignore_stop_signals,
         }
         train_dataset = Subset(dataset, train_indices) if valid_indices else dataset
-        if is_distributed():
-            seed = int(torch.randint(2**62, ()).item())
-            sampler = DistributedSampler(
-                train_dataset, shuffle=shuffle, seed=seed, drop_last=drop_last
-            )
-            super().__init__(
-                train_dataset, sampler=sampler, drop_last=drop_last, **self.loader_options
-            )
-        else:
-            super().__init__(
-                train_dataset, shuffle=shuffle, drop_last=drop_last, **self.loader_options
-            )
+        sampler = EpochSampler(len(train_dataset), shuffle, int(torch.randint(2**62, ())))
+        super().__init__(
+            train_dataset,
+            sampler=sampler,
+            drop_last=drop_last,
+            generator=torch.Generator(),  # draws each epoch's worker seeds; see set_epoch
+            **self.loader_options,
+        )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Tell a `DistributedSampler` which epoch's shuffle to use; a no-op otherwise."""
-        if isinstance(self.sampler, DistributedSampler):
-            self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Choose the order and worker seeds of `epoch`, and how many of its batches are done
+        (those are skipped without being loaded)."""
+        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
+        self.generator.manual_seed(self.sampler.seed + epoch)
 
     def split_validation(self) -> DataLoader | None:
-        """A loader over the held-out samples, in a fixed order; None without a split."""
+        """A loader over the held-out samples, in a fixed order (this rank's share of them
+        under torchrun); None without a split."""
         if self.valid_dataset is None:
             return None
-        sampler = (
-            DistributedSampler(self.valid_dataset, shuffle=False) if is_distributed() else None
-        )
+        sampler = EpochSampler(len(self.valid_dataset), shuffle=False, seed=0)
         return DataLoader(self.valid_dataset, sampler=sampler, **self.loader_options)

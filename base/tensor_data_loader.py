@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from base.base_data_loader import split_indices
-from utils.distributed import shard, world_size
+from base.epoch_sampler import EpochSampler
 
 
 class TensorDataLoader:
@@ -51,40 +51,28 @@ class TensorDataLoader:
         self.pin_memory = not device_resident and torch.device(device).type == "cuda"
         self.tensors = tuple(tensor.to(self.device) for tensor in tensors)
         self.batch_size = batch_size
-        self.shuffle = shuffle
         self.drop_last = drop_last
         self.device_resident = device_resident
         self.target_device = device
-        self.epoch = 0
-        # Drawn from the run's seeded generator: the same seed gives the same orders.
-        self.shuffle_seed = int(torch.randint(2**62, ()).item()) if shuffle else 0
+        # The seed is drawn from the run's seeded generator: the same seed gives the same orders.
+        self.sampler = EpochSampler(len(self.tensors[0]), shuffle, int(torch.randint(2**62, ())))
 
     @property
     def dataset(self) -> torch.Tensor:
         """The first tensor, so that `len(loader.dataset)` is the number of samples, as usual."""
         return self.tensors[0]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the shuffle of `epoch` (the trainer calls this before each pass)."""
-        self.epoch = epoch
-
-    def _order(self) -> torch.Tensor:
-        """This rank's sample indices for the current epoch."""
-        n_samples = len(self.tensors[0])
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.shuffle_seed + self.epoch)
-            order = torch.randperm(n_samples, generator=generator)
-        else:
-            order = torch.arange(n_samples)
-        return shard(order)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Choose the shuffle of `epoch`, and how many of its batches are already done."""
+        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
 
     def __len__(self) -> int:
-        n_samples = -(-len(self.tensors[0]) // world_size())  # this rank's share, padded
+        n_samples = len(self.sampler)
         batches = n_samples // self.batch_size
         return batches if self.drop_last or n_samples % self.batch_size == 0 else batches + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order = self._order().to(self.device, non_blocking=True)
+        order = self.sampler.indices().to(self.device, non_blocking=True)
         stop = len(self) * self.batch_size
         for start in range(0, stop, self.batch_size):
             index = order[start : start + self.batch_size]

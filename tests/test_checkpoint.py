@@ -35,6 +35,8 @@ def make_state() -> dict:
         "not_improved_count": 1,
         "config": {"name": "Toy", "trainer": {"epochs": 3, "monitor": "min val_loss"}},
         "rng": get_rng_state(),
+        "batches_done": 0,
+        "progress": {},
     }
 
 

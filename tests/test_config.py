@@ -302,6 +302,7 @@ def test_defaults_are_filled_in():
         "compile": False,
         "channels_last": False,
         "cudnn_benchmark": False,
+        "save_every_steps": None,
     }
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT, load, run_dir, run_script
 from torch.utils.data import TensorDataset
 
-import base.tensor_data_loader
+import base.epoch_sampler
 import utils.distributed
 from base.base_data_loader import BaseDataLoader
 from base.tensor_data_loader import TensorDataLoader
@@ -130,7 +130,7 @@ def test_same_seed_gives_same_batches_and_leaves_the_global_generator_alone():
 def test_validation_loader_is_unshuffled_and_complete():
     loader = TensorDataLoader(toy_tensors(50), 8, shuffle=True, validation_split=0.2)
     valid = loader.split_validation()
-    assert valid.shuffle is False
+    assert valid.sampler.shuffle is False
     first = targets_of(valid)
     valid.set_epoch(5)
     torch.manual_seed(123)
@@ -174,7 +174,7 @@ def simulate_rank(monkeypatch, rank: int, n_ranks: int) -> None:
     """What torchrun would make `rank()` and `world_size()` say, where they are looked up."""
     monkeypatch.setattr(utils.distributed, "rank", lambda: rank)
     monkeypatch.setattr(utils.distributed, "world_size", lambda: n_ranks)
-    monkeypatch.setattr(base.tensor_data_loader, "world_size", lambda: n_ranks)
+    monkeypatch.setattr(base.epoch_sampler, "world_size", lambda: n_ranks)
 
 
 @pytest.mark.parametrize(

@@ -143,27 +143,45 @@ class Trainer(BaseTrainer):
         self.log_step = options["log_step"]
         self.progress_bar = options["progress_bar"] and is_main_process()
         self.train_metrics = MetricTracker("loss", *metric_fns)
-        self._batches: Iterator | None = None
-        self._passes = 0  # passes over the loader started, for iteration-based epochs
+        self._batches: Iterator | None = None  # iteration-based: the current pass
+        self._passes = 0  # passes over the loader started (iteration-based epochs)
+        self._pass_batches = 0  # batches taken from the current pass
 
     def logged_names(self) -> list[str]:
         names = ["loss", *self.metric_fns]
         return names + ["val_" + name for name in names] if self.valid_data_loader else names
 
     def _epoch_batches(self, epoch: int) -> Iterator:
-        """This epoch's batches; iteration-based epochs restart the loader when it runs out."""
+        """This epoch's remaining batches (a resumed run skips those done without loading
+        them); iteration-based epochs restart the loader when it runs out."""
         if not self.iteration_based:
-            self.data_loader.set_epoch(epoch)
+            self.data_loader.set_epoch(epoch, skip_batches=self.batches_done)
             yield from self.data_loader
             return
-        for _ in range(self.batches_per_epoch):
-            batch = next(self._batches, None) if self._batches is not None else None
+        for _ in range(self.batches_per_epoch - self.batches_done):
+            if self._batches is None:  # the first pass, or a resumed one
+                self._passes = max(self._passes, 1)
+                self.data_loader.set_epoch(self._passes, skip_batches=self._pass_batches)
+                self._batches = iter(self.data_loader)
+            batch = next(self._batches, None)
             if batch is None:
-                self._passes += 1
+                self._passes, self._pass_batches = self._passes + 1, 0
                 self.data_loader.set_epoch(self._passes)
                 self._batches = iter(self.data_loader)
                 batch = next(self._batches)
+            self._pass_batches += 1
             yield batch
+
+    def progress_state(self) -> dict[str, Any]:
+        return {
+            "train_metrics": self.train_metrics.state_dict(),
+            "passes": self._passes,
+            "pass_batches": self._pass_batches,
+        }
+
+    def load_progress_state(self, state: dict[str, Any]) -> None:
+        self.train_metrics.load_state_dict(state["train_metrics"], self.device)
+        self._passes, self._pass_batches = state["passes"], state["pass_batches"]
 
     def _no_sync(self, accumulating: bool) -> AbstractContextManager:
         """Under DDP, skip the gradient all-reduce for batches before the group's last one."""
@@ -173,19 +191,21 @@ class Trainer(BaseTrainer):
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        self.train_metrics.reset()
+        if self.batches_done == 0:
+            self.train_metrics.reset()  # (a resumed epoch restored its totals instead)
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         n_batches, group = self.batches_per_epoch, self.accumulate_steps
         bar = tqdm(
             self._epoch_batches(epoch),
             total=n_batches,
+            initial=self.batches_done,
             desc=f"epoch {epoch}/{self.epochs}",
             disable=not self.progress_bar,
             leave=False,
             dynamic_ncols=True,
         )
-        for batch_index, (data, target) in enumerate(bar):
+        for batch_index, (data, target) in enumerate(bar, start=self.batches_done):
             data = to_device(data, self.device, self.channels_last)  # (B, C, H, W)
             target = to_device(target, self.device, self.channels_last)  # (B,)
             group_end = (batch_index + 1) % group == 0 or batch_index + 1 == n_batches
@@ -201,19 +221,24 @@ class Trainer(BaseTrainer):
                 track_batch(self.train_metrics, self.metric_fns, loss, output, target)
             if batch_index == 0:
                 self.writer.images("train/input", data[:64], self.step + 1)
+            self.batches_done = batch_index + 1
             if not group_end:
                 continue
             self._optimizer_step()
-            if self.step % self.log_step == 0:
+            log_step = self.step % self.log_step == 0
+            if log_step:
                 window = self.train_metrics.flush()  # the means since the last log step
                 self.writer.scalars({**window, "lr": learning_rate}, self.step, prefix="train/")
                 bar.set_postfix(loss=f"{window['loss']:.4f}")
+            # Under torchrun, whether to stop is agreed at log steps, where ranks sync anyway.
+            self._after_step(check_stop=log_step or not is_distributed())
         log = self.train_metrics.result()
         if self.valid_data_loader is not None:
             log.update({"val_" + name: value for name, value in self._valid_epoch(epoch).items()})
         self.writer.scalars({**log, "lr": learning_rate}, self.step, prefix="epoch/")
         self.writer.histograms(self.bare_model, self.step)
         self._step_lr_scheduler(log)
+        self.batches_done = 0
         return log
 
     def _optimizer_step(self) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ CHECKPOINT_KEYS = (
     "not_improved_count",
     "config",
     "rng",
+    "batches_done",
+    "progress",
 )
 
 
@@ -91,3 +94,22 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any]) -> None:
         raise UserError(
             f"arch.args: the checkpoint's weights do not fit this model ({detail})"
         ) from None
+
+
+def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint in a run directory that loads, and its state.
+
+    Periodic (`checkpoint-epoch<N>.pth`) and step (`checkpoint-step<N>.pth`) checkpoints are
+    tried newest first (by the time they were written); one that is truncated or corrupt is
+    reported on stderr by name and the one before it is used.
+    """
+    run_dir = Path(run_dir)
+    candidates = sorted(
+        run_dir.glob("checkpoint-*.pth"), key=lambda p: p.stat().st_mtime_ns, reverse=True
+    )
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path)
+        except UserError as error:
+            print(f"warning: skipping {error}", file=sys.stderr)
+    raise UserError(f"-r {run_dir}: no readable checkpoint-*.pth in this directory")

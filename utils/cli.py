@@ -5,6 +5,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from utils.errors import UserError
+from utils.stop_signals import Stopped
 
 EXIT_USAGE = 2  # a usage or config error
 EXIT_INTERRUPTED = 130  # Ctrl-C
@@ -42,7 +43,10 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USAGE
-    except KeyboardInterrupt:
+    except Stopped as stop:
+        print(str(stop), file=sys.stderr)
+        code = stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the trainer took over the signal
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(code)

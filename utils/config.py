@@ -79,6 +79,9 @@ TRAINER_KEYS = {
     ),
     "channels_last": Key((bool,), False),
     "cudnn_benchmark": Key((bool,), False),
+    "save_every_steps": Key(
+        (int, type(None)), None, lambda v: v >= 1, "an integer >= 1 or null (only per epoch)"
+    ),
 }
 
 

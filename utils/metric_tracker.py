@@ -60,3 +60,17 @@ class MetricTracker:
             for name in self.names
             if self._counts[name]
         }
+
+    def state_dict(self) -> dict:
+        """The running totals, so that an epoch resumed in its middle reports the same means."""
+        return {
+            "device_totals": {name: t.cpu() for name, t in self._device_totals.items()},
+            "device_counts": dict(self._device_counts),
+            "totals": dict(self._totals),
+            "counts": dict(self._counts),
+        }
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self._device_totals = {name: t.to(device) for name, t in state["device_totals"].items()}
+        self._device_counts = dict(state["device_counts"])
+        self._totals, self._counts = dict(state["totals"]), dict(state["counts"])

@@ -1,0 +1,135 @@
+"""Losing nothing: mid-epoch exact resume, stop signals, resuming a run directory, safe loads."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, load, run_dir, run_script
+
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
+
+CONFIG = str(ROOT / "config" / "config.json")
+
+
+def overrides(save_dir: Path, workers: int, *extra: str) -> list[str]:
+    """Two whole epochs of 15 batches (3,600 images, batches of 256), step checkpoints."""
+    options = [
+        f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
+        f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=256",
+        f"data_loader.args.num_workers={workers}", *extra,
+    ]  # fmt: skip
+    return [item for option in options for item in ("-o", option)]
+
+
+def weights_equal(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: int) -> None:
+    """Resumed from a step checkpoint in epoch 1 or in epoch 2, the run ends bit for bit
+    where the uninterrupted run ended, with the same logged means."""
+    options = overrides(tmp_path / "saved", workers, "trainer.save_every_steps=11")
+    result = run_script("train.py", "-c", CONFIG, *options)
+    assert result.returncode == 0, result.stderr
+    models = run_dir(tmp_path / "saved")
+    assert sorted(p.name for p in models.glob("checkpoint-step*.pth")) == [
+        "checkpoint-step11.pth",
+        "checkpoint-step22.pth",
+    ]  # fmt: skip  (only the newest two are kept)
+    uninterrupted = load(models / "checkpoint-epoch2.pth")
+    for step, epoch, batches_done in ((11, 0, 11), (22, 1, 7)):
+        state = load(models / f"checkpoint-step{step}.pth")
+        assert (state["step"], state["epoch"], state["batches_done"]) == (step, epoch, batches_done)
+        shutil.copytree(tmp_path / "saved", tmp_path / f"from_step{step}")
+        copy = run_dir(tmp_path / f"from_step{step}")
+        result = run_script("train.py", "-r", str(copy / f"checkpoint-step{step}.pth"), *options)
+        assert result.returncode == 0, result.stderr
+        resumed = load(copy / "checkpoint-epoch2.pth")
+        assert resumed["step"] == uninterrupted["step"] == 30
+        assert weights_equal(resumed["state_dict"], uninterrupted["state_dict"])
+        assert resumed["monitor_best"] == uninterrupted["monitor_best"]
+
+
+def start_training(save_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    options = overrides(save_dir, 0, "data_loader.args.batch_size=32", "trainer.epochs=3", *extra)
+    command = [sys.executable, "train.py", "-c", CONFIG, *options]
+    pipe = subprocess.PIPE
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True)
+
+
+def wait_for(pattern: str, directory: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list(directory.glob(pattern)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no {pattern} in {directory}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum, code) -> None:
+    """A signal mid-epoch: the step finishes, a checkpoint is written, the exit code is
+    128 + the signal; `-r RUN_DIR` then ends with the weights of an uninterrupted run."""
+    process = start_training(tmp_path / "saved", "trainer.save_every_steps=3")
+    wait_for("models/*/*/checkpoint-step3.pth", tmp_path / "saved", process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    models = run_dir(tmp_path / "saved")
+    assert not list(models.glob("*.tmp"))
+    stopped_at = max(load(p)["step"] for p in models.glob("checkpoint-*.pth"))
+    assert 3 < stopped_at < 3 * 113, "stopped in the middle of the run, after its own save"
+
+    result = run_script("train.py", "-r", str(models), "-o", "trainer.save_every_steps=null")
+    assert result.returncode == 0, result.stderr
+    reference = tmp_path / "reference"
+    result = run_script("train.py", "-c", CONFIG, *overrides(
+        reference, 0, "data_loader.args.batch_size=32", "trainer.epochs=3"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = load(run_dir(reference) / "checkpoint-epoch3.pth")
+    assert weights_equal(
+        load(models / "checkpoint-epoch3.pth")["state_dict"], expected["state_dict"]
+    )
+
+
+def test_resume_from_a_run_directory_skips_a_corrupt_newest_checkpoint(tmp_path) -> None:
+    options = overrides(tmp_path / "saved", 0, "trainer.save_period=1")
+    assert run_script("train.py", "-c", CONFIG, *options).returncode == 0
+    models = run_dir(tmp_path / "saved")
+    newest = models / "checkpoint-epoch2.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    result = run_script("train.py", "-r", str(models), "-o", "trainer.epochs=3")
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint-epoch2.pth" in result.stderr and "skipping" in result.stderr
+    assert "resuming after epoch 1" in result.stdout
+    assert load(models / "checkpoint-epoch3.pth")["epoch"] == 3
+
+
+class Payload:
+    """Pickles into a call that would create a file, were it ever unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "extra": Payload(marker)}, path)
+    with pytest.raises(UserError, match=r"evil\.pth: not a readable checkpoint"):
+        load_checkpoint(path)
+    result = run_script("train.py", "-r", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not marker.exists()
