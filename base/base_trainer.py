@@ -4,6 +4,7 @@ import logging
 import math
 import signal
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,7 +153,7 @@ class BaseTrainer(ABC):
             self.stop_signals.received = signal.SIGTERM  # another rank was signalled
         return bool(flags.item())
 
-    def _save_step(self) -> None:
+    def _save_step(self) -> Path:
         """`checkpoint-step<N>.pth`, resumable from the middle of an epoch; keeps the newest two."""
         path = self.run_dirs.models / f"checkpoint-step{self.step}.pth"
         save_checkpoint(self.state_dict(), path)
@@ -163,6 +164,7 @@ class BaseTrainer(ABC):
         )
         for old in steps[:-2]:
             old.unlink()
+        return path
 
     def _update_monitor(self, log: dict[str, float]) -> bool:
         """Track the best monitored value; True when this epoch improved on it."""

@@ -303,6 +303,8 @@ def test_defaults_are_filled_in():
         "channels_last": False,
         "cudnn_benchmark": False,
         "save_every_steps": None,
+        "on_nonfinite": None,
+        "max_skipped": 10,
     }
 
 

@@ -12,8 +12,12 @@ import pytest
 import torch
 from conftest import ROOT, load, run_dir, run_script
 
+from base import TensorDataLoader
+from trainer.trainer import Trainer
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
+from utils.config import resolve_config
+from utils.errors import TrainingFailed, UserError
+from utils.run_dir import create_run_dirs
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -133,3 +137,57 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path: Path) ->
     result = run_script("train.py", "-r", str(path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- non-finite losses
+
+
+def nan_trainer(tmp_path: Path, nan_batches: list[int], **options):
+    """A linear model over 6 unshuffled batches of 4; the listed batches hold a NaN input."""
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(24, 3), torch.randint(2, (24,))
+    for batch in nan_batches:
+        inputs[batch * 4] = float("nan")
+    model = torch.nn.Linear(3, 2)
+    config = resolve_config({
+        "name": "nan", "arch": {"type": "Linear"}, "data_loader": {"type": "None"},
+        "optimizer": {"type": "SGD"}, "loss": "cross_entropy",
+        "trainer": {"epochs": 1, "progress_bar": False, "tensorboard": False, **options},
+    })  # fmt: skip
+    loader = TensorDataLoader((inputs, targets), 4, shuffle=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model, torch.nn.functional.cross_entropy, {}, optimizer, config,
+                      torch.device("cpu"), loader)  # fmt: skip
+    return trainer, create_run_dirs(tmp_path, "nan", "run")
+
+
+def test_nonfinite_skip_drops_only_the_bad_updates(tmp_path: Path) -> None:
+    trainer, run_dirs = nan_trainer(tmp_path, [2, 4], on_nonfinite="skip")
+    trainer.train(run_dirs)
+    assert trainer.step == 4  # 6 batches, 2 updates dropped
+    assert all(torch.isfinite(p).all() for p in trainer.bare_model.parameters())
+    checkpoint = load(run_dirs.models / "checkpoint-epoch1.pth")
+    assert checkpoint["step"] == 4
+
+
+def test_nonfinite_skip_gives_up_after_max_skipped_in_a_row(tmp_path: Path) -> None:
+    trainer, run_dirs = nan_trainer(tmp_path, [1, 2, 3], on_nonfinite="skip", max_skipped=3)
+    with pytest.raises(TrainingFailed, match=r"trainer\.max_skipped: 3 updates in a row"):
+        trainer.train(run_dirs)
+    assert trainer.step == 1
+
+
+def test_nonfinite_stop_saves_the_last_good_state(tmp_path: Path) -> None:
+    trainer, run_dirs = nan_trainer(tmp_path, [3], on_nonfinite="stop", accumulate_steps=2)
+    with pytest.raises(TrainingFailed, match=r"non-finite loss at step 2 \(epoch 1, batch 4\)"):
+        trainer.train(run_dirs)
+    saved = load(run_dirs.models / "checkpoint-step1.pth")
+    assert (saved["step"], saved["batches_done"]) == (1, 2)  # the group of batches 3-4 replays
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_without_a_check_a_nan_goes_into_the_weights(tmp_path: Path) -> None:
+    """The guard is what keeps the weights finite (on_nonfinite null checks nothing)."""
+    trainer, run_dirs = nan_trainer(tmp_path, [2])
+    trainer.train(run_dirs)
+    assert not all(torch.isfinite(p).all() for p in trainer.bare_model.parameters())

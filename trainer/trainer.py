@@ -13,8 +13,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm import tqdm
 
 from base import BaseDataLoader, BaseTrainer, TensorDataLoader
-from utils.distributed import is_distributed, is_main_process
-from utils.errors import UserError
+from utils.distributed import all_reduce_sum, is_distributed, is_main_process
+from utils.errors import TrainingFailed, UserError
 from utils.metric_tracker import MetricTracker
 from utils.precision import amp_dtype, autocast
 
@@ -141,6 +141,9 @@ class Trainer(BaseTrainer):
         else:
             self.batches_per_epoch = len(data_loader)
         self.log_step = options["log_step"]
+        self.on_nonfinite = options["on_nonfinite"]
+        self.max_skipped = options["max_skipped"]
+        self.skipped_in_a_row = 0
         self.progress_bar = options["progress_bar"] and is_main_process()
         self.train_metrics = MetricTracker("loss", *metric_fns)
         self._batches: Iterator | None = None  # iteration-based: the current pass
@@ -205,6 +208,7 @@ class Trainer(BaseTrainer):
             leave=False,
             dynamic_ncols=True,
         )
+        group_finite = True  # no non-finite loss in the current accumulation group
         for batch_index, (data, target) in enumerate(bar, start=self.batches_done):
             data = to_device(data, self.device, self.channels_last)  # (B, C, H, W)
             target = to_device(target, self.device, self.channels_last)  # (B,)
@@ -216,13 +220,20 @@ class Trainer(BaseTrainer):
                 with autocast(self.device, self.precision):
                     output = self.model(data)  # (B, num_classes)
                     loss = self.criterion(output, target)
-                self.scaler.scale(loss / group_size).backward()
-            with torch.no_grad():
-                track_batch(self.train_metrics, self.metric_fns, loss, output, target)
+                finite = self._check_finite(loss, epoch, batch_index, batch_index // group * group)
+                if finite:
+                    self.scaler.scale(loss / group_size).backward()
+                    with torch.no_grad():
+                        track_batch(self.train_metrics, self.metric_fns, loss, output, target)
+            group_finite = group_finite and finite
             if batch_index == 0:
                 self.writer.images("train/input", data[:64], self.step + 1)
             self.batches_done = batch_index + 1
             if not group_end:
+                continue
+            if not group_finite:
+                self._skip_update()
+                group_finite = True
                 continue
             self._optimizer_step()
             log_step = self.step % self.log_step == 0
@@ -241,6 +252,41 @@ class Trainer(BaseTrainer):
         self.batches_done = 0
         return log
 
+    def _check_finite(self, loss: torch.Tensor, epoch: int, batch: int, group_start: int) -> bool:
+        """With `on_nonfinite` set, whether the loss is finite on every rank (one host sync).
+
+        "stop" saves the state from before this accumulation group and raises.
+        """
+        if self.on_nonfinite is None:
+            return True
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if not all_reduce_sum(bad).item():
+            return True
+        if self.on_nonfinite == "skip":
+            return False
+        self.batches_done = group_start  # a resumed run replays the group from its start
+        saved = self._save_step() if self.run_dirs is not None else "no checkpoint (not rank 0)"
+        raise TrainingFailed(
+            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch + 1}); "
+            f"the last good state is in {saved}. Lower the learning rate, or set "
+            "trainer.on_nonfinite to 'skip'"
+        )
+
+    def _skip_update(self) -> None:
+        """on_nonfinite "skip": drop this group's update; give up after `max_skipped` in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_in_a_row += 1
+        logger.warning(
+            "non-finite loss: skipped the update after step %d (%d in a row)",
+            self.step,
+            self.skipped_in_a_row,
+        )
+        if self.skipped_in_a_row >= self.max_skipped:
+            raise TrainingFailed(
+                f"trainer.max_skipped: {self.skipped_in_a_row} updates in a row had a "
+                f"non-finite loss (after step {self.step}); the run is diverging"
+            )
+
     def _optimizer_step(self) -> None:
         """Unscale (fp16) and clip the accumulated gradients, step, and clear them."""
         if self.clip_grad_norm is not None:
@@ -250,6 +296,7 @@ class Trainer(BaseTrainer):
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.skipped_in_a_row = 0
 
     def _valid_epoch(self, epoch: int) -> dict[str, float]:
         """Loss and metrics over the whole validation split."""

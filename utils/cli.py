@@ -4,9 +4,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from utils.errors import UserError
+from utils.errors import TrainingFailed, UserError
 from utils.stop_signals import Stopped
 
+EXIT_FAILED = 1  # training could not go on
 EXIT_USAGE = 2  # a usage or config error
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
@@ -43,6 +44,9 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USAGE
+    except TrainingFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = EXIT_FAILED
     except Stopped as stop:
         print(str(stop), file=sys.stderr)
         code = stop.exit_code

@@ -79,6 +79,13 @@ TRAINER_KEYS = {
     ),
     "channels_last": Key((bool,), False),
     "cudnn_benchmark": Key((bool,), False),
+    "on_nonfinite": Key(
+        (str, type(None)),
+        None,
+        lambda v: v in ("stop", "skip"),
+        "'stop', 'skip' or null (no check: no host sync per step)",
+    ),
+    "max_skipped": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
     "save_every_steps": Key(
         (int, type(None)), None, lambda v: v >= 1, "an integer >= 1 or null (only per epoch)"
     ),

@@ -1,7 +1,13 @@
-"""The one exception type that entry scripts turn into a one-line message and exit code 2."""
+"""Exceptions that entry scripts turn into a one-line message: `UserError` (exit code 2) and
+`TrainingFailed` (exit code 1)."""
 
 import difflib
 from collections.abc import Iterable
+
+
+class TrainingFailed(Exception):
+    """Training cannot go on (e.g. a non-finite loss); the message says where it stopped and
+    which checkpoint holds the last good state."""
 
 
 class UserError(Exception):
