@@ -25,7 +25,7 @@ from trainer.components import (
 )
 from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import load_run_config
+from utils.config import config_changes, load_run_config
 from utils.device import select_device
 from utils.distributed import (
     broadcast_from_main,
@@ -150,6 +150,8 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         logger.info(
             "resuming after epoch %d, step %d from %s", trainer.epoch, trainer.step, args.resume
         )
+        for change in config_changes(checkpoint["config"], config):
+            logger.warning("config changed on resume: %s", change)
     return trainer, run_dirs
 
 

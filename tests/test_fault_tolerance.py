@@ -1,5 +1,7 @@
 """Losing nothing: mid-epoch exact resume, stop signals, resuming a run directory, safe loads."""
 
+import errno
+import json
 import os
 import shutil
 import signal
@@ -115,6 +117,8 @@ def test_resume_from_a_run_directory_skips_a_corrupt_newest_checkpoint(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "checkpoint-epoch2.pth" in result.stderr and "skipping" in result.stderr
     assert "resuming after epoch 1" in result.stdout
+    assert "config changed on resume: trainer.epochs: 2 -> 3" in result.stdout
+    assert json.loads((models / "config.json").read_text())["trainer"]["epochs"] == 3
     assert load(models / "checkpoint-epoch3.pth")["epoch"] == 3
 
 
@@ -142,7 +146,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path: Path) ->
 # ---------------------------------------------------------------- non-finite losses
 
 
-def nan_trainer(tmp_path: Path, nan_batches: list[int], **options):
+def toy_trainer(tmp_path: Path, nan_batches: list[int], **options):
     """A linear model over 6 unshuffled batches of 4; the listed batches hold a NaN input."""
     torch.manual_seed(0)
     inputs, targets = torch.randn(24, 3), torch.randint(2, (24,))
@@ -162,7 +166,7 @@ def nan_trainer(tmp_path: Path, nan_batches: list[int], **options):
 
 
 def test_nonfinite_skip_drops_only_the_bad_updates(tmp_path: Path) -> None:
-    trainer, run_dirs = nan_trainer(tmp_path, [2, 4], on_nonfinite="skip")
+    trainer, run_dirs = toy_trainer(tmp_path, [2, 4], on_nonfinite="skip")
     trainer.train(run_dirs)
     assert trainer.step == 4  # 6 batches, 2 updates dropped
     assert all(torch.isfinite(p).all() for p in trainer.bare_model.parameters())
@@ -171,14 +175,14 @@ def test_nonfinite_skip_drops_only_the_bad_updates(tmp_path: Path) -> None:
 
 
 def test_nonfinite_skip_gives_up_after_max_skipped_in_a_row(tmp_path: Path) -> None:
-    trainer, run_dirs = nan_trainer(tmp_path, [1, 2, 3], on_nonfinite="skip", max_skipped=3)
+    trainer, run_dirs = toy_trainer(tmp_path, [1, 2, 3], on_nonfinite="skip", max_skipped=3)
     with pytest.raises(TrainingFailed, match=r"trainer\.max_skipped: 3 updates in a row"):
         trainer.train(run_dirs)
     assert trainer.step == 1
 
 
 def test_nonfinite_stop_saves_the_last_good_state(tmp_path: Path) -> None:
-    trainer, run_dirs = nan_trainer(tmp_path, [3], on_nonfinite="stop", accumulate_steps=2)
+    trainer, run_dirs = toy_trainer(tmp_path, [3], on_nonfinite="stop", accumulate_steps=2)
     with pytest.raises(TrainingFailed, match=r"non-finite loss at step 2 \(epoch 1, batch 4\)"):
         trainer.train(run_dirs)
     saved = load(run_dirs.models / "checkpoint-step1.pth")
@@ -188,6 +192,42 @@ def test_nonfinite_stop_saves_the_last_good_state(tmp_path: Path) -> None:
 
 def test_without_a_check_a_nan_goes_into_the_weights(tmp_path: Path) -> None:
     """The guard is what keeps the weights finite (on_nonfinite null checks nothing)."""
-    trainer, run_dirs = nan_trainer(tmp_path, [2])
+    trainer, run_dirs = toy_trainer(tmp_path, [2])
     trainer.train(run_dirs)
     assert not all(torch.isfinite(p).all() for p in trainer.bare_model.parameters())
+
+
+# ---------------------------------------------------------------- unwritable and full disks
+
+
+def test_unwritable_save_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    options = overrides(blocker / "saved", 0)
+    result = run_script("train.py", "-c", CONFIG, *options)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: trainer.save_dir: cannot create")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_full_disk_stops_cleanly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    import utils.checkpoint
+
+    trainer, run_dirs = toy_trainer(tmp_path, [], epochs=2)
+    real_save = torch.save
+    calls = []
+
+    def save_then_fill_the_disk(state, file):
+        calls.append(file)
+        if len(calls) > 1:  # the second checkpoint finds the disk full, half-way through
+            file.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, file)
+
+    monkeypatch.setattr(utils.checkpoint.torch, "save", save_then_fill_the_disk)
+    with pytest.raises(TrainingFailed, match="No space left on device"):
+        trainer.train(run_dirs)
+    monkeypatch.setattr(utils.checkpoint.torch, "save", real_save)
+    assert load(run_dirs.models / "checkpoint-epoch1.pth")["epoch"] == 1
+    assert not (run_dirs.models / "checkpoint-epoch2.pth").exists()
+    assert not [p for p in run_dirs.models.iterdir() if p.name.endswith(".tmp")]

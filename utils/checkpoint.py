@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import TrainingFailed, UserError
 
 CHECKPOINT_KEYS = (
     "arch",
@@ -54,8 +54,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically (see `atomic_write`)."""
-    atomic_write(path, lambda file: torch.save(state, file))
+    """Write a checkpoint atomically (see `atomic_write`); a full disk or a lost permission
+    stops the run with a clear message, the previous checkpoints untouched."""
+    try:
+        atomic_write(path, lambda file: torch.save(state, file))
+    except OSError as error:
+        raise TrainingFailed(
+            f"cannot write {path} ({error.strerror or error}); the previous checkpoints are "
+            "intact: free space (or fix trainer.save_dir), then resume with -r"
+        ) from None
 
 
 def write_json(path: str | Path, data: Any) -> None:

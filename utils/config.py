@@ -257,6 +257,19 @@ def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
         yield prefix, node
 
 
+def config_changes(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for every value that differs between two resolved configs."""
+    before, after = dict(_walk(old)), dict(_walk(new))
+    missing = object()
+    return [
+        f"{key}: {before.get(key, missing)!r} -> {after.get(key, missing)!r}".replace(
+            repr(missing), "(absent)"
+        )
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, missing) != after.get(key, missing)
+    ]
+
+
 def load_run_config(
     config_file: str | Path | None, checkpoint: dict | None, overrides: Iterable[str]
 ) -> dict:

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from utils.errors import UserError
+
 
 @dataclass(frozen=True)
 class RunDirs:
@@ -30,12 +32,18 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
         log = save_dir / "log" / name / candidate
         if log.exists():
             continue
-        models.parent.mkdir(parents=True, exist_ok=True)
         try:
-            models.mkdir()
-        except FileExistsError:
-            continue
-        log.mkdir(parents=True)
+            models.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                models.mkdir()
+            except FileExistsError:
+                continue
+            log.mkdir(parents=True)
+        except OSError as error:
+            raise UserError(
+                f"trainer.save_dir: cannot create {error.filename} ({error.strerror}); "
+                "choose a writable directory"
+            ) from None
         return RunDirs(models, log)
     raise RuntimeError(f"no free run id for {base_id!r} under {save_dir}")
 
