@@ -231,3 +231,45 @@ def test_full_disk_stops_cleanly_and_keeps_the_previous_checkpoint(tmp_path, mon
     assert load(run_dirs.models / "checkpoint-epoch1.pth")["epoch"] == 1
     assert not (run_dirs.models / "checkpoint-epoch2.pth").exists()
     assert not [p for p in run_dirs.models.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path) -> None:
+    """SIGKILL (no handler can run) at random moments: mid-epoch, between epochs, during a
+    checkpoint write (one every 2 steps); every resume from the run directory finds a
+    readable checkpoint, and the final weights equal those of a run never interrupted."""
+    extra = ("data_loader.args.batch_size=32", "trainer.save_every_steps=2")
+    reference = tmp_path / "reference"
+    result = run_script("train.py", "-c", CONFIG, *overrides(reference, 0, *extra))
+    assert result.returncode == 0, result.stderr
+    expected = load(run_dir(reference) / "checkpoint-epoch2.pth")
+
+    save_dir = tmp_path / "saved"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "train.py", "-c", CONFIG, *overrides(save_dir, 0, *extra)]
+    delays = iter([3.5, 2.9, 4.4, 3.2, 5.0])  # seconds after start; starting takes about 2.5
+    kills, reached = 0, []
+    while True:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        if kills == 0:
+            wait_for("models/*/*/checkpoint-step2.pth", save_dir, process)
+        delay = next(delays, None)
+        if delay is None:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr
+            break
+        time.sleep(delay)
+        process.kill()
+        _, stderr = process.communicate()
+        assert "skipping" not in stderr, "a checkpoint was left unreadable"
+        kills += 1
+        reached.append(max(load(p)["step"] for p in run_dir(save_dir).glob("checkpoint-*.pth")))
+        command = [sys.executable, "train.py", "-r", str(run_dir(save_dir))]
+    assert len(set(reached)) >= 3, f"the kills did not land during training: {reached}"
+    final = load(run_dir(save_dir) / "checkpoint-epoch2.pth")
+    assert final["step"] == expected["step"]
+    assert weights_equal(final["state_dict"], expected["state_dict"])
