@@ -92,6 +92,7 @@ class MnistDataLoader(BaseDataLoader):
             )
         except (RuntimeError, OSError) as error:
             where = Path(data_dir) / "MNIST"
+            error = " ".join(str(error).split())  # torchvision lists one failure per line
             if download:
                 raise UserError(
                     f"data_loader.args.download: could not download MNIST into {where} "

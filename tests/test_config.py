@@ -458,7 +458,7 @@ def test_out_of_range_names_the_key(path, value):
         ("trainer.epochs", 1),
         ("trainer.verbosity", 0),
         ("trainer.monitor", "off"),
-        ("trainer.monitor", "max val_accuracy"),
+        ("trainer.monitor", "max val_loss"),
         ("trainer.early_stop", 0),
         ("trainer.keep_last", 1),
         ("trainer.len_epoch", None),
@@ -563,3 +563,20 @@ def test_parse_monitor_valid(text, expected):
 )
 def test_parse_monitor_invalid(text):
     assert parse_monitor(text) is None
+
+
+def test_all_problems_are_reported_together():
+    config = minimal_config()
+    config["trainer"].update({"epochs": 0, "monitor": "max nope", "bogus": 1})
+    config["data_loader"]["args"].update({"batch_size": 0, "validation_split": 1.0})
+    with pytest.raises(UserError) as error:
+        resolve_config(config)
+    problems = str(error.value).split(" | ")
+    assert [p.split(":")[0] for p in problems] == [
+        "trainer.bogus",
+        "trainer.epochs",
+        "data_loader.args.batch_size",
+        "data_loader.args.validation_split",
+        "trainer.monitor",
+    ]
+    assert "\n" not in str(error.value)

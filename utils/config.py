@@ -167,17 +167,21 @@ def parse_monitor(monitor: str) -> tuple[str, str] | None:
     return None
 
 
-def _check_keys(section: dict, keys: dict[str, Key], prefix: str) -> dict:
-    """Validate one mapping against its key table and return it with defaults filled in."""
+def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:
+    """Validate one mapping against its key table; return it with defaults filled in.
+
+    Each problem is appended to `errors` (so that all of them are reported together), and
+    a key with a bad value keeps its default in the returned mapping.
+    """
     for key in section:
         if key not in keys:
-            raise UserError(f"{prefix}{key}: unknown key{did_you_mean(str(key), keys)}")
+            errors.append(f"{prefix}{key}: unknown key{did_you_mean(str(key), keys)}")
     resolved = {}
     for key, spec in keys.items():
+        resolved[key] = None if spec.default is _REQUIRED else copy.deepcopy(spec.default)
         if key not in section:
             if spec.default is _REQUIRED:
-                raise UserError(f"{prefix}{key}: missing; this key is required")
-            resolved[key] = copy.deepcopy(spec.default)
+                errors.append(f"{prefix}{key}: missing; this key is required")
             continue
         value = section[key]
         # bool is a subclass of int: true is never an integer here, nor 1 a boolean.
@@ -187,10 +191,11 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str) -> dict:
             type_ok = isinstance(value, tuple(t for t in spec.types if t is not bool))
         if not type_ok:
             valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
-            raise UserError(f"{prefix}{key}: {value!r} is not valid; expected {valid}")
-        if spec.check is not None and value is not None and not spec.check(value):
-            raise UserError(f"{prefix}{key}: {value!r} is not valid; expected {spec.valid}")
-        resolved[key] = value
+            errors.append(f"{prefix}{key}: {value!r} is not valid; expected {valid}")
+        elif spec.check is not None and value is not None and not spec.check(value):
+            errors.append(f"{prefix}{key}: {value!r} is not valid; expected {spec.valid}")
+        else:
+            resolved[key] = value
     return resolved
 
 
@@ -206,43 +211,85 @@ def _type_name(kind: type) -> str:
     }[kind]
 
 
-def check_node(node: Any, path: str, allow_name: bool = False) -> dict:
+def check_node(node: Any, path: str, errors: list[str], allow_name: bool = False) -> dict:
     """Validate a `{"type": NAME, "args": {...}}` node and return it with `args` filled in.
 
     With `allow_name`, a bare name (`"nll_loss"`) stands for a node without arguments.
+    Problems are appended to `errors`.
     """
     if allow_name and isinstance(node, str):
         return {"type": node, "args": {}}
     if not isinstance(node, dict):
-        raise UserError(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
+        errors.append(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
+        return {"type": None, "args": {}}
     for key in node:
         if key not in ("type", "args"):
-            raise UserError(f"{path}.{key}: unknown key{did_you_mean(str(key), ['type', 'args'])}")
+            errors.append(f"{path}.{key}: unknown key{did_you_mean(str(key), ['type', 'args'])}")
     if not isinstance(node.get("type"), str) or not node["type"]:
-        raise UserError(f"{path}.type: missing or not a string; expected a class or function name")
+        errors.append(f"{path}.type: missing or not a string; expected a class or function name")
     args = node.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        raise UserError(f"{path}.args: {args!r} is not valid; expected a mapping of arguments")
-    return {"type": node["type"], "args": args}
+        errors.append(f"{path}.args: {args!r} is not valid; expected a mapping of arguments")
+        args = {}
+    return {"type": node.get("type"), "args": args}
+
+
+def _check_loader_args(args: dict, errors: list[str]) -> None:
+    """Range checks on the arguments every data loader of the template shares."""
+    batch_size = args.get("batch_size")
+    if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+        errors.append(
+            f"data_loader.args.batch_size: {batch_size!r} is not valid; expected an integer >= 1"
+        )
+    split = args.get("validation_split")
+    if split is not None and not (
+        (type(split) is float and 0.0 <= split < 1.0) or (type(split) is int and split >= 0)
+    ):
+        errors.append(
+            f"data_loader.args.validation_split: {split!r} is not valid; expected a fraction "
+            "in [0, 1) or a number of samples >= 0"
+        )
+
+
+def _check_monitor(resolved: dict, errors: list[str]) -> None:
+    """The monitored value must be one the run logs: `loss`, a metric, or `val_` of either."""
+    mode, metric = parse_monitor(resolved["trainer"]["monitor"]) or ("off", "")
+    if mode == "off":
+        return
+    names = ["loss", *(node["type"] for node in resolved["metrics"] if node["type"])]
+    logged = names + ["val_" + name for name in names]
+    if metric not in logged:
+        errors.append(
+            f"trainer.monitor: {metric!r} is not logged by this run{did_you_mean(metric, logged)}"
+        )
 
 
 def resolve_config(config: dict) -> dict:
-    """Validate the whole config and return it with every default written out."""
-    resolved = _check_keys(config, TOP_LEVEL_KEYS, "")
+    """Validate the whole config and return it with every default written out.
+
+    Every problem found is reported at once, in one `UserError` (one line, ` | ` between them).
+    """
+    errors: list[str] = []
+    resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
     for key in ("arch", "data_loader", "optimizer"):
-        resolved[key] = check_node(resolved[key], key)
-    resolved["loss"] = check_node(resolved["loss"], "loss", allow_name=True)
+        resolved[key] = check_node(resolved[key], key, errors)
+    resolved["loss"] = check_node(resolved["loss"], "loss", errors, allow_name=True)
     if resolved["lr_scheduler"] is not None:
-        resolved["lr_scheduler"] = check_node(resolved["lr_scheduler"], "lr_scheduler")
+        resolved["lr_scheduler"] = check_node(resolved["lr_scheduler"], "lr_scheduler", errors)
     resolved["metrics"] = [
-        check_node(m, f"metrics[{i}]", allow_name=True) for i, m in enumerate(resolved["metrics"])
+        check_node(m, f"metrics[{i}]", errors, allow_name=True)
+        for i, m in enumerate(resolved["metrics"] or [])
     ]
-    resolved["trainer"] = _check_keys(resolved["trainer"], TRAINER_KEYS, "trainer.")
+    resolved["trainer"] = _check_keys(resolved["trainer"] or {}, TRAINER_KEYS, "trainer.", errors)
+    _check_loader_args(resolved["data_loader"]["args"], errors)
+    _check_monitor(resolved, errors)
     for key, value in _walk(resolved):
         if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{key}: {value!r} is not valid; expected a finite number")
+            errors.append(f"{key}: {value!r} is not valid; expected a finite number")
+    if errors:
+        raise UserError(" | ".join(dict.fromkeys(errors)))
     return resolved
 
 
