@@ -107,6 +107,21 @@ def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum,
     )
 
 
+def test_a_second_signal_stops_at_once_without_a_partial_file(tmp_path: Path) -> None:
+    """Two SIGTERMs in a row: exit 143 straight away; whatever is on disk loads."""
+    process = start_training(tmp_path / "saved", "trainer.save_every_steps=1")
+    wait_for("models/*/*/checkpoint-step3.pth", tmp_path / "saved", process)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    models = run_dir(tmp_path / "saved")
+    assert not [p for p in models.iterdir() if p.name.endswith(".tmp")]
+    for path in models.glob("*.pth"):
+        load_checkpoint(path)
+
+
 def test_resume_from_a_run_directory_skips_a_corrupt_newest_checkpoint(tmp_path) -> None:
     options = overrides(tmp_path / "saved", 0, "trainer.save_period=1")
     assert run_script("train.py", "-c", CONFIG, *options).returncode == 0
