@@ -1,8 +1,10 @@
 """DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,46 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     assert result.returncode == 0, result.stderr[-3000:]
     # One process takes the whole 3,600-image split: 15 batches of 256.
     assert load(models / "checkpoint-epoch4.pth")["step"] == 24 + 15
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(tmp_path) -> None:
+    """torchrun passes SIGTERM to every rank; they agree on a step (a log step), rank 0 saves
+    it, all exit; resuming from the run directory ends like an uninterrupted 2-process run."""
+
+    def options(save_dir: Path) -> list[str]:
+        settings = [
+            f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
+            f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.num_workers=0",
+            "data_loader.args.batch_size=32", "trainer.save_every_steps=3", "trainer.log_step=5",
+        ]  # fmt: skip
+        return ["-d", "cpu", *(item for setting in settings for item in ("-o", setting))]
+
+    result = torchrun(2, "train.py", "-c", CONFIG, *options(tmp_path / "reference"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = load(run_dir(tmp_path / "reference") / "checkpoint-epoch2.pth")
+
+    save_dir = tmp_path / "saved"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "train.py", "-c", CONFIG, *options(save_dir)]  # fmt: skip
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(save_dir.glob("models/*/*/checkpoint-step3.pth")):
+        assert launcher.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # both ranks, cleanly
+    models = run_dir(save_dir)
+    stopped_at = max(load(p)["step"] for p in models.glob("checkpoint-*.pth"))
+    assert stopped_at % 5 == 0 and stopped_at < expected["step"]
+
+    result = torchrun(2, "train.py", "-r", str(models))
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = load(models / "checkpoint-epoch2.pth")
+    assert final["step"] == expected["step"]
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], tensor), name
