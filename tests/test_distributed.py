@@ -121,7 +121,8 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(save_dir.glob("models/*/*/checkpoint-step3.pth")):
-        assert launcher.poll() is None and time.monotonic() < deadline
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no step checkpoint within two minutes"
         time.sleep(0.05)
     launcher.send_signal(signal.SIGTERM)
     _, stderr = launcher.communicate(timeout=120)
