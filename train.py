@@ -15,14 +15,7 @@ from pathlib import Path
 
 from logger.logger import setup_logging
 from trainer import Trainer
-from trainer.components import (
-    build_data_loader,
-    build_loss,
-    build_lr_scheduler,
-    build_metrics,
-    build_model,
-    build_optimizer,
-)
+from trainer.components import build_components
 from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import config_changes, load_run_config
@@ -98,23 +91,17 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         config["seed"] = broadcast_from_main(secrets.randbits(31))
     seed_everything(config["seed"])
 
-    data_loader = build_data_loader(config, device)
-    valid_data_loader = data_loader.split_validation()
-    model = build_model(config).to(device)
-    criterion = build_loss(config)
-    metric_fns = build_metrics(config)
-    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    lr_scheduler = build_lr_scheduler(config, optimizer)
+    parts = build_components(config, device)
     trainer = Trainer(
-        model,
-        criterion,
-        metric_fns,
-        optimizer,
+        parts.model.to(device),  # in place: the optimizer keeps its parameters
+        parts.criterion,
+        parts.metric_fns,
+        parts.optimizer,
         config,
         device,
-        data_loader,
-        valid_data_loader,
-        lr_scheduler,
+        parts.data_loader,
+        parts.data_loader.split_validation(),
+        parts.lr_scheduler,
         device_ids,
     )
     if fine_tune:

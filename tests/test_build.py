@@ -14,6 +14,7 @@ import model.metric as metric_module
 from base import BaseDataLoader
 from model.model import LeNet
 from trainer.components import (
+    build_components,
     build_data_loader,
     build_loss,
     build_lr_scheduler,
@@ -438,3 +439,29 @@ def test_shipped_default_config_builds_its_data_loader(monkeypatch):
     assert isinstance(loader, BaseDataLoader)
     assert len(loader.dataset) == 1000
     assert loader.split_validation() is None
+
+
+def test_build_components_reports_every_bad_part_together():
+    config = resolve_config(
+        {
+            "name": "Toy",
+            "arch": {"type": "LeNet", "args": {"num_clases": 10}},
+            "data_loader": {
+                "type": "Mnist5kDataLoader",
+                "args": {"data_dir": "data/", "batch_size": 8},
+            },
+            "optimizer": {"type": "Adam", "args": {"lr": 0.1, "momentum": 0.9}},
+            "loss": "nll_losss",
+            "lr_scheduler": {"type": "StepLR", "args": {"step_size": 1, "gama": 0.1}},
+            "trainer": {"epochs": 1},
+        }
+    )
+    with pytest.raises(UserError) as error:
+        build_components(config, CPU)
+    problems = str(error.value).split(" | ")
+    assert [problem.split(":")[0] for problem in problems] == [
+        "arch.args.num_clases",
+        "loss.type",
+        "optimizer.args.momentum",
+        "lr_scheduler.args.gama",
+    ]

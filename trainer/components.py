@@ -8,6 +8,7 @@ from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`.
 
 import inspect
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -99,3 +100,40 @@ def _is_loss(value) -> bool:
         return True
     own = not getattr(value, "__module__", "torch").startswith("torch")
     return own and (inspect.isfunction(value) or is_subclass_of(nn.Module)(value))
+
+
+class Components(NamedTuple):
+    data_loader: BaseDataLoader | TensorDataLoader
+    model: nn.Module
+    criterion: Callable
+    metric_fns: dict[str, Callable]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: schedulers.LRScheduler | schedulers.ReduceLROnPlateau | None
+
+
+def build_components(config: dict, device: torch.device) -> Components:
+    """Build every part the config names; a problem in one does not hide the others, all of
+    them are reported together (one line, ` | ` between them)."""
+    errors: list[str] = []
+
+    def attempt(build: Callable, *args):
+        try:
+            return build(*args)
+        except UserError as error:
+            errors.append(str(error))
+            return None
+
+    data_loader = attempt(build_data_loader, config, device)
+    model = attempt(build_model, config)
+    criterion = attempt(build_loss, config)
+    metric_fns = attempt(build_metrics, config)
+    # Where a part failed, a stand-in still lets the arguments of the next ones be checked.
+    stand_in = [nn.Parameter(torch.zeros(1))]
+    parameters = stand_in if model is None else [p for p in model.parameters() if p.requires_grad]
+    optimizer = attempt(build_optimizer, config, parameters)
+    lr_scheduler = attempt(
+        build_lr_scheduler, config, optimizer or torch.optim.SGD(stand_in, lr=0.1)
+    )
+    if errors:
+        raise UserError(" | ".join(errors))
+    return Components(data_loader, model, criterion, metric_fns, optimizer, lr_scheduler)
