@@ -69,7 +69,7 @@ class BaseDataLoader(DataLoader):
             "worker_init_fn": ignore_stop_signals,
         }
         train_dataset = Subset(dataset, train_indices) if valid_indices else dataset
-        sampler = EpochSampler(len(train_dataset), shuffle, int(torch.randint(2**62, ())))
+        sampler = EpochSampler(len(train_dataset), shuffle)
         super().__init__(
             train_dataset,
             sampler=sampler,

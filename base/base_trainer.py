@@ -110,8 +110,7 @@ class BaseTrainer(ABC):
             improved = self._update_monitor(log)
             stop = self.early_stop > 0 and self.not_improved_count >= self.early_stop
             signalled = self._stop_requested()
-            periodic = epoch % self.save_period == 0 or epoch == self.epochs or stop
-            periodic = periodic or signalled
+            periodic = epoch % self.save_period == 0 or epoch == self.epochs or stop or signalled
             if run_dirs is not None and (periodic or improved):  # the writing rank
                 state = self.state_dict()
                 if periodic:
@@ -148,23 +147,27 @@ class BaseTrainer(ABC):
         if not is_distributed():
             return signalled
         device = next(self.bare_model.parameters()).device
-        flags = all_reduce_sum(torch.tensor([float(signalled)], device=device))
-        if flags.item() and self.stop_signals.received is None:
+        anyone = bool(all_reduce_sum(torch.tensor([float(signalled)], device=device)).item())
+        if anyone and self.stop_signals.received is None:
             self.stop_signals.received = signal.SIGTERM  # another rank was signalled
-        return bool(flags.item())
+        return anyone
 
     def _save_step(self) -> Path:
         """`checkpoint-step<N>.pth`, resumable from the middle of an epoch; keeps the newest two."""
         path = self.run_dirs.models / f"checkpoint-step{self.step}.pth"
         save_checkpoint(self.state_dict(), path)
         logger.info("saved %s", path)
-        steps = sorted(
-            self.run_dirs.models.glob("checkpoint-step*.pth"),
-            key=lambda p: int(p.stem.removeprefix("checkpoint-step")),
-        )
-        for old in steps[:-2]:
-            old.unlink()
+        self._keep_newest("checkpoint-step", 2)
         return path
+
+    def _keep_newest(self, prefix: str, keep: int) -> None:
+        """Delete all but the `keep` highest-numbered `<prefix><N>.pth` of the run."""
+        numbered = sorted(
+            self.run_dirs.models.glob(f"{prefix}*.pth"),
+            key=lambda p: int(p.stem.removeprefix(prefix)),
+        )
+        for old in numbered[:-keep]:
+            old.unlink()
 
     def _update_monitor(self, log: dict[str, float]) -> bool:
         """Track the best monitored value; True when this epoch improved on it."""
@@ -185,12 +188,7 @@ class BaseTrainer(ABC):
         save_checkpoint(state, path)
         logger.info("saved %s", path)
         if self.keep_last is not None:
-            periodic = sorted(
-                self.run_dirs.models.glob("checkpoint-epoch*.pth"),
-                key=lambda p: int(p.stem.removeprefix("checkpoint-epoch")),
-            )
-            for old in periodic[: -self.keep_last]:
-                old.unlink()
+            self._keep_newest("checkpoint-epoch", self.keep_last)
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: tensors and plain Python data only (see DESIGN.md)."""

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from utils.distributed import shard, world_size
+from utils.distributed import shard, share_size
 
 
 class EpochSampler(Sampler[int]):
@@ -17,10 +17,11 @@ class EpochSampler(Sampler[int]):
     has already trained on without loading them (`set_epoch(epoch, start)`).
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, size: int, shuffle: bool, seed: int | None = None) -> None:
         self.size = size
         self.shuffle = shuffle
-        self.seed = seed
+        # By default drawn from the run's seeded generator: the same run seed, the same orders.
+        self.seed = int(torch.randint(2**62, ())) if seed is None else seed
         self.epoch = 0
         self.start = 0
 
@@ -41,5 +42,4 @@ class EpochSampler(Sampler[int]):
         return iter(self.indices().tolist())
 
     def __len__(self) -> int:
-        share = -(-self.size // world_size())  # ranks get equal shares, padded by wrapping
-        return max(share - self.start, 0)
+        return max(share_size(self.size) - self.start, 0)

@@ -54,8 +54,7 @@ class TensorDataLoader:
         self.drop_last = drop_last
         self.device_resident = device_resident
         self.target_device = device
-        # The seed is drawn from the run's seeded generator: the same seed gives the same orders.
-        self.sampler = EpochSampler(len(self.tensors[0]), shuffle, int(torch.randint(2**62, ())))
+        self.sampler = EpochSampler(len(self.tensors[0]), shuffle)
 
     @property
     def dataset(self) -> torch.Tensor:

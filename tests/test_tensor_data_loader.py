@@ -8,7 +8,6 @@ import torch
 from conftest import ROOT, load, run_dir, run_script
 from torch.utils.data import TensorDataset
 
-import base.epoch_sampler
 import utils.distributed
 from base.base_data_loader import BaseDataLoader
 from base.tensor_data_loader import TensorDataLoader
@@ -174,7 +173,6 @@ def simulate_rank(monkeypatch, rank: int, n_ranks: int) -> None:
     """What torchrun would make `rank()` and `world_size()` say, where they are looked up."""
     monkeypatch.setattr(utils.distributed, "rank", lambda: rank)
     monkeypatch.setattr(utils.distributed, "world_size", lambda: n_ranks)
-    monkeypatch.setattr(base.epoch_sampler, "world_size", lambda: n_ranks)
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,11 @@ def broadcast_from_main(value: object) -> object:
     return holder[0]
 
 
+def share_size(size: int) -> int:
+    """How many of `size` samples each rank gets from `shard` (the same for every rank)."""
+    return -(-size // world_size())
+
+
 def shard(indices: torch.Tensor) -> torch.Tensor:
     """This rank's share of `indices`, padded by wrapping so every rank gets the same count.
 
@@ -72,8 +77,7 @@ def shard(indices: torch.Tensor) -> torch.Tensor:
     n_ranks = world_size()
     if n_ranks == 1:
         return indices
-    per_rank = -(-len(indices) // n_ranks)
-    padding = per_rank * n_ranks - len(indices)
+    padding = share_size(len(indices)) * n_ranks - len(indices)
     if padding:
         indices = torch.cat([indices, indices[:padding]])
     return indices[rank() :: n_ranks]
