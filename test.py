@@ -1,8 +1,8 @@
 """Evaluate a checkpoint on the test split: `python test.py -r saved/models/.../model_best.pth`.
 
-The data loader, loss and metrics come from the checkpoint's own config (or `-c`), with the
-loader switched to the held-out test split; the results go to `test_metrics.json` beside
-the checkpoint.
+The data loader, loss, metrics and the trainer's own hooks (an EMA hook evaluates its
+averaged weights) come from the checkpoint's own config (or `-c`), with the loader switched
+to the held-out test split; the results go to `test_metrics.json` beside the checkpoint.
 """
 
 import argparse
@@ -10,14 +10,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder import build_data_loader, build_trainer, trainer_keys
 from logger.logger import setup_logging
-from trainer.components import build_data_loader, build_loss, build_metrics, build_model
-from trainer.trainer import evaluate
-from utils.checkpoint import load_checkpoint, load_weights, write_json
+from utils.checkpoint import load_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
-from utils.precision import amp_dtype
+from utils.errors import UserError
 
 logger = logging.getLogger("test")
 
@@ -33,21 +32,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     checkpoint = load_checkpoint(args.resume)
-    config = load_run_config(args.config, checkpoint, args.override)
+    config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     setup_logging(None, config["trainer"]["verbosity"])
 
     device, _ = select_device(args.device, config["n_gpu"])
     data_loader = build_data_loader(
         config, device, training=False, shuffle=False, validation_split=0.0
     )
-    model = build_model(config)
-    load_weights(model, checkpoint)
-    model.to(device)
-    loss, metric_fns = build_loss(config), build_metrics(config)
-    options = config["trainer"]
-    precision = amp_dtype(options["amp"], device)
-    results = evaluate(model, data_loader, loss, metric_fns, device, "test",
-                       options["progress_bar"], precision)  # fmt: skip
+    trainer = build_trainer(config, device, data_loader=data_loader, evaluation=True)
+    if not trainer.evaluates():
+        raise UserError(f"trainer.type: {type(trainer).__name__} has no validation_step to test")
+    trainer.load_weights(checkpoint)
+    trainer.load_hook_states(checkpoint.get("hooks", {}))
+    results = trainer.validate(data_loader)
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)

@@ -13,9 +13,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from base import BaseTrainer
+from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
-from trainer import Trainer
-from trainer.components import build_components
 from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import config_changes, load_run_config
@@ -58,22 +58,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def code_version() -> str:
-    """The git commit the template's code is at, or 'unknown' outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+def code_version() -> dict[str, str | bool]:
+    """The git commit the template's code is at, and whether tracked files differ from it
+    (`dirty`); the commit is "unknown" outside a git checkout."""
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", *args], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent, timeout=5)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit or "unknown", "dirty": bool(changes)}
 
 
-def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
+def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
     """Everything a run needs, built and checked; then (on the writing rank) its directories."""
     checkpoint = None
     if args.resume and Path(args.resume).is_dir():
@@ -81,7 +82,7 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         args.resume = str(resume_path)
     elif args.resume:
         checkpoint = load_checkpoint(args.resume)
-    config = load_run_config(args.config, checkpoint, args.override)
+    config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     fine_tune = checkpoint is not None and args.config is not None
     device, device_ids = select_device(args.device, config["n_gpu"])
     if launched_by_torchrun():
@@ -90,20 +91,9 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         # Recorded in config.json, so the run can be redone; the same on every rank.
         config["seed"] = broadcast_from_main(secrets.randbits(31))
     seed_everything(config["seed"])
+    config["code_version"] = code_version()  # recorded in config.json and the checkpoints
 
-    parts = build_components(config, device)
-    trainer = Trainer(
-        parts.model.to(device),  # in place: the optimizer keeps its parameters
-        parts.criterion,
-        parts.metric_fns,
-        parts.optimizer,
-        config,
-        device,
-        parts.data_loader,
-        parts.data_loader.split_validation(),
-        parts.lr_scheduler,
-        device_ids,
-    )
+    trainer = build_trainer(config, device, device_ids)
     if fine_tune:
         trainer.load_weights(checkpoint)
     elif checkpoint is not None:
@@ -119,13 +109,15 @@ def build(args: argparse.Namespace) -> tuple[Trainer, RunDirs | None]:
         run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
-    logger.debug("%s", trainer.bare_model)
+    for model in trainer.bare_models.values():
+        logger.debug("%s", model)
     processes = f"  DDP world size {world_size()}" if is_distributed() else ""
     gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     logger.info(
-        "run %s  code %s  device %s%s%s  seed %d",
+        "run %s  code %s%s  device %s%s%s  seed %d",
         run_dirs.run_id,
-        code_version(),
+        config["code_version"]["commit"],
+        " (with uncommitted changes)" if config["code_version"]["dirty"] else "",
         device,
         gpus,
         processes,

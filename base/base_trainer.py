@@ -1,239 +1,258 @@
-"""The epoch loop every trainer shares: monitoring, early stopping, checkpoints, resume."""
+"""The loop every trainer shares; a subclass says what one training step does with one batch."""
 
 import logging
-import math
-import signal
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from logger.tensorboard import TensorboardWriter
-from utils.checkpoint import load_weights, save_checkpoint
-from utils.config import parse_monitor
-from utils.distributed import all_reduce_sum, is_distributed
-from utils.errors import UserError, did_you_mean
+from base.epoch_batches import EpochBatches
+from base.epoch_loader import EpochLoader
+from base.gradient_updates import GradientUpdates, NonFiniteLoss
+from base.hook import Hook
+from base.model_wrapping import wrap_model
+from base.monitor import Monitor
+from base.trainer_state import TrainerState
+from utils.batch import batch_size, to_device
+from utils.checkpoint import save_checkpoint
+from utils.distributed import is_distributed
+from utils.errors import TrainingFailed, UserError, did_you_mean
+from utils.metric_tracker import MetricTracker
 from utils.run_dir import RunDirs
-from utils.seed import get_rng_state, set_rng_state
-from utils.stop_signals import Stopped, StopSignals
 
 logger = logging.getLogger(__name__)
 
 
-class BaseTrainer(ABC):
-    """Runs epochs and decides what to keep; a subclass says what one epoch is.
+class StopTraining(Exception):
+    """Ends the run normally after the current event (early stopping, a hook's request)."""
 
-    Per epoch: `_train_epoch` returns the logged values (`loss`, metrics, `val_*`); the
-    monitored one decides `model_best.pth` and early stopping; every `save_period` epochs
-    (and at the end) a resumable checkpoint is written, keeping the newest `keep_last`.
+
+class BaseTrainer(TrainerState, ABC):
+    """Runs epochs of `train_step` over `data_loader`, calling the hooks at every event.
+
+    Provided here, for every trainer: accumulation, mixed precision and the fp16 scaler,
+    clipping and the non-finite guard (`self.updates`), DDP `no_sync`, the epoch loop with
+    mid-epoch resume, validation, the monitored value, logged means, and the checkpoint
+    (`TrainerState`). Models, optimizers and LR schedulers are held by name; `model_names`
+    says which models a trainer expects.
     """
+
+    model_names: tuple[str, ...] = ("model",)
 
     def __init__(
         self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: Any,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        data_loader: EpochLoader,
+        *,
+        device: torch.device,
         config: dict,
+        epochs: int,
+        valid_data_loader: Any = None,
+        lr_schedulers: dict[str, Any] | None = None,
+        hooks: Sequence[Hook] = (),
+        device_ids: Sequence[int] = (),
+        monitor: str = "off",
+        len_epoch: int | None = None,
+        log_step: int = 10,
+        amp: str | bool = False,
+        accumulate_steps: int = 1,
+        clip_grad_norm: float | None = None,
+        compile: bool | dict = False,
+        channels_last: bool = False,
+        cudnn_benchmark: bool = False,
+        on_nonfinite: str | None = None,
+        max_skipped: int = 10,
     ) -> None:
-        self.bare_model = model  # what checkpoints hold: never wrapped, never compiled
-        self.model = model  # what training calls; a subclass may wrap or compile it
-        self.scaler: torch.amp.GradScaler | None = None  # a subclass's fp16 loss scaler
-        self.optimizer = optimizer
-        self.lr_scheduler = lr_scheduler
-        self.config = config
-        options = config["trainer"]
-        self.epochs = options["epochs"]
-        self.save_period = options["save_period"]
-        self.keep_last = options["keep_last"]
-        self.early_stop = options["early_stop"]
-        self.save_every_steps = options["save_every_steps"]
-        self.tensorboard = options["tensorboard"]
-        self.monitor_mode, self.monitor_metric = parse_monitor(options["monitor"])
-        if self.monitor_mode != "off" and self.monitor_metric not in self.logged_names():
+        self.bare_models = models  # what checkpoints hold: never wrapped, never compiled
+        self.optimizers = optimizers
+        self.lr_schedulers = lr_schedulers or {}
+        self.device, self.config = device, config
+        self.epochs, self.log_step = epochs, log_step
+        self.valid_data_loader = valid_data_loader
+        self.updates = GradientUpdates(
+            device, amp, accumulate_steps, clip_grad_norm, on_nonfinite, max_skipped
+        )
+        self.batches = EpochBatches(data_loader, len_epoch and len_epoch * accumulate_steps)
+        self.channels_last = channels_last
+        torch.backends.cudnn.benchmark = cudnn_benchmark  # a process-wide switch
+        for model in models.values():  # in place: the optimizers keep their parameters
+            model.to(device, memory_format=torch.channels_last if channels_last else None)
+        self.models = {
+            name: wrap_model(model, device, device_ids, compile) for name, model in models.items()
+        }
+        self.monitor = Monitor(monitor)
+        if self.monitor.enabled and self.monitor.name not in self.logged_names():
             raise UserError(
-                f"trainer.monitor: {self.monitor_metric!r} is not logged by this run"
-                f"{did_you_mean(self.monitor_metric, self.logged_names())}"
+                f"trainer.monitor: {self.monitor.name!r} is not logged by this run"
+                f"{did_you_mean(self.monitor.name, self.logged_names())}"
             )
-        self.monitor_best = math.inf if self.monitor_mode == "min" else -math.inf
-        self.not_improved_count = 0
+        self.hooks = list(hooks)
+        self._check_hooks()
+        self.tracker = MetricTracker()  # the training values of the current epoch
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
-        self.batches_done = 0  # batches of the current epoch trained on (0 between epochs)
-        self.stop_signals = StopSignals()
-        self.writer: TensorboardWriter | None = None
-        self.run_dirs: RunDirs | None = None
+        self.batch: Any = None  # the batch being trained on, on the device
+        self.window: dict[str, float] | None = None  # at log steps: means since the last one
+        self.epoch_log: dict[str, float] = {}  # the last epoch's means (val_ for validation)
+        self.run_dirs: RunDirs | None = None  # None on ranks that do not write
+        self.stop_requested = False
+        self._stop: BaseException = StopTraining()
         self._rng_state: dict | None = None
 
     @abstractmethod
     def logged_names(self) -> list[str]:
-        """The names `_train_epoch` returns values for, e.g. `loss`, `accuracy`, `val_loss`."""
+        """The names of the epoch log: what `train_step` returns, and `val_` + what
+        `validation_step` returns when there is validation. `trainer.monitor` must be one."""
 
     @abstractmethod
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """Train (and validate) for one epoch; return each logged name's epoch mean."""
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Train on one batch (already on the device): forward under `self.updates.autocast()`,
+        `self.updates.backward(loss)`, `self.updates.step(optimizer)` for each optimizer.
+        Return the batch's values to log (0-d tensors, kept on the device)."""
+
+    def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Evaluate one batch (no gradients, eval mode); return the values to log."""
+        raise NotImplementedError(f"{type(self).__name__} has no validation_step")
+
+    def request_stop(self, reason: BaseException | None = None) -> None:
+        """End the run after the current event's hooks (all of them still run, so a
+        checkpoint hook later in the list saves first); `reason` is raised, else it ends normally."""
+        self.stop_requested = True
+        self._stop = reason or StopTraining()
 
     def train(self, run_dirs: RunDirs | None) -> None:
-        """Run the remaining epochs, writing checkpoints and logs into `run_dirs`.
-
-        Under torchrun only rank 0 writes; the other ranks pass None.
-        """
+        """Run the remaining epochs, writing into `run_dirs` (None on ranks that do not write)."""
         self.run_dirs = run_dirs
-        resumed = self.step > 0
-        self.writer = TensorboardWriter(
-            run_dirs.log if run_dirs else None,
-            self.tensorboard and run_dirs is not None,
-            purge_step=self.step + 1 if resumed else None,
-        )
-        if self._rng_state is not None:
-            set_rng_state(self._rng_state)  # last, so building the run drew nothing from it
-        with self.stop_signals:
+        self.restore_rng()  # last, so that building the run drew nothing from it
+        try:
+            self._call("before_train")
+            for epoch in range(self.epoch + 1, self.epochs + 1):
+                self._train_epoch(epoch)
+        except StopTraining:
+            pass
+        finally:
+            self._call("after_train")
+
+    def _train_epoch(self, epoch: int) -> None:
+        for model in self.models.values():
+            model.train()
+        if self.batches.batches_done == 0:
+            self.tracker.reset()  # (a resumed epoch restored its totals instead)
+        self._call("before_epoch")
+        n_batches, group = self.batches.batches_per_epoch, self.updates.accumulate_steps
+        group_start, group_values = self.batches.position(), []
+        for index, batch in enumerate(self.batches.remaining(epoch), self.batches.batches_done):
+            first = index - index % group
+            if index == first:
+                self._call("before_step")
+            self.updates.group_size = min(group, n_batches - first)
+            self.updates.group_end = index + 1 == first + self.updates.group_size
+            self.batch = to_device(batch, self.device, self.channels_last)
             try:
-                self._run_epochs()
-            finally:
-                self.writer.close()
+                with self._no_sync(not self.updates.group_end):
+                    group_values.append((self.train_step(self.batch), batch_size(self.batch)))
+            except NonFiniteLoss:
+                self._stop_on_nonfinite(group_start, epoch, index)
+            self.batches.batches_done = index + 1
+            if self.updates.group_end:
+                self._end_group(group_values)
+                group_start, group_values = self.batches.position(), []
+        self._end_epoch(epoch)
 
-    def _run_epochs(self) -> None:
-        """The epoch loop: train, log, track the monitored value, save, maybe stop."""
-        run_dirs = self.run_dirs
-        for epoch in range(self.epoch + 1, self.epochs + 1):
-            log = self._train_epoch(epoch)
-            self.epoch = epoch
-            logger.info(
-                "epoch %d/%d  step %d  %s",
-                epoch,
-                self.epochs,
-                self.step,
-                "  ".join(f"{name} {value:.6g}" for name, value in log.items()),
-            )
-            improved = self._update_monitor(log)
-            stop = self.early_stop > 0 and self.not_improved_count >= self.early_stop
-            signalled = self._stop_requested()
-            periodic = epoch % self.save_period == 0 or epoch == self.epochs or stop or signalled
-            if run_dirs is not None and (periodic or improved):  # the writing rank
-                state = self.state_dict()
-                if periodic:
-                    self._save_periodic(state)
-                if improved:
-                    save_checkpoint(state, run_dirs.models / "model_best.pth")
-                    logger.info(
-                        "saved model_best.pth (%s %.6g)", self.monitor_metric, self.monitor_best
-                    )
-            if signalled:
-                raise Stopped(self.stop_signals.received)
-            if stop:
-                logger.info(
-                    "%s has not improved for %d epochs: stopping early.",
-                    self.monitor_metric,
-                    self.not_improved_count,
-                )
-                break
+    def _end_group(self, group_values: list[tuple[dict, int]]) -> None:
+        """After a group's last batch: count the step, track its values (a dropped update's are
+        dropped too), publish the window at log steps, and call the `after_step` hooks."""
+        if not self.updates.end_group(self.step):
+            return
+        self.step += 1
+        for values, n in group_values:
+            self.tracker.update_all(values, n)
+        self.window = self.tracker.flush() if self.step % self.log_step == 0 else None
+        self._call("after_step")
 
-    def _after_step(self, check_stop: bool) -> None:
-        """Called by a subclass after each optimizer step: the step checkpoint every
-        `save_every_steps`, and on a stop signal a resumable checkpoint, then `Stopped`."""
-        signalled = check_stop and self._stop_requested()
-        if self.run_dirs is not None and (
-            signalled or (self.save_every_steps and self.step % self.save_every_steps == 0)
-        ):
-            self._save_step()
-        if signalled:
-            raise Stopped(self.stop_signals.received)
+    def _end_epoch(self, epoch: int) -> None:
+        log = self.tracker.result()
+        if self.valid_data_loader is not None:
+            validation = self.validate(self.valid_data_loader)
+            log.update({"val_" + name: value for name, value in validation.items()})
+        self.epoch, self.epoch_log = epoch, log
+        self.batches.batches_done = 0
+        self.monitor.update(log)
+        values = "  ".join(f"{name} {value:.6g}" for name, value in log.items())
+        logger.info("epoch %d/%d  step %d  %s", epoch, self.epochs, self.step, values)
+        self._call("after_epoch")
 
-    def _stop_requested(self) -> bool:
-        """Whether to stop now; under torchrun all ranks agree (any rank signalled: all stop)."""
-        signalled = self.stop_signals.received is not None
-        if not is_distributed():
-            return signalled
-        device = next(self.bare_model.parameters()).device
-        anyone = bool(all_reduce_sum(torch.tensor([float(signalled)], device=device)).item())
-        if anyone and self.stop_signals.received is None:
-            self.stop_signals.received = signal.SIGTERM  # another rank was signalled
-        return anyone
+    @torch.no_grad()
+    def validate(self, data_loader: Any) -> dict[str, float]:
+        """Sample-weighted means of `validation_step` over all of `data_loader` (under torchrun:
+        every rank's share), in eval mode, between the `*_validation` hook events."""
+        self._call("before_validation")
+        for model in self.models.values():
+            model.eval()
+        tracker = MetricTracker()
+        for batch in data_loader:
+            batch = to_device(batch, self.device, self.channels_last)
+            tracker.update_all(self.validation_step(batch), batch_size(batch))
+        for model in self.models.values():
+            model.train()
+        self._call("after_validation")
+        return tracker.result()
 
-    def _save_step(self) -> Path:
-        """`checkpoint-step<N>.pth`, resumable from the middle of an epoch; keeps the newest two."""
-        path = self.run_dirs.models / f"checkpoint-step{self.step}.pth"
+    def _call(self, event: str) -> None:
+        """Call `event` on every hook, then stop if one of them asked to (not after `after_train`)."""
+        for hook in self.hooks:
+            getattr(hook, event)(self)
+        if self.stop_requested and event != "after_train":
+            raise self._stop
+
+    def _no_sync(self, accumulating: bool) -> ExitStack:
+        """Under DDP, skip the gradient all-reduce for batches before the group's last one."""
+        stack = ExitStack()
+        if accumulating and is_distributed():
+            for model in self.models.values():
+                if hasattr(model, "no_sync"):
+                    stack.enter_context(model.no_sync())
+        return stack
+
+    def _stop_on_nonfinite(self, group_start: dict[str, int], epoch: int, index: int) -> None:
+        """`on_nonfinite: "stop"`: save the state from before this group, then fail."""
+        self.batches.load_position(group_start)  # a resumed run replays the group
+        saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
+        raise TrainingFailed(
+            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {index + 1}); "
+            f"the last good state is in {saved}. Lower the learning rate, or set "
+            "trainer.on_nonfinite to 'skip'"
+        )
+
+    def save(self, filename: str) -> Path | None:
+        """Write the checkpoint as `filename` in the run directory (atomically); None on
+        ranks that do not write."""
+        if self.run_dirs is None:
+            return None
+        path = self.run_dirs.models / filename
         save_checkpoint(self.state_dict(), path)
         logger.info("saved %s", path)
-        self._keep_newest("checkpoint-step", 2)
         return path
 
-    def _keep_newest(self, prefix: str, keep: int) -> None:
-        """Delete all but the `keep` highest-numbered `<prefix><N>.pth` of the run."""
-        numbered = sorted(
-            self.run_dirs.models.glob(f"{prefix}*.pth"),
-            key=lambda p: int(p.stem.removeprefix(prefix)),
-        )
-        for old in numbered[:-keep]:
-            old.unlink()
+    def _check_hooks(self) -> None:
+        keys = [hook.state_key for hook in self.hooks]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise UserError(
+                    f"trainer.hooks: two hooks have the state key {key!r}; give them different "
+                    "arguments, or a `state_key` that tells them apart"
+                )
+        if self.valid_data_loader is not None and not self.evaluates():
+            raise UserError(
+                f"data_loader.args.validation_split: {type(self).__name__} has no "
+                "validation_step; set the split to 0"
+            )
 
-    def _update_monitor(self, log: dict[str, float]) -> bool:
-        """Track the best monitored value; True when this epoch improved on it."""
-        if self.monitor_mode == "off":
-            return False
-        value = log[self.monitor_metric]
-        improved = (
-            value < self.monitor_best if self.monitor_mode == "min" else value > self.monitor_best
-        )
-        if improved:
-            self.monitor_best, self.not_improved_count = value, 0
-        else:
-            self.not_improved_count += 1
-        return improved
-
-    def _save_periodic(self, state: dict[str, Any]) -> None:
-        path = self.run_dirs.models / f"checkpoint-epoch{self.epoch}.pth"
-        save_checkpoint(state, path)
-        logger.info("saved %s", path)
-        if self.keep_last is not None:
-            self._keep_newest("checkpoint-epoch", self.keep_last)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The checkpoint: tensors and plain Python data only (see DESIGN.md)."""
-        return {
-            "arch": type(self.bare_model).__name__,
-            "epoch": self.epoch,
-            "step": self.step,
-            "state_dict": self.bare_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
-            "scaler": self.scaler.state_dict()
-            if self.scaler and self.scaler.is_enabled()
-            else None,
-            "monitor_best": self.monitor_best,
-            "not_improved_count": self.not_improved_count,
-            "config": self.config,
-            "rng": get_rng_state(),
-            "batches_done": self.batches_done,
-            "progress": self.progress_state(),
-        }
-
-    @abstractmethod
-    def progress_state(self) -> dict[str, Any]:
-        """What a subclass needs to continue an epoch from `batches_done` (e.g. metric totals)."""
-
-    @abstractmethod
-    def load_progress_state(self, state: dict[str, Any]) -> None:
-        """Restore what `progress_state` returned."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue the run a checkpoint came from: weights, optimizer, schedule, counters, RNG."""
-        self.load_weights(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.lr_scheduler is not None and state["lr_scheduler"] is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if self.scaler is not None and self.scaler.is_enabled() and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.batches_done = state["batches_done"]
-        self.load_progress_state(state["progress"])
-        if state["config"]["trainer"]["monitor"] == self.config["trainer"]["monitor"]:
-            self.monitor_best = state["monitor_best"]
-            self.not_improved_count = state["not_improved_count"]
-        self._rng_state = state["rng"]
-
-    def load_weights(self, state: dict[str, Any]) -> None:
-        """Load only the model weights (fine-tuning from a checkpoint with a new config)."""
-        load_weights(self.bare_model, state)
+    def evaluates(self) -> bool:
+        """Whether this trainer has a `validation_step` (validation, test.py)."""
+        return type(self).validation_step is not BaseTrainer.validation_step

@@ -31,7 +31,9 @@ class TensorboardWriter:
             low, high = batch.min(), batch.max()
             self._writer.add_images(tag, (batch - low) / (high - low).clamp_min(1e-12), step)
 
-    def histograms(self, model: torch.nn.Module, step: int, bins: int = 64) -> None:
+    def histograms(
+        self, model: torch.nn.Module, step: int, bins: int = 64, prefix: str = "parameters/"
+    ) -> None:
         """A histogram of every parameter, binned on its own device: one copy to the host for
         all of them (not one per parameter, which costs a large model most of a GPU epoch)."""
         if self._writer is None:
@@ -52,7 +54,7 @@ class TensorboardWriter:
         edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:]
         for index, name in enumerate(names):
             self._writer.add_histogram_raw(
-                f"parameters/{name}",
+                f"{prefix}{name}",
                 min=low[index].item(),
                 max=high[index].item(),
                 num=flat[index].numel(),

@@ -92,10 +92,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Load a checkpoint's weights into `model`, naming the mismatch if they do not fit."""
+def load_weights(model: torch.nn.Module, weights: dict[str, Any]) -> None:
+    """Load a state dict of weights into `model`, naming the mismatch if they do not fit."""
     try:
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(weights)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[0]
         raise UserError(

@@ -32,6 +32,14 @@ class Key:
 
 
 _NODE = (dict,)  # {"type": ..., "args": {...}}
+SCHEDULER_KEYS = {  # beside "type" and "args" in an lr_scheduler node
+    "interval": Key(
+        (str, type(None)),
+        None,
+        lambda v: v in ("epoch", "step"),
+        "'epoch', 'step' or null (OneCycleLR: step, others: epoch)",
+    ),
+}
 _COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")
 
 TOP_LEVEL_KEYS = {
@@ -40,16 +48,19 @@ TOP_LEVEL_KEYS = {
     ),
     "n_gpu": Key((int,), 1, lambda v: v >= 0, "an integer >= 0"),
     "seed": Key((int, type(None)), None, lambda v: v is None or v >= 0, "an integer >= 0 or null"),
-    "arch": Key(_NODE),
+    "arch": Key(_NODE),  # a node, or a mapping of model names to nodes
     "data_loader": Key(_NODE),
-    "optimizer": Key(_NODE),
-    "loss": Key((str, dict)),
+    "optimizer": Key(_NODE),  # a node (for every model), or a mapping of model names to nodes
+    "loss": Key((str, dict, type(None)), None),
     "metrics": Key((list,), []),
     "lr_scheduler": Key((dict, type(None)), None),
     "trainer": Key((dict,)),
+    "code_version": Key((dict, type(None)), None),  # written by train.py: git commit, dirty
 }
 
 TRAINER_KEYS = {
+    "type": Key((str,), "Trainer"),
+    "hooks": Key((list,), []),
     "epochs": _COUNT,
     "save_dir": Key((str,), "saved/"),
     "save_period": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
@@ -62,6 +73,7 @@ TRAINER_KEYS = {
     ),
     "early_stop": Key((int,), 0, lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
     "tensorboard": Key((bool,), True),
+    "log_images": Key((bool,), True),
     "len_epoch": Key(
         (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
     ),
@@ -211,7 +223,13 @@ def _type_name(kind: type) -> str:
     }[kind]
 
 
-def check_node(node: Any, path: str, errors: list[str], allow_name: bool = False) -> dict:
+def check_node(
+    node: Any,
+    path: str,
+    errors: list[str],
+    allow_name: bool = False,
+    extra_keys: dict[str, Key] | None = None,
+) -> dict:
     """Validate a `{"type": NAME, "args": {...}}` node and return it with `args` filled in.
 
     With `allow_name`, a bare name (`"nll_loss"`) stands for a node without arguments.
@@ -222,9 +240,11 @@ def check_node(node: Any, path: str, errors: list[str], allow_name: bool = False
     if not isinstance(node, dict):
         errors.append(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
         return {"type": None, "args": {}}
+    extra_keys = extra_keys or {}
+    valid = ["type", "args", *extra_keys]
     for key in node:
-        if key not in ("type", "args"):
-            errors.append(f"{path}.{key}: unknown key{did_you_mean(str(key), ['type', 'args'])}")
+        if key not in valid:
+            errors.append(f"{path}.{key}: unknown key{did_you_mean(str(key), valid)}")
     if not isinstance(node.get("type"), str) or not node["type"]:
         errors.append(f"{path}.type: missing or not a string; expected a class or function name")
     args = node.get("args", {})
@@ -233,7 +253,26 @@ def check_node(node: Any, path: str, errors: list[str], allow_name: bool = False
     if not isinstance(args, dict):
         errors.append(f"{path}.args: {args!r} is not valid; expected a mapping of arguments")
         args = {}
-    return {"type": node.get("type"), "args": args}
+    extras = _check_keys({k: v for k, v in node.items() if k in extra_keys}, extra_keys,
+                         f"{path}.", errors)  # fmt: skip
+    return {"type": node.get("type"), "args": args, **extras}
+
+
+def is_named_nodes(node: Any) -> bool:
+    """Whether `node` is a mapping of names to nodes (several models), not one node."""
+    return isinstance(node, dict) and "type" not in node and bool(node)
+
+
+def check_named_nodes(
+    node: Any, path: str, errors: list[str], extra_keys: dict[str, Key] | None = None
+) -> dict:
+    """`check_node` for a key that takes one node or a mapping of names to nodes."""
+    if not is_named_nodes(node):
+        return check_node(node, path, errors, extra_keys=extra_keys)
+    return {
+        name: check_node(child, f"{path}.{name}", errors, extra_keys=extra_keys)
+        for name, child in node.items()
+    }
 
 
 def _check_loader_args(args: dict, errors: list[str]) -> None:
@@ -253,38 +292,43 @@ def _check_loader_args(args: dict, errors: list[str]) -> None:
         )
 
 
-def _check_monitor(resolved: dict, errors: list[str]) -> None:
-    """The monitored value must be one the run logs: `loss`, a metric, or `val_` of either."""
-    mode, metric = parse_monitor(resolved["trainer"]["monitor"]) or ("off", "")
-    if mode == "off":
-        return
-    names = ["loss", *(node["type"] for node in resolved["metrics"] if node["type"])]
-    logged = names + ["val_" + name for name in names]
-    if metric not in logged:
-        errors.append(
-            f"trainer.monitor: {metric!r} is not logged by this run{did_you_mean(metric, logged)}"
-        )
-
-
-def resolve_config(config: dict) -> dict:
+def resolve_config(
+    config: dict, trainer_keys: Callable[[str], dict[str, Key]] | None = None
+) -> dict:
     """Validate the whole config and return it with every default written out.
 
-    Every problem found is reported at once, in one `UserError` (one line, ` | ` between them).
+    `trainer_keys(trainer_type)` gives the keys the chosen trainer class takes beyond the
+    shared `TRAINER_KEYS` (its own constructor arguments). Every problem found is reported
+    at once, in one `UserError` (one line, ` | ` between them).
     """
     errors: list[str] = []
     resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
-    for key in ("arch", "data_loader", "optimizer"):
-        resolved[key] = check_node(resolved[key], key, errors)
-    resolved["loss"] = check_node(resolved["loss"], "loss", errors, allow_name=True)
+    for key in ("arch", "optimizer"):
+        resolved[key] = check_named_nodes(resolved[key], key, errors)
+    resolved["data_loader"] = check_node(resolved["data_loader"], "data_loader", errors)
+    if resolved["loss"] is not None:
+        resolved["loss"] = check_node(resolved["loss"], "loss", errors, allow_name=True)
     if resolved["lr_scheduler"] is not None:
-        resolved["lr_scheduler"] = check_node(resolved["lr_scheduler"], "lr_scheduler", errors)
+        resolved["lr_scheduler"] = check_named_nodes(
+            resolved["lr_scheduler"], "lr_scheduler", errors, extra_keys=SCHEDULER_KEYS
+        )
     resolved["metrics"] = [
         check_node(m, f"metrics[{i}]", errors, allow_name=True)
         for i, m in enumerate(resolved["metrics"] or [])
     ]
-    resolved["trainer"] = _check_keys(resolved["trainer"] or {}, TRAINER_KEYS, "trainer.", errors)
+    trainer = resolved["trainer"] or {}
+    keys = dict(TRAINER_KEYS)
+    if trainer_keys is not None and isinstance(trainer.get("type", "Trainer"), str):
+        try:
+            keys.update(trainer_keys(trainer.get("type", "Trainer")))
+        except UserError as error:
+            errors.append(str(error))
+    resolved["trainer"] = _check_keys(trainer, keys, "trainer.", errors)
+    resolved["trainer"]["hooks"] = [
+        check_node(node, f"trainer.hooks[{i}]", errors)
+        for i, node in enumerate(resolved["trainer"]["hooks"])
+    ]
     _check_loader_args(resolved["data_loader"]["args"], errors)
-    _check_monitor(resolved, errors)
     for key, value in _walk(resolved):
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(f"{key}: {value!r} is not valid; expected a finite number")
@@ -318,15 +362,26 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 
 def load_run_config(
-    config_file: str | Path | None, checkpoint: dict | None, overrides: Iterable[str]
+    config_file: str | Path | None,
+    checkpoint: dict | None,
+    overrides: Iterable[str],
+    trainer_keys: Callable[[str], dict[str, Key]] | None = None,
 ) -> dict:
     """The config a run uses: `config_file`, else the checkpoint's own, with `overrides`
-    applied and validated. A checkpoint's model must be the config's `arch`."""
+    applied and validated. A checkpoint's models must be the config's `arch`."""
     raw = load_config_file(config_file) if config_file else checkpoint["config"]
-    config = resolve_config(apply_overrides(raw, overrides))
-    if checkpoint is not None and checkpoint["arch"] != config["arch"]["type"]:
+    config = resolve_config(apply_overrides(raw, overrides), trainer_keys)
+    if checkpoint is not None and checkpoint["arch"] != arch_types(config):
         raise UserError(
-            f"arch.type: the checkpoint holds a {checkpoint['arch']!r} model, "
-            f"not {config['arch']['type']!r}; use a config with that arch"
+            f"arch: the checkpoint holds {checkpoint['arch']!r}, not {arch_types(config)!r}; "
+            "use a config with that arch"
         )
     return config
+
+
+def arch_types(config: dict) -> str | dict[str, str]:
+    """The model class name (one model), or the class name of each named model."""
+    arch = config["arch"]
+    return (
+        {name: node["type"] for name, node in arch.items()} if "type" not in arch else arch["type"]
+    )

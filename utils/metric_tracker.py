@@ -15,23 +15,29 @@ class MetricTracker:
     mean over all of them (every rank must call it at the same point).
     """
 
-    def __init__(self, *names: str) -> None:
-        self.names = names
+    def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self._device_totals: dict[str, torch.Tensor] = {}
-        self._device_counts = dict.fromkeys(self.names, 0)
-        self._totals = dict.fromkeys(self.names, 0.0)
-        self._counts = dict.fromkeys(self.names, 0.0)
+        self._device_counts: dict[str, int] = {}
+        self._totals: dict[str, float] = {}
+        self._counts: dict[str, float] = {}
 
-    def update(self, name: str, value: torch.Tensor, n: int = 1) -> None:
+    def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
         """Add a batch mean `value` (a 0-d tensor, possibly on the GPU) over `n` samples."""
+        if not isinstance(value, torch.Tensor):
+            value = torch.tensor(float(value))
         if name in self._device_totals:
             self._device_totals[name].add_(value.detach(), alpha=n)
         else:
             self._device_totals[name] = value.detach().double() * n
-        self._device_counts[name] += n
+        self._device_counts[name] = self._device_counts.get(name, 0) + n
+
+    def update_all(self, values: dict[str, torch.Tensor | float], n: int) -> None:
+        """`update` each of a batch's named values, all over its `n` samples."""
+        for name, value in values.items():
+            self.update(name, value, n)
 
     def flush(self) -> dict[str, float]:
         """Means of what was updated since the last flush, as Python floats."""
@@ -44,10 +50,10 @@ class MetricTracker:
         )
         totals, counts = all_reduce_sum(torch.stack([totals, counts])).tolist()
         self._device_totals.clear()
-        self._device_counts = dict.fromkeys(self.names, 0)
+        self._device_counts.clear()
         for name, total, count in zip(names, totals, counts, strict=True):
-            self._totals[name] += total
-            self._counts[name] += count
+            self._totals[name] = self._totals.get(name, 0.0) + total
+            self._counts[name] = self._counts.get(name, 0.0) + count
         return {
             name: total / count for name, total, count in zip(names, totals, counts, strict=True)
         }
@@ -55,11 +61,7 @@ class MetricTracker:
     def result(self) -> dict[str, float]:
         """Means of everything updated since the last reset, as Python floats."""
         self.flush()
-        return {
-            name: self._totals[name] / self._counts[name]
-            for name in self.names
-            if self._counts[name]
-        }
+        return {name: total / self._counts[name] for name, total in self._totals.items()}
 
     def state_dict(self) -> dict:
         """The running totals, so that an epoch resumed in its middle reports the same means."""

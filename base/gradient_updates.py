@@ -1,0 +1,102 @@
+"""How losses become optimizer steps: mixed precision, accumulation, clipping, the non-finite guard."""
+
+import logging
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from utils.distributed import all_reduce_sum
+from utils.errors import TrainingFailed
+from utils.precision import amp_dtype, autocast
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(Exception):
+    """A loss was NaN or infinite with `on_nonfinite: "stop"`; the trainer saves and stops."""
+
+
+class GradientUpdates:
+    """The machinery between a training step's losses and its optimizers.
+
+    A step calls `backward(loss)` and then `step(optimizer)` for each optimizer. One optimizer
+    step follows `accumulate_steps` batches: each loss is divided by the size of its group
+    (the last group of an epoch may be smaller), and `step` does nothing until the group's last
+    batch. There, fp16 gradients are unscaled and clipped to `clip_grad_norm` first. With
+    `on_nonfinite` set, each loss is checked (one host sync): "skip" drops the group's update,
+    "stop" raises `NonFiniteLoss`.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        amp: str | bool = False,
+        accumulate_steps: int = 1,
+        clip_grad_norm: float | None = None,
+        on_nonfinite: str | None = None,
+        max_skipped: int = 10,
+    ) -> None:
+        self.device = device
+        self.precision = amp_dtype(amp, device)  # the autocast dtype; None: fp32
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.accumulate_steps = accumulate_steps
+        self.clip_grad_norm = clip_grad_norm
+        self.on_nonfinite = on_nonfinite
+        self.max_skipped = max_skipped
+        self.skipped_in_a_row = 0
+        self.group_size = 1  # batches in the current accumulation group
+        self.group_end = True  # whether the current batch is its group's last
+        self.group_finite = True  # no non-finite loss in the current group so far
+
+    def autocast(self) -> AbstractContextManager:
+        """The forward pass's precision (`trainer.amp`)."""
+        return autocast(self.device, self.precision)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of `loss` (a 0-d tensor), scaled for fp16 and the group."""
+        if self.on_nonfinite is not None and not self._finite(loss):
+            if self.on_nonfinite == "stop":
+                raise NonFiniteLoss
+            self.group_finite = False
+            return
+        self.scaler.scale(loss / self.group_size).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """At the group's last batch: unscale, clip, step and clear `optimizer`; True if it stepped."""
+        if not self.group_end:
+            return False
+        if self.group_finite:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(optimizer)
+                parameters = [p for group in optimizer.param_groups for p in group["params"]]
+                nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+            self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+        optimizer.zero_grad(set_to_none=True)
+        return self.group_finite
+
+    def end_group(self, step: int) -> bool:
+        """After the group's last batch: True when its update went in. A dropped one is logged,
+        and after `max_skipped` in a row the run fails (it is diverging)."""
+        finite, self.group_finite = self.group_finite, True
+        if finite:
+            self.scaler.update()
+            self.skipped_in_a_row = 0
+            return True
+        self.skipped_in_a_row += 1
+        logger.warning(
+            "non-finite loss: skipped the update after step %d (%d in a row)",
+            step,
+            self.skipped_in_a_row,
+        )
+        if self.skipped_in_a_row >= self.max_skipped:
+            raise TrainingFailed(
+                f"trainer.max_skipped: {self.skipped_in_a_row} updates in a row had a "
+                f"non-finite loss (after step {step}); the run is diverging"
+            )
+        return False
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether `loss` is finite on every rank (under torchrun all ranks agree)."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        return not all_reduce_sum(bad).item()

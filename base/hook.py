@@ -1,0 +1,65 @@
+"""The hook protocol: the optional parts of a run hang on a handful of loop events."""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from base.base_trainer import BaseTrainer
+
+
+class Hook:
+    """An optional part of a run (checkpoints, logging, EMA weights, ...), called at loop events.
+
+    The trainer calls every hook at each event, in the order of its hook list:
+
+        before_train
+          before_epoch
+            before_step  after_step          once per optimizer step (an accumulation group)
+            before_validation  after_validation
+          after_epoch
+        after_train                          also when the run ends with an error or a signal
+
+    Each event gets the trainer, from which a hook reads what it needs (`trainer.step`,
+    `trainer.epoch_log`, `trainer.models`, ...). A hook ends the run with
+    `trainer.request_stop()`; the hooks after it in the list still see that event.
+
+    A hook with state returns it from `state_dict` (tensors and plain data only); every
+    checkpoint keeps it under `hooks[state_key]`, and a resumed run hands it back to
+    `load_state_dict`.
+    """
+
+    @property
+    def state_key(self) -> str:
+        """The hook's entry in a checkpoint: its class name, plus (in a subclass) the arguments
+        that tell two hooks of one class apart, e.g. `EMA(decay=0.999)`."""
+        return type(self).__name__
+
+    def before_train(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def before_epoch(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def before_step(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def after_step(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def before_validation(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def after_validation(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def after_epoch(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def after_train(self, trainer: "BaseTrainer") -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this hook; empty for a stateless hook."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

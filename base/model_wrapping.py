@@ -1,0 +1,42 @@
+"""The module training calls: DDP, DataParallel and `torch.compile` around the plain model."""
+
+import inspect
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from utils.distributed import is_distributed
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def wrap_model(
+    model: nn.Module, device: torch.device, device_ids: Sequence[int], compile_option: bool | dict
+) -> nn.Module:
+    """DDP under torchrun, DataParallel for several GPUs in one process, then `torch.compile`
+    when asked. Checkpoints keep using the unwrapped model. A model without trainable
+    parameters (nothing to synchronise) is not wrapped in DDP."""
+    trainable = any(parameter.requires_grad for parameter in model.parameters())
+    if is_distributed() and trainable:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+    elif len(device_ids) > 1:
+        logger.warning(
+            "n_gpu > 1 in one process uses DataParallel; `torchrun --nproc_per_node=%d "
+            "train.py ...` (DistributedDataParallel) is faster.",
+            len(device_ids),
+        )
+        model = nn.DataParallel(model, device_ids=list(device_ids))
+    if compile_option is False:
+        return model
+    args = {} if compile_option is True else compile_option
+    try:
+        inspect.signature(torch.compile).bind(model, **args)
+        return torch.compile(model, **args)  # checks its arguments now, compiles on first call
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        detail = " ".join(str(error).split())
+        raise UserError(f"trainer.compile: {detail}; see torch.compile for its arguments") from None

@@ -1,0 +1,42 @@
+"""The monitored value: which epoch is the best so far, and for how long it has not improved."""
+
+import math
+from typing import Any
+
+from utils.config import parse_monitor
+
+
+class Monitor:
+    """Tracks `"min NAME"` or `"max NAME"` of the epoch log (or nothing, for `"off"`).
+
+    Checkpoints keep `best` and `not_improved_count` (as `monitor_best` and
+    `not_improved_count`); `model_best.pth`, early stopping and `ReduceLROnPlateau` read them.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.mode, self.name = parse_monitor(monitor)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.not_improved_count = 0
+        self.improved = False  # whether the last epoch set a new best
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def update(self, log: dict[str, float]) -> bool:
+        """Take one epoch's log; True when its value is a new best."""
+        if not self.enabled:
+            return False
+        value = log[self.name]
+        self.improved = value < self.best if self.mode == "min" else value > self.best
+        if self.improved:
+            self.best, self.not_improved_count = value, 0
+        else:
+            self.not_improved_count += 1
+        return self.improved
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor_best": self.best, "not_improved_count": self.not_improved_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.not_improved_count = state["monitor_best"], state["not_improved_count"]

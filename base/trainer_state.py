@@ -1,0 +1,93 @@
+"""A trainer's checkpoint: everything that changes during a run, as tensors and plain data."""
+
+import logging
+from typing import Any
+
+from utils.checkpoint import load_weights
+from utils.seed import get_rng_state, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+SINGLE = ("model",)  # a trainer of one model keeps the flat checkpoint layout
+
+
+class TrainerState:
+    """`state_dict`/`load_state_dict` of a `BaseTrainer` (see the README's checkpoint table).
+
+    Models, optimizers and schedulers are stored by name (`{"generator": ..., ...}`); a
+    trainer whose only model is `model` stores each one directly, as before names existed.
+    """
+
+    def _pack(self, states: dict[str, Any]) -> Any:
+        return states["model"] if tuple(self.bare_models) == SINGLE else states
+
+    def _unpack(self, state: Any) -> dict[str, Any]:
+        return {"model": state} if tuple(self.bare_models) == SINGLE else state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: loads with `torch.load(..., weights_only=True)`."""
+        hooks = {hook.state_key: hook.state_dict() for hook in self.hooks}
+        schedulers = {name: s.state_dict() for name, s in self.lr_schedulers.items()}
+        scaler = self.updates.scaler
+        return {
+            "arch": self._pack({name: type(m).__name__ for name, m in self.bare_models.items()}),
+            "epoch": self.epoch,
+            "step": self.step,
+            "state_dict": self._pack({name: m.state_dict() for name, m in self.bare_models.items()}),
+            "optimizer": self._pack({name: o.state_dict() for name, o in self.optimizers.items()}),
+            "lr_scheduler": (self._pack(schedulers) if schedulers else None),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            **self.monitor.state_dict(),
+            "config": self.config,
+            "rng": get_rng_state(),
+            "batches_done": self.batches.batches_done,
+            "progress": {"train_metrics": self.tracker.state_dict(), **self._pass_position()},
+            "hooks": {key: state for key, state in hooks.items() if state},
+        }
+
+    def _pass_position(self) -> dict[str, int]:
+        position = self.batches.position()
+        return {"passes": position["passes"], "pass_batches": position["pass_batches"]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run a checkpoint came from: weights, optimizers, schedules, scaler,
+        counters, position in the epoch, monitor, hooks and (at `train`) the RNG."""
+        self.load_weights(state)
+        optimizers = self._unpack(state["optimizer"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(optimizers[name])
+        schedulers = self._unpack(state["lr_scheduler"]) if state["lr_scheduler"] else {}
+        for name, scheduler in self.lr_schedulers.items():
+            if name in schedulers:
+                scheduler.load_state_dict(schedulers[name])
+        if self.updates.scaler.is_enabled() and state["scaler"] is not None:
+            self.updates.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        progress = state["progress"]
+        self.batches.load_position({"batches_done": state["batches_done"], **progress})
+        self.tracker.load_state_dict(progress["train_metrics"], self.device)
+        if state["config"]["trainer"]["monitor"] == self.config["trainer"]["monitor"]:
+            self.monitor.load_state_dict(state)
+        self.load_hook_states(state.get("hooks", {}))
+        self._rng_state = state["rng"]
+
+    def load_hook_states(self, states: dict[str, Any]) -> None:
+        """Give each hook its saved state; a state no hook claims is named in a warning."""
+        for hook in self.hooks:
+            if hook.state_key in states:
+                hook.load_state_dict(states[hook.state_key])
+        unclaimed = set(states) - {hook.state_key for hook in self.hooks}
+        for key in sorted(unclaimed):
+            logger.warning("the checkpoint holds the state of hook %s, which this run lacks", key)
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """Load only the model weights (fine-tuning from a checkpoint with a new config)."""
+        weights = self._unpack(state["state_dict"])
+        for name, model in self.bare_models.items():
+            load_weights(model, weights[name])
+
+    def restore_rng(self) -> None:
+        """Put back the random generators of a loaded checkpoint (once, when training starts)."""
+        if self._rng_state is not None:
+            set_rng_state(self._rng_state)
+            self._rng_state = None

@@ -1,0 +1,297 @@
+"""Build the parts of a run that the config names, each only from its designated modules.
+
+This is the one table of where a config `type` may come from:
+`arch` from `model.model`, `data_loader` from `data_loader.data_loaders`, `loss` from
+`model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric`, `optimizer`
+from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type` from the
+modules of the `trainer` package, `trainer.hooks` from the modules of `trainer.hooks`.
+"""
+
+import importlib
+import inspect
+import math
+import pkgutil
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as schedulers
+
+import data_loader.data_loaders as data_loaders
+import model.loss as losses
+import model.metric as metrics
+import model.model as models
+import trainer
+import trainer.hooks as hooks
+from base import BaseTrainer, EpochLoader, Hook
+from trainer.hooks import (
+    Checkpointer,
+    EarlyStopping,
+    LRSchedulerStep,
+    ProgressBar,
+    StopOnSignal,
+    TensorBoardLogger,
+)
+from utils.build import build_callable, instantiate, is_subclass_of, lookup
+from utils.config import Key, is_named_nodes
+from utils.errors import UserError
+
+SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
+    "self", "args", "kwargs", "criterion", "metric_fns",
+}  # fmt: skip
+# Trainer keys that configure a built-in hook rather than the trainer (see `build_hooks`).
+HOOK_KEYS = {"save_dir", "save_period", "keep_last", "save_every_steps", "early_stop",
+             "tensorboard", "log_images", "progress_bar", "verbosity", "type", "hooks"}  # fmt: skip
+
+
+def package_modules(package: ModuleType) -> list[ModuleType]:
+    """The package and each module directly in it: where its classes may be looked up."""
+    names = [info.name for info in pkgutil.iter_modules(package.__path__)]
+    return [package, *(importlib.import_module(f"{package.__name__}.{name}") for name in names)]
+
+
+def trainer_class(name: str) -> type[BaseTrainer]:
+    return lookup("trainer", name, package_modules(trainer), is_subclass_of(BaseTrainer))
+
+
+def trainer_keys(name: str) -> dict[str, Key]:
+    """The config keys a trainer class takes beyond the shared ones: its own arguments."""
+    parameters = inspect.signature(trainer_class(name).__init__).parameters.values()
+    return {
+        p.name: Key((object,), None if p.default is p.empty else p.default)
+        for p in parameters
+        if p.name not in SHARED_ARGUMENTS and p.kind is not p.VAR_KEYWORD
+    }
+
+
+def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> EpochLoader:
+    """The configured data loader; `overrides` replace config args (test.py sets `training`).
+
+    A loader whose constructor takes `device` (the in-memory one) is told the training
+    device, where it keeps its tensors with `device_resident: true`.
+    """
+    node = config["data_loader"]
+    loader_class = lookup("data_loader", node["type"], [data_loaders], is_subclass_of(EpochLoader))
+    if "device" in inspect.signature(loader_class).parameters:
+        overrides["device"] = device
+    return instantiate("data_loader", loader_class, {**node["args"], **overrides})
+
+
+def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
+    """A node for each of `names`: a mapping's own nodes, or one node shared by all."""
+    names = list(names)
+    if not is_named_nodes(node):
+        return dict.fromkeys(names, node)
+    if set(node) != set(names):
+        raise UserError(f"{path}: names {sorted(node)} do not match the models {names}")
+    return node
+
+
+def build_models(config: dict) -> dict[str, nn.Module]:
+    arch = config["arch"]
+    nodes = arch if is_named_nodes(arch) else {"model": arch}
+    accept = is_subclass_of(nn.Module)
+    return {
+        name: instantiate(path, lookup(path, node["type"], [models], accept), node["args"])
+        for name, node in nodes.items()
+        for path in [f"arch.{name}" if is_named_nodes(arch) else "arch"]
+    }
+
+
+def build_loss(config: dict) -> Callable | None:
+    node = config["loss"]
+    if node is None:
+        return None
+    loss = lookup("loss", node["type"], [losses, nn], _is_loss)
+    return build_callable("loss", loss, node["args"], n_inputs=2)
+
+
+def build_metrics(config: dict) -> dict[str, Callable]:
+    """Metric functions by the name they are logged under (their `type`)."""
+    built: dict[str, Callable] = {}
+    for index, node in enumerate(config["metrics"]):
+        path = f"metrics[{index}]"
+        name = node["type"]
+        if name in built:
+            raise UserError(f"{path}.type: {name!r} is listed twice; each metric is logged once")
+        if name == "loss":
+            raise UserError(f"{path}.type: 'loss' is reserved for the training loss")
+        metric = lookup(path, name, [metrics], inspect.isfunction)
+        built[name] = build_callable(path, metric, node["args"], n_inputs=2)
+    return built
+
+
+def build_optimizers(
+    config: dict, built_models: dict[str, nn.Module]
+) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per model, over its trainable parameters (models without any get none)."""
+    nodes = named(config["optimizer"], built_models, "optimizer")
+    accept = is_subclass_of(torch.optim.Optimizer)
+    optimizers = {}
+    for name, node in nodes.items():
+        parameters = [p for p in built_models[name].parameters() if p.requires_grad]
+        if parameters:
+            path = f"optimizer.{name}" if is_named_nodes(config["optimizer"]) else "optimizer"
+            optimizer_class = lookup(path, node["type"], [torch.optim], accept)
+            optimizers[name] = instantiate(path, optimizer_class, node["args"], parameters)
+    return optimizers
+
+
+def build_lr_schedulers(
+    config: dict, optimizers: dict[str, torch.optim.Optimizer], steps_per_epoch: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The LR scheduler of each optimizer, and whether it steps per "epoch" or "step"."""
+    node = config["lr_scheduler"]
+    if node is None:
+        return {}, {}
+    built, intervals = {}, {}
+    for name, child in named(node, optimizers, "lr_scheduler").items():
+        path = f"lr_scheduler.{name}" if is_named_nodes(node) else "lr_scheduler"
+        built[name] = build_lr_scheduler(child, path, optimizers[name], config, steps_per_epoch)
+        one_cycle = isinstance(built[name], schedulers.OneCycleLR)
+        intervals[name] = child.get("interval") or ("step" if one_cycle else "epoch")
+    return built, intervals
+
+
+def build_lr_scheduler(
+    node: dict, path: str, optimizer: torch.optim.Optimizer, config: dict, steps_per_epoch: int
+) -> Any:
+    """One scheduler; arguments that are lists of nodes (`SequentialLR`'s and
+    `ChainedScheduler`'s `schedulers`) are built too, on the same optimizer. `OneCycleLR`
+    without a length gets the run's: `epochs` x optimizer steps per epoch."""
+    accept = is_subclass_of(schedulers.LRScheduler, schedulers.ReduceLROnPlateau)
+    scheduler_class = lookup(path, node["type"], [schedulers], accept)
+    args = dict(node["args"])
+    for key, value in args.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            args[key] = [
+                build_lr_scheduler(
+                    child, f"{path}.args.{key}[{i}]", optimizer, config, steps_per_epoch
+                )  # fmt: skip
+                for i, child in enumerate(value)
+            ]
+    one_cycle = scheduler_class is schedulers.OneCycleLR
+    if one_cycle and "total_steps" not in args and "epochs" not in args:
+        args["total_steps"] = config["trainer"]["epochs"] * steps_per_epoch
+    if "optimizer" in inspect.signature(scheduler_class).parameters:
+        return instantiate(path, scheduler_class, args, optimizer)
+    return instantiate(path, scheduler_class, args)  # ChainedScheduler finds it itself
+
+
+def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
+    """The built-in hooks the trainer keys ask for, with the user's `trainer.hooks` placed
+    before the ones that save (so a checkpoint includes their work) and log."""
+    options = config["trainer"]
+    user = [
+        instantiate(
+            path, lookup(path, node["type"], package_modules(hooks), _is_hook), node["args"]
+        )  # fmt: skip
+        for index, node in enumerate(options["hooks"])
+        for path in [f"trainer.hooks[{index}]"]
+    ]
+    built = [LRSchedulerStep(intervals)] if intervals else []
+    built += user
+    if options["early_stop"] > 0:
+        built.append(EarlyStopping(options["early_stop"]))
+    built += [StopOnSignal(), Checkpointer(options["save_period"], options["keep_last"],
+                                          options["save_every_steps"])]  # fmt: skip
+    if options["tensorboard"]:
+        built.append(TensorBoardLogger(options["log_images"]))
+    if options["progress_bar"]:
+        built.append(ProgressBar())
+    return built
+
+
+def steps_per_epoch(config: dict, loader: EpochLoader) -> int:
+    options = config["trainer"]
+    return options["len_epoch"] or math.ceil(len(loader) / options["accumulate_steps"])
+
+
+def build_trainer(
+    config: dict,
+    device: torch.device,
+    device_ids: Iterable[int] = (),
+    data_loader: EpochLoader | None = None,
+    valid_data_loader: Any = None,
+    evaluation: bool = False,
+) -> BaseTrainer:
+    """Build every part the config names and the trainer around them. A problem in one part
+    does not hide the others: all of them are reported together (one line, ` | ` between).
+
+    With `evaluation` (test.py), `data_loader` is the test split and the trainer gets only
+    the user's hooks (an EMA hook evaluates its weights; nothing writes).
+    """
+    errors: list[str] = []
+
+    def attempt(build: Callable, *args: Any) -> Any:
+        try:
+            return build(*args)
+        except UserError as error:
+            errors.append(str(error))
+            return None
+
+    if data_loader is None:
+        data_loader = attempt(build_data_loader, config, device)
+        valid_data_loader = data_loader and data_loader.split_validation()
+    trainer_type = attempt(trainer_class, config["trainer"]["type"])
+    built_models = attempt(build_models, config)
+    criterion, metric_fns = attempt(build_loss, config), attempt(build_metrics, config)
+    # Where a part failed, a stand-in still lets the arguments of the next ones be checked.
+    stand_in = {"model": nn.Linear(1, 1)}
+    optimizers = attempt(build_optimizers, config, built_models or stand_in)
+    n_steps = steps_per_epoch(config, data_loader) if data_loader is not None else 1
+    built = attempt(build_lr_schedulers, config, optimizers or {}, n_steps)
+    lr_schedulers, intervals = built or ({}, {})
+    hook_list = attempt(build_hooks, config, intervals)
+    if errors:
+        raise UserError(" | ".join(errors))
+    if evaluation:
+        hook_list = [hook for hook in hook_list if hook.__module__ not in BUILT_IN_HOOKS]
+    options = {k: v for k, v in config["trainer"].items() if k not in HOOK_KEYS}
+    if evaluation:
+        options["monitor"] = "off"  # nothing is monitored without training
+    parameters = inspect.signature(trainer_type.__init__).parameters
+    runtime = {"criterion": criterion, "metric_fns": metric_fns}
+    for name, value in runtime.items():
+        if name in parameters:
+            options[name] = value
+        elif value:
+            key = "loss" if name == "criterion" else "metrics"
+            raise UserError(f"{key}: {trainer_type.__name__} takes no {key}; remove it")
+    if "criterion" in parameters and criterion is None:
+        raise UserError(f"loss: missing; {trainer_type.__name__} needs a loss")
+    _check_model_names(trainer_type, built_models)
+    return trainer_type(
+        {name: model.to(device) for name, model in built_models.items()},
+        optimizers, data_loader, device=device, config=config,
+        valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers, hooks=hook_list,
+        device_ids=list(device_ids), **options,
+    )  # fmt: skip
+
+
+BUILT_IN_HOOKS = {hook.__module__ for hook in (Checkpointer, EarlyStopping, LRSchedulerStep,
+                                               ProgressBar, StopOnSignal, TensorBoardLogger)}  # fmt: skip
+
+
+def _check_model_names(trainer_type: type[BaseTrainer], built_models: dict) -> None:
+    expected = list(trainer_type.model_names)
+    if sorted(built_models) != sorted(expected):
+        given = "one model" if list(built_models) == ["model"] else sorted(built_models)
+        raise UserError(
+            f"arch: {trainer_type.__name__} trains the models {expected}, but the config names "
+            f"{given}; give arch a node for each of them"
+        )
+
+
+def _is_hook(value: Any) -> bool:
+    return is_subclass_of(Hook)(value) and value is not Hook
+
+
+def _is_loss(value: Any) -> bool:
+    """A torch.nn loss class, or a function or module of the project's (not torch's own)."""
+    if is_subclass_of(nn.modules.loss._Loss)(value):
+        return True
+    own = not getattr(value, "__module__", "torch").startswith("torch")
+    return own and (inspect.isfunction(value) or is_subclass_of(nn.Module)(value))

@@ -1,0 +1,30 @@
+"""Step the LR schedulers, each once per epoch or once per optimizer step."""
+
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from base import BaseTrainer, Hook
+
+
+class LRSchedulerStep(Hook):
+    """Steps `trainer.lr_schedulers[name]` after every optimizer step when `intervals[name]`
+    is "step", else after every epoch. `ReduceLROnPlateau` watches the monitored value
+    (else `val_loss`, else `loss`)."""
+
+    def __init__(self, intervals: dict[str, str]) -> None:
+        self.intervals = intervals
+
+    def after_step(self, trainer: BaseTrainer) -> None:
+        for name, scheduler in trainer.lr_schedulers.items():
+            if self.intervals[name] == "step":
+                scheduler.step()
+
+    def after_epoch(self, trainer: BaseTrainer) -> None:
+        log = trainer.epoch_log
+        for name, scheduler in trainer.lr_schedulers.items():
+            if self.intervals[name] != "epoch":
+                continue
+            if isinstance(scheduler, ReduceLROnPlateau):
+                watched = trainer.monitor.name or ("val_loss" if "val_loss" in log else "loss")
+                scheduler.step(log[watched])
+            else:
+                scheduler.step()

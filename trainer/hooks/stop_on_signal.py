@@ -1,0 +1,39 @@
+"""Ctrl-C and SIGTERM stop the run after the current step, with a resumable checkpoint."""
+
+import signal
+
+import torch
+
+from base import BaseTrainer, Hook
+from utils.distributed import all_reduce_sum, is_distributed
+from utils.stop_signals import Stopped, StopSignals
+
+
+class StopOnSignal(Hook):
+    """On the first SIGINT/SIGTERM, requests a stop at the next step (or epoch) boundary; the
+    `Checkpointer` after it then saves, and the run ends with exit code 130/143. Under
+    torchrun the ranks agree at log steps, where they synchronise anyway."""
+
+    def __init__(self) -> None:
+        self.signals = StopSignals()
+
+    def before_train(self, trainer: BaseTrainer) -> None:
+        self.signals.__enter__()
+
+    def after_train(self, trainer: BaseTrainer) -> None:
+        self.signals.__exit__()
+
+    def after_step(self, trainer: BaseTrainer) -> None:
+        if trainer.window is not None or not is_distributed():
+            self._check(trainer)
+
+    def after_epoch(self, trainer: BaseTrainer) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: BaseTrainer) -> None:
+        signalled = self.signals.received is not None
+        if is_distributed():  # any rank signalled: all stop
+            flag = torch.tensor([float(signalled)], device=trainer.device)
+            signalled = bool(all_reduce_sum(flag).item())
+        if signalled:
+            trainer.request_stop(Stopped(self.signals.received or signal.SIGTERM))
