@@ -35,7 +35,7 @@ from trainer.hooks import (
     TensorBoardLogger,
 )
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
-from utils.config import Key, is_named_nodes
+from utils.config import Key, check_node, is_named_nodes
 from utils.errors import UserError
 
 SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
@@ -44,6 +44,10 @@ SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
 # Trainer keys that configure a built-in hook rather than the trainer (see `build_hooks`).
 HOOK_KEYS = {"save_dir", "save_period", "keep_last", "save_every_steps", "early_stop",
              "tensorboard", "log_images", "progress_bar", "verbosity", "type", "hooks"}  # fmt: skip
+
+
+BUILT_IN = (Checkpointer, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
+            TensorBoardLogger)  # fmt: skip
 
 
 def package_modules(package: ModuleType) -> list[ModuleType]:
@@ -56,13 +60,27 @@ def trainer_class(name: str) -> type[BaseTrainer]:
     return lookup("trainer", name, package_modules(trainer), is_subclass_of(BaseTrainer))
 
 
+def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
+    """The named constructor arguments of `cls`, following `**kwargs` up to its bases."""
+    accepted: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        for name, parameter in parameters.items():
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                accepted.setdefault(name, parameter)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return accepted
+
+
 def trainer_keys(name: str) -> dict[str, Key]:
     """The config keys a trainer class takes beyond the shared ones: its own arguments."""
-    parameters = inspect.signature(trainer_class(name).__init__).parameters.values()
     return {
-        p.name: Key((object,), None if p.default is p.empty else p.default)
-        for p in parameters
-        if p.name not in SHARED_ARGUMENTS and p.kind is not p.VAR_KEYWORD
+        name: Key((object,), None if p.default is p.empty else p.default)
+        for name, p in accepted_arguments(trainer_class(name)).items()
+        if name not in SHARED_ARGUMENTS
     }
 
 
@@ -142,55 +160,66 @@ def build_optimizers(
 def build_lr_schedulers(
     config: dict, optimizers: dict[str, torch.optim.Optimizer], steps_per_epoch: int
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The LR scheduler of each optimizer, and whether it steps per "epoch" or "step"."""
+    """The LR scheduler of each optimizer, and whether it steps per "epoch" or "step"
+    (`OneCycleLR` by default per step, the others per epoch)."""
     node = config["lr_scheduler"]
     if node is None:
         return {}, {}
     built, intervals = {}, {}
     for name, child in named(node, optimizers, "lr_scheduler").items():
         path = f"lr_scheduler.{name}" if is_named_nodes(node) else "lr_scheduler"
-        built[name] = build_lr_scheduler(child, path, optimizers[name], config, steps_per_epoch)
-        one_cycle = isinstance(built[name], schedulers.OneCycleLR)
-        intervals[name] = child.get("interval") or ("step" if one_cycle else "epoch")
+        interval = child.get("interval") or ("step" if child["type"] == "OneCycleLR" else "epoch")
+        if interval == "step" and child["type"] == "ReduceLROnPlateau":
+            raise UserError(
+                f"{path}.interval: ReduceLROnPlateau steps on the monitored value, once per "
+                "epoch; valid: 'epoch'"
+            )
+        n_steps = steps_per_epoch if interval == "step" else 1  # scheduler steps per epoch
+        built[name] = build_lr_scheduler(child, path, optimizers[name], config, n_steps)
+        intervals[name] = interval
     return built, intervals
 
 
 def build_lr_scheduler(
-    node: dict, path: str, optimizer: torch.optim.Optimizer, config: dict, steps_per_epoch: int
+    node: dict, path: str, optimizer: torch.optim.Optimizer, config: dict, n_steps: int
 ) -> Any:
     """One scheduler; arguments that are lists of nodes (`SequentialLR`'s and
     `ChainedScheduler`'s `schedulers`) are built too, on the same optimizer. `OneCycleLR`
-    without a length gets the run's: `epochs` x optimizer steps per epoch."""
+    without a length gets the run's: `epochs` x `n_steps` (its steps per epoch)."""
     accept = is_subclass_of(schedulers.LRScheduler, schedulers.ReduceLROnPlateau)
     scheduler_class = lookup(path, node["type"], [schedulers], accept)
     args = dict(node["args"])
     for key, value in args.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             args[key] = [
-                build_lr_scheduler(
-                    child, f"{path}.args.{key}[{i}]", optimizer, config, steps_per_epoch
-                )  # fmt: skip
+                build_lr_scheduler(check_child(child, f"{path}.args.{key}[{i}]"),
+                                   f"{path}.args.{key}[{i}]", optimizer, config, n_steps)
                 for i, child in enumerate(value)
-            ]
+            ]  # fmt: skip
     one_cycle = scheduler_class is schedulers.OneCycleLR
     if one_cycle and "total_steps" not in args and "epochs" not in args:
-        args["total_steps"] = config["trainer"]["epochs"] * steps_per_epoch
-    if "optimizer" in inspect.signature(scheduler_class).parameters:
-        return instantiate(path, scheduler_class, args, optimizer)
-    return instantiate(path, scheduler_class, args)  # ChainedScheduler finds it itself
+        args["total_steps"] = config["trainer"]["epochs"] * n_steps
+    return instantiate(path, scheduler_class, args, optimizer=optimizer)
+
+
+def check_child(node: Any, path: str) -> dict:
+    """A nested scheduler node, checked like a top-level one (`type` and `args` only)."""
+    errors: list[str] = []
+    checked = check_node(node, path, errors)
+    if errors:
+        raise UserError(" | ".join(errors))
+    return checked
 
 
 def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
     """The built-in hooks the trainer keys ask for, with the user's `trainer.hooks` placed
     before the ones that save (so a checkpoint includes their work) and log."""
     options = config["trainer"]
-    user = [
-        instantiate(
-            path, lookup(path, node["type"], package_modules(hooks), _is_hook), node["args"]
-        )  # fmt: skip
-        for index, node in enumerate(options["hooks"])
-        for path in [f"trainer.hooks[{index}]"]
-    ]
+    user = []
+    for index, node in enumerate(options["hooks"]):
+        path = f"trainer.hooks[{index}]"
+        hook_class = lookup(path, node["type"], package_modules(hooks), _is_hook)
+        user.append(instantiate(path, hook_class, node["args"]))
     built = [LRSchedulerStep(intervals)] if intervals else []
     built += user
     if options["early_stop"] > 0:
@@ -202,6 +231,11 @@ def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
     if options["progress_bar"]:
         built.append(ProgressBar())
     return built
+
+
+def trainer_options(config: dict) -> dict[str, Any]:
+    """The trainer keys that are the trainer's own constructor arguments (not a hook's)."""
+    return {key: value for key, value in config["trainer"].items() if key not in HOOK_KEYS}
 
 
 def steps_per_epoch(config: dict, loader: EpochLoader) -> int:
@@ -239,20 +273,21 @@ def build_trainer(
     built_models = attempt(build_models, config)
     criterion, metric_fns = attempt(build_loss, config), attempt(build_metrics, config)
     # Where a part failed, a stand-in still lets the arguments of the next ones be checked.
-    stand_in = {"model": nn.Linear(1, 1)}
+    stand_in = {name: nn.Linear(1, 1) for name in built_models or ["model"]}
     optimizers = attempt(build_optimizers, config, built_models or stand_in)
     n_steps = steps_per_epoch(config, data_loader) if data_loader is not None else 1
-    built = attempt(build_lr_schedulers, config, optimizers or {}, n_steps)
+    stand_in_optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.1) for n, m in stand_in.items()}
+    built = attempt(build_lr_schedulers, config, optimizers or stand_in_optimizers, n_steps)
     lr_schedulers, intervals = built or ({}, {})
     hook_list = attempt(build_hooks, config, intervals)
     if errors:
         raise UserError(" | ".join(errors))
     if evaluation:
-        hook_list = [hook for hook in hook_list if hook.__module__ not in BUILT_IN_HOOKS]
-    options = {k: v for k, v in config["trainer"].items() if k not in HOOK_KEYS}
+        hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
+    options = trainer_options(config)
     if evaluation:
         options["monitor"] = "off"  # nothing is monitored without training
-    parameters = inspect.signature(trainer_type.__init__).parameters
+    parameters = accepted_arguments(trainer_type)
     runtime = {"criterion": criterion, "metric_fns": metric_fns}
     for name, value in runtime.items():
         if name in parameters:
@@ -269,10 +304,6 @@ def build_trainer(
         valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers, hooks=hook_list,
         device_ids=list(device_ids), **options,
     )  # fmt: skip
-
-
-BUILT_IN_HOOKS = {hook.__module__ for hook in (Checkpointer, EarlyStopping, LRSchedulerStep,
-                                               ProgressBar, StopOnSignal, TensorBoardLogger)}  # fmt: skip
 
 
 def _check_model_names(trainer_type: type[BaseTrainer], built_models: dict) -> None:

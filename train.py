@@ -61,6 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def code_version() -> dict[str, str | bool]:
     """The git commit the template's code is at, and whether tracked files differ from it
     (`dirty`); the commit is "unknown" outside a git checkout."""
+
     def git(*args: str) -> str | None:
         try:
             result = subprocess.run(["git", *args], capture_output=True, text=True,

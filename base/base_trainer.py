@@ -3,8 +3,6 @@
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,14 +11,12 @@ from torch import nn
 from base.epoch_batches import EpochBatches
 from base.epoch_loader import EpochLoader
 from base.gradient_updates import GradientUpdates, NonFiniteLoss
-from base.hook import Hook
+from base.hook import Hook, check_state_keys
 from base.model_wrapping import wrap_model
 from base.monitor import Monitor
 from base.trainer_state import TrainerState
 from utils.batch import batch_size, to_device
-from utils.checkpoint import save_checkpoint
-from utils.distributed import is_distributed
-from utils.errors import TrainingFailed, UserError, did_you_mean
+from utils.errors import TrainingFailed, UserError
 from utils.metric_tracker import MetricTracker
 from utils.run_dir import RunDirs
 
@@ -85,14 +81,9 @@ class BaseTrainer(TrainerState, ABC):
         self.models = {
             name: wrap_model(model, device, device_ids, compile) for name, model in models.items()
         }
-        self.monitor = Monitor(monitor)
-        if self.monitor.enabled and self.monitor.name not in self.logged_names():
-            raise UserError(
-                f"trainer.monitor: {self.monitor.name!r} is not logged by this run"
-                f"{did_you_mean(self.monitor.name, self.logged_names())}"
-            )
+        self.monitor = Monitor(monitor, self.logged_names())
         self.hooks = list(hooks)
-        self._check_hooks()
+        self._check_parts()
         self.tracker = MetricTracker()  # the training values of the current epoch
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
@@ -120,8 +111,8 @@ class BaseTrainer(TrainerState, ABC):
         raise NotImplementedError(f"{type(self).__name__} has no validation_step")
 
     def request_stop(self, reason: BaseException | None = None) -> None:
-        """End the run after the current event's hooks (all of them still run, so a
-        checkpoint hook later in the list saves first); `reason` is raised, else it ends normally."""
+        """End the run after the current event's hooks (all of them still run, so the
+        `Checkpointer` after the caller saves first); raise `reason`, else end normally."""
         self.stop_requested = True
         self._stop = reason or StopTraining()
 
@@ -154,7 +145,7 @@ class BaseTrainer(TrainerState, ABC):
             self.updates.group_end = index + 1 == first + self.updates.group_size
             self.batch = to_device(batch, self.device, self.channels_last)
             try:
-                with self._no_sync(not self.updates.group_end):
+                with self.updates.no_sync(self.models):
                     group_values.append((self.train_step(self.batch), batch_size(self.batch)))
             except NonFiniteLoss:
                 self._stop_on_nonfinite(group_start, epoch, index)
@@ -204,20 +195,11 @@ class BaseTrainer(TrainerState, ABC):
         return tracker.result()
 
     def _call(self, event: str) -> None:
-        """Call `event` on every hook, then stop if one of them asked to (not after `after_train`)."""
+        """Call `event` on every hook, then stop if one of them asked to."""
         for hook in self.hooks:
             getattr(hook, event)(self)
         if self.stop_requested and event != "after_train":
             raise self._stop
-
-    def _no_sync(self, accumulating: bool) -> ExitStack:
-        """Under DDP, skip the gradient all-reduce for batches before the group's last one."""
-        stack = ExitStack()
-        if accumulating and is_distributed():
-            for model in self.models.values():
-                if hasattr(model, "no_sync"):
-                    stack.enter_context(model.no_sync())
-        return stack
 
     def _stop_on_nonfinite(self, group_start: dict[str, int], epoch: int, index: int) -> None:
         """`on_nonfinite: "stop"`: save the state from before this group, then fail."""
@@ -229,24 +211,8 @@ class BaseTrainer(TrainerState, ABC):
             "trainer.on_nonfinite to 'skip'"
         )
 
-    def save(self, filename: str) -> Path | None:
-        """Write the checkpoint as `filename` in the run directory (atomically); None on
-        ranks that do not write."""
-        if self.run_dirs is None:
-            return None
-        path = self.run_dirs.models / filename
-        save_checkpoint(self.state_dict(), path)
-        logger.info("saved %s", path)
-        return path
-
-    def _check_hooks(self) -> None:
-        keys = [hook.state_key for hook in self.hooks]
-        for key in keys:
-            if keys.count(key) > 1:
-                raise UserError(
-                    f"trainer.hooks: two hooks have the state key {key!r}; give them different "
-                    "arguments, or a `state_key` that tells them apart"
-                )
+    def _check_parts(self) -> None:
+        check_state_keys(self.hooks)
         if self.valid_data_loader is not None and not self.evaluates():
             raise UserError(
                 f"data_loader.args.validation_split: {type(self).__name__} has no "

@@ -21,7 +21,11 @@ class EpochSampler(Sampler[int]):
         self.size = size
         self.shuffle = shuffle
         # By default drawn from the run's seeded generator: the same run seed, the same orders.
-        self.seed = int(torch.randint(2**62, ())) if seed is None else seed
+        # An unshuffled order needs none, and draws none (whatever the loader, the same seed
+        # then gives the same initial weights).
+        if seed is None:
+            seed = int(torch.randint(2**62, ())) if shuffle else 0
+        self.seed = seed
         self.epoch = 0
         self.start = 0
 

@@ -1,12 +1,12 @@
-"""How losses become optimizer steps: mixed precision, accumulation, clipping, the non-finite guard."""
+"""How losses become optimizer steps: precision, accumulation, clipping, the non-finite guard."""
 
 import logging
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 
 import torch
 from torch import nn
 
-from utils.distributed import all_reduce_sum
+from utils.distributed import all_reduce_sum, is_distributed
 from utils.errors import TrainingFailed
 from utils.precision import amp_dtype, autocast
 
@@ -53,6 +53,16 @@ class GradientUpdates:
         """The forward pass's precision (`trainer.amp`)."""
         return autocast(self.device, self.precision)
 
+    def no_sync(self, models: dict[str, nn.Module]) -> ExitStack:
+        """Under DDP, skip the gradient all-reduce for batches before the group's last one
+        (wraps the forward and backward passes of a training step)."""
+        stack = ExitStack()
+        if not self.group_end and is_distributed():
+            for model in models.values():
+                if hasattr(model, "no_sync"):
+                    stack.enter_context(model.no_sync())
+        return stack
+
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate the gradients of `loss` (a 0-d tensor), scaled for fp16 and the group."""
         if self.on_nonfinite is not None and not self._finite(loss):
@@ -63,7 +73,7 @@ class GradientUpdates:
         self.scaler.scale(loss / self.group_size).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """At the group's last batch: unscale, clip, step and clear `optimizer`; True if it stepped."""
+        """At the group's last batch: unscale, clip, step, clear `optimizer`; True if stepped."""
         if not self.group_end:
             return False
         if self.group_finite:

@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING, Any
 
+from utils.errors import UserError
+
 if TYPE_CHECKING:
     from base.base_trainer import BaseTrainer
 
@@ -63,3 +65,14 @@ class Hook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+
+def check_state_keys(hooks: list[Hook]) -> None:
+    """Refuse two hooks with one `state_key`: their checkpoint states would collide."""
+    keys = [hook.state_key for hook in hooks]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise UserError(
+                f"trainer.hooks: two hooks have the state key {key!r}; give them different "
+                "arguments, or a `state_key` that tells them apart"
+            )

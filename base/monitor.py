@@ -4,6 +4,7 @@ import math
 from typing import Any
 
 from utils.config import parse_monitor
+from utils.errors import UserError, did_you_mean
 
 
 class Monitor:
@@ -13,8 +14,13 @@ class Monitor:
     `not_improved_count`); `model_best.pth`, early stopping and `ReduceLROnPlateau` read them.
     """
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, logged_names: list[str]) -> None:
         self.mode, self.name = parse_monitor(monitor)
+        if self.enabled and self.name not in logged_names:
+            raise UserError(
+                f"trainer.monitor: {self.name!r} is not logged by this run"
+                f"{did_you_mean(self.name, logged_names)}"
+            )
         self.best = math.inf if self.mode == "min" else -math.inf
         self.not_improved_count = 0
         self.improved = False  # whether the last epoch set a new best

@@ -1,9 +1,10 @@
 """A trainer's checkpoint: everything that changes during a run, as tensors and plain data."""
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from utils.checkpoint import load_weights
+from utils.checkpoint import load_weights, save_checkpoint
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,16 @@ class TrainerState:
     Models, optimizers and schedulers are stored by name (`{"generator": ..., ...}`); a
     trainer whose only model is `model` stores each one directly, as before names existed.
     """
+
+    def save(self, filename: str) -> Path | None:
+        """Write the checkpoint as `filename` in the run directory (atomically); None on
+        ranks that do not write."""
+        if self.run_dirs is None:
+            return None
+        path = self.run_dirs.models / filename
+        save_checkpoint(self.state_dict(), path)
+        logger.info("saved %s", path)
+        return path
 
     def _pack(self, states: dict[str, Any]) -> Any:
         return states["model"] if tuple(self.bare_models) == SINGLE else states
@@ -33,7 +44,9 @@ class TrainerState:
             "arch": self._pack({name: type(m).__name__ for name, m in self.bare_models.items()}),
             "epoch": self.epoch,
             "step": self.step,
-            "state_dict": self._pack({name: m.state_dict() for name, m in self.bare_models.items()}),
+            "state_dict": self._pack(
+                {name: m.state_dict() for name, m in self.bare_models.items()}
+            ),
             "optimizer": self._pack({name: o.state_dict() for name, o in self.optimizers.items()}),
             "lr_scheduler": (self._pack(schedulers) if schedulers else None),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,

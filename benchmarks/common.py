@@ -85,17 +85,17 @@ class EpochClock:
         return [end - start for start, end in zip(self.stamps, self.stamps[1:], strict=False)]
 
 
-def time_trainer(trainer: BaseTrainer, run_dirs: RunDirs, clock: EpochClock) -> None:
+def time_trainer(trainer: BaseTrainer, run_dirs: RunDirs | None, clock: EpochClock) -> None:
     """`trainer.train(run_dirs)`, marking `clock` as each epoch starts and when it returns.
 
-    The clock is read by wrapping the trainer's `_train_epoch` on this instance, so the
-    epoch loop itself runs unchanged.
+    The clock is read by wrapping the trainer's `_train_epoch` on this instance (not a hook:
+    it would run after the hooks listed before it), so the epoch loop runs unchanged.
     """
     train_epoch = trainer._train_epoch
 
-    def timed_epoch(epoch: int) -> dict[str, float]:
+    def timed_epoch(epoch: int) -> None:
         clock.mark()
-        return train_epoch(epoch)
+        train_epoch(epoch)
 
     trainer._train_epoch = timed_epoch
     trainer.train(run_dirs)
@@ -108,7 +108,8 @@ class Contender:
 
     `run` trains every epoch from scratch (building what it needs first, untimed), calling
     `clock.mark()` as each epoch starts and once when training has ended. `baseline` names
-    the hand-written contender this one is compared with.
+    the hand-written contender this one is compared with (where the table has one ratio
+    column; see `results_table`'s `references` for several).
     """
 
     name: str
@@ -185,17 +186,29 @@ def _format_memory(size: int | None) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
+def _ratio(own: list[float], theirs: list[float], baseline: str) -> str:
+    """The median of the per-round ratios own / theirs (each round's runs ran side by side)."""
+    paired = list(zip(own, theirs, strict=False))
+    if not paired:
+        return f"– ({baseline} did not run)"
+    return f"{statistics.median(mine / other for mine, other in paired):.2f}×"
+
+
 def results_table(
     outcomes: Sequence[Outcome],
     samples_per_epoch: int,
     warmup: int = 1,
     ratio_header: str = "vs hand-written",
+    references: Sequence[str] = (),
 ) -> str:
     """A Markdown table: median samples/s, speed relative to the baseline, peak GPU memory
     (on a GPU), and every round's samples/s so that the spread is visible.
 
-    The ratio is the median of the per-round ratios: a contender is compared with its
-    baseline's run of the same round, which ran next to it.
+    A ratio is the median of the per-round ratios: a contender is compared with its
+    baseline's run of the same round, which ran next to it. By default there is one ratio
+    column (`ratio_header`), against each contender's own `baseline`; with `references`
+    (contender names) there is one column per reference instead, "vs <name>", filled in for
+    every contender (a reference's own cell says "reference").
     """
     rates = {
         outcome.contender.name: [
@@ -204,25 +217,26 @@ def results_table(
         for outcome in outcomes
     }
     on_gpu = any(m.peak_memory is not None for outcome in outcomes for m in outcome.measurements)
-    header = ["contender", "samples/s (median)", ratio_header]
+    if references:
+        columns = [(f"vs {name}", lambda contender, name=name: name) for name in references]
+    else:
+        columns = [(ratio_header, lambda contender: contender.baseline)]
+    header = ["contender", "samples/s (median)", *(title for title, _ in columns)]
     header += ["peak GPU memory"] if on_gpu else []
     header += ["each round (samples/s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for outcome in outcomes:
         name, own = outcome.contender.name, rates[outcome.contender.name]
-        baseline = outcome.contender.baseline
         if not own:
-            speed, ratio = f"failed: {outcome.error}", "–"
+            row = [name, f"failed: {outcome.error}", *("–" for _ in columns)]
         else:
-            speed = f"{statistics.median(own):,.0f}"
-            paired = list(zip(own, rates.get(baseline, []), strict=False))
-            if baseline is None:
-                ratio = "reference"
-            elif paired:
-                ratio = f"{statistics.median(mine / theirs for mine, theirs in paired):.2f}×"
-            else:
-                ratio = f"– ({baseline} did not run)"
-        row = [name, speed, ratio]
+            row = [name, f"{statistics.median(own):,.0f}"]
+            for _, baseline_of in columns:
+                baseline = baseline_of(outcome.contender)
+                if baseline is None or baseline == name:
+                    row.append("reference")
+                else:
+                    row.append(_ratio(own, rates.get(baseline, []), baseline))
         if on_gpu:
             peaks = [m.peak_memory for m in outcome.measurements if m.peak_memory is not None]
             row.append(_format_memory(max(peaks)) if peaks else "–")

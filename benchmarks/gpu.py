@@ -31,13 +31,13 @@ cudnn.benchmark on):
 
 The work per epoch is the same for all: one pass over the training data (no validation
 pass, no metric but the loss) and one checkpoint of the model and optimizer. On top of it
-ours does what the config defaults say: a tqdm bar, TensorBoard (the loss every 10 steps;
-an image grid and a histogram of every parameter each epoch), the epoch log line (console
-and info.log), and an atomically written checkpoint every epoch (save_period 1). Lightning
-does what its defaults say: a progress bar refreshed every step, its logger every 50 steps
-(the module logs `train_loss` every step) and a checkpoint every epoch. The hand-written
-loops add the loss up on the GPU, print it once per epoch and `torch.save` the model and
-optimizer state.
+ours does what the config defaults say: a tqdm bar, TensorBoard (the loss and learning rate
+every 10 steps; the epoch's means, an image grid and a histogram of every parameter each
+epoch), the epoch log line (console and info.log), and an atomically written checkpoint
+every epoch (save_period 1). Lightning does what its defaults say: a progress bar refreshed
+every step, its logger every 50 steps (the module logs `train_loss` every step) and a
+checkpoint every epoch. The hand-written loops add the loss up on the GPU, print it once
+per epoch and `torch.save` the model and optimizer state.
 
 Timing (benchmarks/common.py): an epoch lasts from its start to the next epoch's start
 (the last one until training returns), the GPU synchronised at each stamp; the first epoch
@@ -79,6 +79,7 @@ from benchmarks.common import (
     time_trainer,
 )
 from benchmarks.resnet import ResNet18
+from builder import HOOK_KEYS, build_hooks
 from logger.logger import setup_logging
 from model import loss as losses
 from model.model import LeNet
@@ -193,8 +194,9 @@ def synthetic_data(workload: Workload) -> TensorDataset:
 
 
 def ours(bench: Bench, clock: EpochClock, resident: bool, compiled: bool = False) -> None:
-    """Our Trainer, built from a config dict as train.py would build it from a file. The
-    data is not a loader a config can name, so the Trainer is constructed directly."""
+    """Our Trainer, configured by a config dict as train.py's would be by a file. The data
+    and ResNet18 are not parts a config can name, so the Trainer is constructed directly,
+    with the hooks and options `builder.build_trainer` would give it."""
     workload = bench.workload
     if resident:
         loader = TensorDataLoader(
@@ -232,14 +234,19 @@ def ours(bench: Bench, clock: EpochClock, resident: bool, compiled: bool = False
     if compiled:
         torch._dynamo.reset()  # compile afresh, in this run's first (discarded) epoch
     model = bench.new_model()
+    # What builder.build_trainer does after building the parts: the hooks the trainer keys
+    # ask for (no LR scheduler here), the other trainer keys as the Trainer's options.
+    options = {key: value for key, value in config["trainer"].items() if key not in HOOK_KEYS}
     trainer = Trainer(
-        model,
-        workload.criterion,
-        {},
-        bench.new_optimizer(model),
-        config,
-        bench.device,
-        data_loader=loader,
+        {"model": model},
+        {"model": bench.new_optimizer(model)},
+        loader,
+        criterion=workload.criterion,
+        metric_fns={},
+        device=bench.device,
+        config=config,
+        hooks=build_hooks(config, {}),
+        **options,
     )
     run_dirs = create_run_dirs(bench.save_dir, config["name"], "ours")
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])  # as train.py does

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from builder import build_hooks, trainer_options
+from trainer import Trainer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,3 +51,45 @@ def load(path: Path) -> dict:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def make_trainer(model, criterion, optimizer, config: dict, loader, valid_loader=None,
+                 metric_fns=None, lr_scheduler=None) -> Trainer:  # fmt: skip
+    """A supervised `Trainer` of already-built parts, with the hooks `config` asks for."""
+    schedulers = {"model": lr_scheduler} if lr_scheduler is not None else {}
+    return Trainer(
+        {"model": model}, {"model": optimizer}, loader, criterion=criterion,
+        metric_fns=metric_fns or {}, device=torch.device("cpu"), config=config,
+        valid_data_loader=valid_loader, lr_schedulers=schedulers,
+        hooks=build_hooks(config, dict.fromkeys(schedulers, "epoch")), **trainer_options(config),
+    )  # fmt: skip
+
+
+def assert_same_state(first, second, path: str = "checkpoint") -> None:
+    """Two checkpoints (or parts of them) are equal bit for bit: tensors with `torch.equal`,
+    everything else with `==`, naming the first path that differs."""
+    if isinstance(first, torch.Tensor):
+        assert isinstance(second, torch.Tensor) and torch.equal(first, second), path
+    elif isinstance(first, dict):
+        assert isinstance(second, dict) and first.keys() == second.keys(), path
+        for key in first:
+            assert_same_state(first[key], second[key], f"{path}[{key!r}]")
+    elif isinstance(first, list | tuple):
+        assert isinstance(second, list | tuple) and len(first) == len(second), path
+        for index, (a, b) in enumerate(zip(first, second, strict=True)):
+            assert_same_state(a, b, f"{path}[{index}]")
+    else:
+        assert first == second, f"{path}: {first!r} != {second!r}"
+
+
+def assert_same_run(resumed: dict, uninterrupted: dict) -> None:
+    """Everything a run changes is equal: weights, optimizer, schedule, scaler, counters,
+    monitor, hooks and every random generator (the configs differ only in paths)."""
+    for key in resumed.keys() - {"config"}:
+        assert_same_state(resumed[key], uninterrupted[key], key)
+
+
+def epoch_lines(output: str) -> dict[str, str]:
+    """The logged epoch lines (`epoch N/M  step S  loss ...`) of a run's output, by epoch."""
+    lines = [line for line in output.splitlines() if line.startswith("epoch ")]
+    return {line.split()[1]: line for line in lines}

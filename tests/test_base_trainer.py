@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from base import BaseTrainer
+from base import BaseTrainer, TensorDataLoader
+from builder import build_hooks, trainer_options
 from utils.config import resolve_config
 from utils.errors import UserError
 from utils.run_dir import create_run_dirs
@@ -21,30 +22,34 @@ BASE_CONFIG = {
 
 
 class ScriptedTrainer(BaseTrainer):
-    """Each epoch takes one optimizer step and reports the next scripted `val_loss`."""
+    """One batch, so one optimizer step, per epoch; validation reports the next scripted
+    `val_loss`. The built-in hooks come from the trainer options, as in train.py."""
 
-    def __init__(self, val_losses: list[float], **trainer_options) -> None:
-        config = resolve_config({**BASE_CONFIG, "trainer": trainer_options})
+    def __init__(self, val_losses: list[float], **options) -> None:
+        config = resolve_config({**BASE_CONFIG, "trainer": {"progress_bar": False, **options}})
         model = nn.Linear(2, 1)
-        super().__init__(model, torch.optim.SGD(model.parameters(), lr=0.1), None, config)
+        loader = TensorDataLoader((torch.ones(1, 2),), batch_size=1, shuffle=False)
         self.val_losses = val_losses
         self.epochs_run: list[int] = []
+        super().__init__(
+            {"model": model}, {"model": torch.optim.SGD(model.parameters(), lr=0.1)}, loader,
+            device=torch.device("cpu"), config=config, valid_data_loader=loader,
+            hooks=build_hooks(config, {}), **trainer_options(config),
+        )  # fmt: skip
 
     def logged_names(self) -> list[str]:
         return ["loss", "val_loss"]
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model(torch.ones(1, 2)).sum().backward()
-        self.optimizer.step()
-        self.step += 1
-        self.epochs_run.append(epoch)
-        return {"loss": 1.0, "val_loss": self.val_losses[epoch - 1]}
+    def train_step(self, batch) -> dict[str, torch.Tensor]:
+        (inputs,) = batch
+        loss = self.models["model"](inputs).sum()
+        self.updates.backward(loss)
+        self.updates.step(self.optimizers["model"])
+        self.epochs_run.append(self.epoch + 1)
+        return {"loss": loss}
 
-    def progress_state(self) -> dict:
-        return {}  # an epoch is one step: never interrupted inside
-
-    def load_progress_state(self, state: dict) -> None:
-        assert state == {}
+    def validation_step(self, batch) -> dict[str, torch.Tensor]:
+        return {"loss": torch.tensor(self.val_losses[self.epoch])}  # self.epoch: epochs done
 
 
 def saved_epochs(models: Path) -> list[int]:
@@ -100,6 +105,6 @@ def test_resume_restores_counters(tmp_path: Path) -> None:
     second.load_state_dict(load(run.models / "checkpoint-epoch2.pth"))
     second.train(run)
     assert second.epochs_run == [3]
-    assert (second.step, second.monitor_best, second.not_improved_count) == (3, 4, 1)
+    assert (second.step, second.monitor.best, second.monitor.not_improved_count) == (3, 4, 1)
     weights = load(run.models / "checkpoint-epoch2.pth")["state_dict"]
-    assert all(torch.equal(weights[k], first.model.state_dict()[k]) for k in weights)
+    assert all(torch.equal(weights[k], first.bare_models["model"].state_dict()[k]) for k in weights)

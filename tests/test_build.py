@@ -1,4 +1,4 @@
-"""utils/build.py and trainer/components.py: config nodes to objects, from designated modules."""
+"""utils/build.py and builder.py: config nodes to objects, from designated modules."""
 
 import os
 import types
@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import model.metric as metric_module
-from base import BaseDataLoader
-from model.model import LeNet
-from trainer.components import (
-    build_components,
+from base import EpochLoader
+from builder import (
     build_data_loader,
     build_loss,
-    build_lr_scheduler,
+    build_lr_schedulers,
     build_metrics,
-    build_model,
-    build_optimizer,
+    build_models,
+    build_optimizers,
+    build_trainer,
 )
+from model.model import LeNet
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.config import load_config_file, resolve_config
 from utils.errors import UserError
@@ -256,7 +256,22 @@ def test_build_callable_instantiates_a_class():
     assert loss.label_smoothing == 0.1
 
 
-# ---------------------------------------------------------------- trainer/components.py
+# ---------------------------------------------------------------- builder.py
+
+
+def build_model(config: dict) -> nn.Module:
+    return build_models(config)["model"]
+
+
+def build_optimizer(config: dict, parameters) -> torch.optim.Optimizer:
+    holder = nn.Module()
+    holder.weights = nn.ParameterList(list(parameters))  # the same Parameter objects
+    return build_optimizers(config, {"model": holder})["model"]
+
+
+def build_lr_scheduler(config: dict, optimizer: torch.optim.Optimizer):
+    config = {**config, "trainer": {"epochs": 1}}
+    return build_lr_schedulers(config, {"model": optimizer}, steps_per_epoch=1)[0].get("model")
 
 
 def test_build_model():
@@ -436,12 +451,12 @@ def test_shipped_default_config_builds_its_data_loader(monkeypatch):
     config = resolve_config(load_config_file(ROOT / "config" / "config.json"))
     # what test.py asks for: the whole test split, in order
     loader = build_data_loader(config, CPU, training=False, shuffle=False, validation_split=0.0)
-    assert isinstance(loader, BaseDataLoader)
+    assert isinstance(loader, EpochLoader)
     assert len(loader.dataset) == 1000
     assert loader.split_validation() is None
 
 
-def test_build_components_reports_every_bad_part_together():
+def test_build_trainer_reports_every_bad_part_together():
     config = resolve_config(
         {
             "name": "Toy",
@@ -457,7 +472,7 @@ def test_build_components_reports_every_bad_part_together():
         }
     )
     with pytest.raises(UserError) as error:
-        build_components(config, CPU)
+        build_trainer(config, CPU)
     problems = str(error.value).split(" | ")
     assert [problem.split(":")[0] for problem in problems] == [
         "arch.args.num_clases",
@@ -465,3 +480,31 @@ def test_build_components_reports_every_bad_part_together():
         "optimizer.args.momentum",
         "lr_scheduler.args.gama",
     ]
+
+
+def test_chained_scheduler_builds_its_nested_nodes_on_the_optimizer():
+    optimizer = torch.optim.SGD(params(), lr=0.1)
+    node = {"type": "ChainedScheduler", "args": {"schedulers": [
+        {"type": "ConstantLR", "args": {"factor": 0.5, "total_iters": 1}},
+        {"type": "ExponentialLR", "args": {"gamma": 0.9}},
+    ]}}  # fmt: skip
+    scheduler = build_lr_scheduler(scheduler_config(node), optimizer)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.ChainedScheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.09)
+
+
+@pytest.mark.parametrize(
+    ("node", "reported"),
+    [
+        ({"type": "SequentialLR", "args": {"milestones": [1], "schedulers": [
+            {"type": "ConstantLR"}, {"type": "ExponentialLR", "args": {"gamma": 0.9},
+                                     "interval": "step"}]}}, "schedulers[1].interval"),
+        ({"type": "ReduceLROnPlateau", "args": {}, "interval": "step"}, "lr_scheduler.interval"),
+    ],
+)  # fmt: skip
+def test_bad_scheduler_nodes_are_user_errors(node, reported):
+    with pytest.raises(UserError, match=reported.replace("[", r"\[").replace("]", r"\]")):
+        build_lr_scheduler(scheduler_config(node), torch.optim.SGD(params(), lr=0.1))

@@ -11,8 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, load, run_dir, run_script
 
-from trainer.components import build_data_loader, build_loss, build_metrics, build_model
-from trainer.trainer import evaluate
+from builder import build_trainer
 from utils.config import load_config_file, resolve_config
 
 CONFIG = str(ROOT / "config" / "config.json")
@@ -36,7 +35,6 @@ def ddp_overrides(tmp_path: Path) -> list[str]:
         "-o", "trainer.save_period=1",
         "-o", "trainer.progress_bar=false",
         "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
-        "-o", "data_loader.args.num_workers=0",
         "-o", "data_loader.args.batch_size=256",
     ]  # fmt: skip
 
@@ -45,12 +43,9 @@ def validation_loss(weights: dict) -> float:
     """The validation loss of `weights` over the whole validation split, in one process."""
     config = resolve_config(load_config_file(CONFIG))
     config["data_loader"]["args"]["data_dir"] = str(ROOT / "data")
-    valid_loader = build_data_loader(config, torch.device("cpu")).split_validation()
-    model = build_model(config)
-    model.load_state_dict(weights)
-    result = evaluate(model, valid_loader, build_loss(config), build_metrics(config),
-                      torch.device("cpu"), "valid", progress_bar=False)  # fmt: skip
-    return result["loss"]
+    trainer = build_trainer(config, torch.device("cpu"))
+    trainer.bare_model.load_state_dict(weights)
+    return trainer.validate(trainer.valid_data_loader)["loss"]
 
 
 @pytest.mark.slow
@@ -104,7 +99,7 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     def options(save_dir: Path) -> list[str]:
         settings = [
             f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
-            f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.num_workers=0",
+            f"data_loader.args.data_dir={ROOT / 'data'}",
             "data_loader.args.batch_size=32", "trainer.save_every_steps=3", "trainer.log_step=5",
         ]  # fmt: skip
         return ["-d", "cpu", *(item for setting in settings for item in ("-o", setting))]

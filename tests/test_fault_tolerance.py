@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, load, run_dir, run_script
+from conftest import (
+    ROOT,
+    assert_same_run,
+    epoch_lines,
+    load,
+    make_trainer,
+    run_dir,
+    run_script,
+)
 
 from base import TensorDataLoader
-from trainer.trainer import Trainer
 from utils.checkpoint import load_checkpoint
 from utils.config import resolve_config
 from utils.errors import TrainingFailed, UserError
@@ -29,13 +36,11 @@ def overrides(save_dir: Path, workers: int, *extra: str) -> list[str]:
     options = [
         f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
         f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=256",
-        f"data_loader.args.num_workers={workers}", *extra,
+        *extra,
     ]  # fmt: skip
+    if workers:  # the DataLoader-based loader, with worker processes
+        options += ["data_loader.type=Mnist5kDataLoader", f"data_loader.args.num_workers={workers}"]
     return [item for option in options for item in ("-o", option)]
-
-
-def weights_equal(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -45,6 +50,7 @@ def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: in
     options = overrides(tmp_path / "saved", workers, "trainer.save_every_steps=11")
     result = run_script("train.py", "-c", CONFIG, *options)
     assert result.returncode == 0, result.stderr
+    logged = epoch_lines(result.stdout)
     models = run_dir(tmp_path / "saved")
     assert sorted(p.name for p in models.glob("checkpoint-step*.pth")) == [
         "checkpoint-step11.pth",
@@ -60,8 +66,9 @@ def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: in
         assert result.returncode == 0, result.stderr
         resumed = load(copy / "checkpoint-epoch2.pth")
         assert resumed["step"] == uninterrupted["step"] == 30
-        assert weights_equal(resumed["state_dict"], uninterrupted["state_dict"])
-        assert resumed["monitor_best"] == uninterrupted["monitor_best"]
+        assert_same_run(resumed, uninterrupted)
+        resumed_lines = epoch_lines(result.stdout)
+        assert resumed_lines and all(logged[e] == line for e, line in resumed_lines.items())
 
 
 def start_training(save_dir: Path, *extra: str) -> subprocess.Popen:
@@ -102,9 +109,7 @@ def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum,
         reference, 0, "data_loader.args.batch_size=32", "trainer.epochs=3"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     expected = load(run_dir(reference) / "checkpoint-epoch3.pth")
-    assert weights_equal(
-        load(models / "checkpoint-epoch3.pth")["state_dict"], expected["state_dict"]
-    )
+    assert_same_run(load(models / "checkpoint-epoch3.pth"), expected)
 
 
 def test_a_second_signal_stops_at_once_without_a_partial_file(tmp_path: Path) -> None:
@@ -175,8 +180,7 @@ def toy_trainer(tmp_path: Path, nan_batches: list[int], **options):
     })  # fmt: skip
     loader = TensorDataLoader((inputs, targets), 4, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = Trainer(model, torch.nn.functional.cross_entropy, {}, optimizer, config,
-                      torch.device("cpu"), loader)  # fmt: skip
+    trainer = make_trainer(model, torch.nn.functional.cross_entropy, optimizer, config, loader)
     return trainer, create_run_dirs(tmp_path, "nan", "run")
 
 
@@ -287,4 +291,4 @@ def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
     assert len(set(reached)) >= 3, f"the kills did not land during training: {reached}"
     final = load(run_dir(save_dir) / "checkpoint-epoch2.pth")
     assert final["step"] == expected["step"]
-    assert weights_equal(final["state_dict"], expected["state_dict"])
+    assert_same_run(final, expected)

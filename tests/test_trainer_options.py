@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, load, run_dir, run_script
+from conftest import make_trainer as build
 from torch import nn
 
+from base.model_wrapping import wrap_model
 from base.tensor_data_loader import TensorDataLoader
 from model.model import LeNet
-from trainer.trainer import Trainer, wrap_model
+from trainer.trainer import Trainer
 from utils.checkpoint import save_checkpoint
 from utils.config import resolve_config
 from utils.errors import UserError
@@ -39,7 +41,7 @@ def make_config(**trainer_options) -> dict:
 def make_trainer(model, loader, lr=0.1, criterion=F.cross_entropy, valid=None, **options):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     config = make_config(**options)
-    return Trainer(model, criterion, {}, optimizer, config, CPU, loader, valid)
+    return build(model, criterion, optimizer, config, loader, valid)
 
 
 def toy_data(n: int, features: int = 4, classes: int = 3, scale: float = 1.0):
@@ -148,7 +150,7 @@ def test_clip_grad_norm_bounds_the_update(amp):
         trainer.train(None)
         assert trainer.step == 1
         if amp == "fp16":
-            assert trainer.scaler.get_scale() == 65536.0  # the step was not skipped
+            assert trainer.updates.scaler.get_scale() == 65536.0  # the step was not skipped
         updates[clip_grad_norm] = flat(trainer.bare_model)  # minus the update: weights were 0
     tolerance = {"rtol": 2e-2, "atol": 1e-5} if amp else {}
     torch.testing.assert_close(updates[clip].norm() / lr, torch.tensor(clip), rtol=1e-3, atol=0)
@@ -186,16 +188,16 @@ def test_amp_autocasts_training_and_validation(amp, dtype):
                            valid=TensorDataLoader(data, 6, shuffle=False))  # fmt: skip
     trainer.train(None)
     assert model.dtypes == [dtype] * (3 + 2)  # 3 training batches, 2 validation batches
-    log = trainer.train_metrics.result()
+    log = trainer.epoch_log
     assert torch.isfinite(torch.tensor(log["loss"]))
     assert not torch.equal(flat(model), before)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
     scaler = trainer.state_dict()["scaler"]
     if amp == "fp16":
-        assert trainer.scaler.is_enabled()
+        assert trainer.updates.scaler.is_enabled()
         assert isinstance(scaler, dict) and scaler["scale"] > 0
     else:
-        assert not trainer.scaler.is_enabled()
+        assert not trainer.updates.scaler.is_enabled()
         assert scaler is None
 
 
@@ -215,9 +217,9 @@ def test_scaler_state_is_checkpointed_and_restored(tmp_path: Path):
 
     resumed = fp16_trainer(epochs=2)
     resumed.load_state_dict(checkpoint)
-    assert resumed.scaler.state_dict() == checkpoint["scaler"]
+    assert resumed.updates.scaler.state_dict() == checkpoint["scaler"]
     resumed.train(None)  # epoch 2: 3 more successful steps
-    assert resumed.scaler.get_scale() == 1024.0
+    assert resumed.updates.scaler.get_scale() == 1024.0
     assert resumed.state_dict()["scaler"]["_growth_tracker"] == 7 + 3
 
 
@@ -228,7 +230,7 @@ def test_fp32_checkpoint_resumed_with_fp16_gets_a_fresh_scaler():
     assert state["scaler"] is None
     resumed = fp16_trainer(epochs=2)
     resumed.load_state_dict(state)
-    assert resumed.scaler.state_dict() == torch.amp.GradScaler("cpu").state_dict()
+    assert resumed.updates.scaler.state_dict() == torch.amp.GradScaler("cpu").state_dict()
     resumed.train(None)
     assert resumed.step == 6
 
@@ -400,7 +402,7 @@ def test_channels_last_trains_and_checkpoints_ordinary_weights(tmp_path: Path):
     loader = TensorDataLoader((images, labels), 8, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     config = make_config(channels_last=True)
-    trainer = Trainer(model, F.nll_loss, {}, optimizer, config, CPU, loader)
+    trainer = build(model, F.nll_loss, optimizer, config, loader)
     for conv in (model.conv1, model.conv2):
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         assert not conv.weight.is_contiguous()

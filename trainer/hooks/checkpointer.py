@@ -1,4 +1,4 @@
-"""Resumable checkpoints: every `save_period` epochs, every `save_every_steps` steps, the best model."""
+"""Resumable checkpoints: every `save_period` epochs, every `save_every_steps` steps, the best."""
 
 import logging
 from pathlib import Path
@@ -25,7 +25,10 @@ class Checkpointer(Hook):
     change state or request a stop, so that what it saves includes their work."""
 
     def __init__(
-        self, save_period: int = 1, keep_last: int | None = None, save_every_steps: int | None = None
+        self,
+        save_period: int = 1,
+        keep_last: int | None = None,
+        save_every_steps: int | None = None,
     ) -> None:
         self.save_period = save_period
         self.keep_last = keep_last

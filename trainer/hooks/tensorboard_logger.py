@@ -1,4 +1,4 @@
-"""TensorBoard: training and epoch scalars, the learning rates, input images, parameter histograms."""
+"""TensorBoard: training and epoch scalars, learning rates, input images, parameter histograms."""
 
 from base import BaseTrainer, Hook
 from logger.tensorboard import TensorboardWriter
@@ -8,7 +8,11 @@ from utils.batch import is_image_batch
 def learning_rates(trainer: BaseTrainer) -> dict[str, float]:
     """`lr` (one optimizer) or `lr_<name>` per optimizer: each one's first parameter group."""
     rates = {name: o.param_groups[0]["lr"] for name, o in trainer.optimizers.items()}
-    return {"lr": rates["model"]} if list(rates) == ["model"] else {f"lr_{n}": r for n, r in rates.items()}
+    return (
+        {"lr": rates["model"]}
+        if list(rates) == ["model"]
+        else {f"lr_{n}": r for n, r in rates.items()}
+    )
 
 
 class TensorBoardLogger(Hook):

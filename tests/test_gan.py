@@ -1,0 +1,114 @@
+"""The GAN example (`config/gan.json`, `GANTrainer`): two models train through the CLI, their
+checkpoint holds both, a resumed run ends bit for bit where an uninterrupted one ends, and
+test.py refuses a trainer without validation."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from builder import build_trainer, trainer_keys
+from utils.config import apply_overrides, load_config_file, resolve_config
+
+CONFIG = str(ROOT / "config" / "gan.json")
+NAME = "Mnist_GAN"
+MODELS = {"generator", "discriminator"}
+
+
+def options(save_dir: Path, *extra: str) -> list[str]:
+    """The GAN config shrunk to epochs of 3 batches of 32, on the CPU, outputs in `save_dir`."""
+    settings = [
+        f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.len_epoch=3",
+        "trainer.progress_bar=false", f"data_loader.args.data_dir={ROOT / 'data'}",
+        "data_loader.args.batch_size=32", *extra,
+    ]  # fmt: skip
+    return [item for setting in settings for item in ("-o", setting)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of 2 shrunk epochs of the GAN config, trained through train.py."""
+    save_dir = tmp_path_factory.mktemp("gan") / "saved"
+    result = run_script("train.py", "-c", CONFIG, *options(save_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir(save_dir, NAME)
+
+
+def test_gan_config_trains_and_checkpoints_both_models_by_name(trained: Path) -> None:
+    state = load(trained / "checkpoint-epoch2.pth")  # weights_only=True: tensors and plain data
+    assert (state["epoch"], state["step"]) == (2, 6)
+    assert state["arch"] == {"generator": "Generator", "discriminator": "Discriminator"}
+    for key in ("state_dict", "optimizer", "lr_scheduler"):
+        assert set(state[key]) == MODELS, key
+    assert state["state_dict"]["generator"]["net.0.weight"].shape == (256, 64)
+    assert state["state_dict"]["discriminator"]["net.1.weight"].shape == (256, 28 * 28)
+    for name in MODELS:
+        assert state["optimizer"][name]["state"], f"{name}'s optimizer took no step"
+        assert state["lr_scheduler"][name]["last_epoch"] == 2
+
+
+def test_generated_samples_are_logged_to_tensorboard_each_epoch(trained: Path) -> None:
+    log_dir = trained.parent.parent.parent / "log" / NAME / trained.name
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0}).Reload()
+    assert [event.step for event in events.Images("samples/generated")] == [3, 6]
+
+
+def test_each_model_gets_gradients_only_from_its_own_loss() -> None:
+    """The discriminator's gradients are those of `d_loss` alone (none from the generator's
+    loss), the generator's those of `g_loss` alone, and the discriminator is trainable after."""
+    raw = apply_overrides(load_config_file(CONFIG), [f"data_loader.args.data_dir={ROOT / 'data'}"])
+    trainer = build_trainer(resolve_config(raw, trainer_keys), torch.device("cpu"))
+    generator = trainer.bare_models["generator"]
+    discriminator = trainer.bare_models["discriminator"]
+    real, labels = next(iter(trainer.batches.data_loader))  # (B, 1, 28, 28), (B,)
+    trainer.updates.group_end = False  # mid accumulation: no optimizer step, gradients stay
+    torch.manual_seed(0)
+    trainer.train_step((real, labels))
+
+    torch.manual_seed(0)
+    noise = torch.randn(len(real), generator.latent_dim)  # the noise train_step drew
+    fake = generator(noise)
+    is_real = torch.cat([torch.ones(len(real)), torch.zeros(len(real))])
+    d_loss = trainer.criterion(discriminator(torch.cat([real, fake.detach()])), is_real)
+    g_loss = trainer.criterion(discriminator(fake), is_real[: len(real)])
+    expected_d = torch.autograd.grad(d_loss, list(discriminator.parameters()))
+    expected_g = torch.autograd.grad(g_loss, list(generator.parameters()))
+    for parameter, expected in zip(discriminator.parameters(), expected_d, strict=True):
+        assert parameter.requires_grad
+        torch.testing.assert_close(parameter.grad, expected)
+    for parameter, expected in zip(generator.parameters(), expected_g, strict=True):
+        torch.testing.assert_close(parameter.grad, expected)
+
+
+def test_gan_resumed_from_a_step_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """Step checkpoints every 2 steps of 3-step epochs put step 8 in the middle of epoch 3.
+    Resumed from it, the run ends with the uninterrupted run's weights, optimizers, schedulers
+    (both models' of each), hooks and random generators, and logs epoch 3 with the same means."""
+    settings = options(tmp_path / "saved", "trainer.epochs=3", "trainer.save_every_steps=2")
+    result = run_script("train.py", "-c", CONFIG, *settings)
+    assert result.returncode == 0, result.stderr
+    uninterrupted_epoch_3 = epoch_lines(result.stdout)["3/3"]
+    models = run_dir(tmp_path / "saved", NAME)
+    uninterrupted = load(models / "checkpoint-epoch3.pth")
+    assert uninterrupted["step"] == 9
+
+    state = load(models / "checkpoint-step8.pth")
+    assert (state["step"], state["epoch"], state["batches_done"]) == (8, 2, 2)
+    shutil.copytree(tmp_path / "saved", tmp_path / "resumed")
+    copy = run_dir(tmp_path / "resumed", NAME)
+    result = run_script("train.py", "-r", str(copy / "checkpoint-step8.pth"), *settings)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(load(copy / "checkpoint-epoch3.pth"), uninterrupted)
+    assert epoch_lines(result.stdout)["3/3"] == uninterrupted_epoch_3
+
+
+def test_test_script_refuses_a_gan_checkpoint_in_one_line(trained: Path) -> None:
+    result = run_script("test.py", "-r", str(trained / "checkpoint-epoch2.pth"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "GANTrainer has no validation_step" in result.stderr

@@ -1,0 +1,49 @@
+"""TensorBoard images of what a GAN's generator makes of one fixed set of noise vectors."""
+
+import torch
+
+from base import BaseTrainer, Hook
+from trainer.hooks.tensorboard_logger import TensorBoardLogger
+from utils.errors import UserError
+
+
+class GeneratedSamples(Hook):
+    """After each epoch, a grid of `n_samples` images from the model `generator` under the
+    tag `samples/generated`, against the optimizer step. The noise is the same every epoch
+    (drawn once from its own generator seeded with `seed`, so the run's random stream is
+    untouched), so the grids show one set of samples improving. Writes through the run's
+    `TensorBoardLogger`; nothing when `trainer.tensorboard` is false.
+    """
+
+    def __init__(self, n_samples: int = 64, seed: int = 0) -> None:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples: {n_samples!r} is not valid; expected an integer >= 1")
+        self.n_samples = n_samples
+        self.seed = seed
+        self.noise: torch.Tensor | None = None  # (n_samples, latent_dim), on the device
+
+    def before_train(self, trainer: BaseTrainer) -> None:
+        generator = trainer.bare_models.get("generator")
+        if generator is None or not hasattr(generator, "latent_dim"):
+            raise UserError(
+                "trainer.hooks: GeneratedSamples needs a model named 'generator' with a "
+                f"`latent_dim`; this run's models are {sorted(trainer.bare_models)}"
+            )
+        noise = torch.randn(
+            self.n_samples,
+            generator.latent_dim,
+            generator=torch.Generator().manual_seed(self.seed),
+        )  # (n_samples, latent_dim), drawn on the CPU: the same noise on every device
+        self.noise = noise.to(trainer.device)
+
+    @torch.no_grad()
+    def after_epoch(self, trainer: BaseTrainer) -> None:
+        logger = next((h for h in trainer.hooks if isinstance(h, TensorBoardLogger)), None)
+        if trainer.run_dirs is None or logger is None or logger.writer is None:
+            return
+        generator = trainer.bare_models["generator"]
+        was_training = generator.training
+        generator.eval()
+        images = generator(self.noise)  # (n_samples, 1, 28, 28)
+        generator.train(was_training)
+        logger.writer.images("samples/generated", images, trainer.step)
