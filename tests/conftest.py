@@ -85,8 +85,9 @@ def assert_same_state(first, second, path: str = "checkpoint") -> None:
 def assert_same_run(resumed: dict, uninterrupted: dict) -> None:
     """Everything a run changes is equal: weights, optimizer, schedule, scaler, counters,
     monitor, hooks and every random generator (the configs differ only in paths)."""
-    for key in resumed.keys() - {"config"}:
-        assert_same_state(resumed[key], uninterrupted[key], key)
+    assert resumed.keys() == uninterrupted.keys()
+    for key in sorted(resumed.keys() - {"config"}, key=lambda k: k != "state_dict"):
+        assert_same_state(resumed[key], uninterrupted[key], key)  # the weights first
 
 
 def epoch_lines(output: str) -> dict[str, str]:

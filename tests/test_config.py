@@ -236,7 +236,9 @@ def test_override_creates_missing_intermediate_when_null():
     config["lr_scheduler"] = None
     result = apply_overrides(config, ["lr_scheduler.type=StepLR", "lr_scheduler.args.step_size=5"])
     assert result["lr_scheduler"] == {"type": "StepLR", "args": {"step_size": 5}}
-    assert resolve_config(result)["lr_scheduler"] == {"type": "StepLR", "args": {"step_size": 5}}
+    assert resolve_config(result)["lr_scheduler"] == {
+        "type": "StepLR", "args": {"step_size": 5}, "interval": None
+    }  # fmt: skip
 
 
 def test_override_creates_missing_key():
@@ -285,6 +287,9 @@ def test_defaults_are_filled_in():
     assert resolved["metrics"] == []
     assert resolved["lr_scheduler"] is None
     assert resolved["trainer"] == {
+        "type": "Trainer",
+        "hooks": [],
+        "log_images": True,
         "epochs": 2,
         "save_dir": "saved/",
         "save_period": 1,
@@ -319,7 +324,7 @@ def test_given_values_are_kept():
     assert resolved["trainer"]["monitor"] == "min val_loss"
     assert resolved["trainer"]["save_period"] == 1
     assert resolved["optimizer"] == config["optimizer"]
-    assert resolved["lr_scheduler"] == config["lr_scheduler"]
+    assert resolved["lr_scheduler"] == {**config["lr_scheduler"], "interval": None}
 
 
 def test_resolving_is_idempotent():
@@ -347,7 +352,7 @@ def test_node_without_args_or_with_null_args_gets_empty_args():
     config["lr_scheduler"] = {"type": "StepLR", "args": None}
     resolved = resolve_config(config)
     assert resolved["arch"] == {"type": "LeNet", "args": {}}
-    assert resolved["lr_scheduler"] == {"type": "StepLR", "args": {}}
+    assert resolved["lr_scheduler"] == {"type": "StepLR", "args": {}, "interval": None}
 
 
 # ---------------------------------------------------------------- resolve_config: errors
@@ -478,7 +483,7 @@ def test_boundary_values_are_accepted(path, value):
 
 
 @pytest.mark.parametrize(
-    "path", ["name", "arch", "data_loader", "optimizer", "loss", "trainer", "trainer.epochs"]
+    "path", ["name", "arch", "data_loader", "optimizer", "trainer", "trainer.epochs"]
 )
 def test_missing_required_key(path):
     message = resolve_error(without(path))
@@ -567,7 +572,7 @@ def test_parse_monitor_invalid(text):
 
 def test_all_problems_are_reported_together():
     config = minimal_config()
-    config["trainer"].update({"epochs": 0, "monitor": "max nope", "bogus": 1})
+    config["trainer"].update({"epochs": 0, "monitor": "max nope sense", "bogus": 1})
     config["data_loader"]["args"].update({"batch_size": 0, "validation_split": 1.0})
     with pytest.raises(UserError) as error:
         resolve_config(config)
@@ -575,8 +580,8 @@ def test_all_problems_are_reported_together():
     assert [p.split(":")[0] for p in problems] == [
         "trainer.bogus",
         "trainer.epochs",
+        "trainer.monitor",
         "data_loader.args.batch_size",
         "data_loader.args.validation_split",
-        "trainer.monitor",
     ]
     assert "\n" not in str(error.value)

@@ -260,7 +260,7 @@ def check_node(
 
 def is_named_nodes(node: Any) -> bool:
     """Whether `node` is a mapping of names to nodes (several models), not one node."""
-    return isinstance(node, dict) and "type" not in node and bool(node)
+    return isinstance(node, dict) and bool(node) and not {"type", "args"} & set(node)
 
 
 def check_named_nodes(
@@ -372,9 +372,10 @@ def load_run_config(
     raw = load_config_file(config_file) if config_file else checkpoint["config"]
     config = resolve_config(apply_overrides(raw, overrides), trainer_keys)
     if checkpoint is not None and checkpoint["arch"] != arch_types(config):
+        path = "arch" if is_named_nodes(config["arch"]) else "arch.type"
         raise UserError(
-            f"arch: the checkpoint holds {checkpoint['arch']!r}, not {arch_types(config)!r}; "
-            "use a config with that arch"
+            f"{path}: the checkpoint holds {checkpoint['arch']!r}, not "
+            f"{arch_types(config)!r}; use a config with that arch"
         )
     return config
 

@@ -4,6 +4,8 @@ the trainer keys (`save_period`, `early_stop`, `tensorboard`, ...)."""
 
 from trainer.hooks.checkpointer import Checkpointer
 from trainer.hooks.early_stopping import EarlyStopping
+from trainer.hooks.ema import EMA
+from trainer.hooks.generated_samples import GeneratedSamples
 from trainer.hooks.lr_scheduler_step import LRSchedulerStep
 from trainer.hooks.progress_bar import ProgressBar
 from trainer.hooks.stop_on_signal import StopOnSignal
@@ -11,7 +13,9 @@ from trainer.hooks.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
     "Checkpointer",
+    "EMA",
     "EarlyStopping",
+    "GeneratedSamples",
     "LRSchedulerStep",
     "ProgressBar",
     "StopOnSignal",

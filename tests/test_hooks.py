@@ -1,0 +1,226 @@
+"""The hooks package: the EMA hook, on a toy model and through the real command line."""
+
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, assert_same_run, assert_same_state, load, read_json, run_dir, run_script
+from torch import nn
+
+import train
+from builder import build_data_loader
+from model.model import LeNet
+from trainer.hooks.ema import EMA
+from utils.cli import run_main
+from utils.errors import UserError
+
+CONFIG = str(ROOT / "config" / "config.json")
+AVERAGED = "EMA(model=model, decay=0.9, warmup=False)"  # evaluated in validation
+PASSIVE = "EMA(model=model, decay=0.5, warmup=True)"  # averaged, not evaluated
+HOOKS = (
+    "trainer.hooks=[{type: EMA, args: {decay: 0.9}},"
+    " {type: EMA, args: {decay: 0.5, warmup: true, evaluate: false}}]"
+)
+
+
+def toy_trainer(*hooks: EMA) -> SimpleNamespace:
+    """What the EMA hook reads of a trainer: a Linear and a BatchNorm (an integer buffer)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    return SimpleNamespace(bare_models={"model": model}, hooks=list(hooks))
+
+
+def train_toy(trainer: SimpleNamespace, steps: int) -> list[dict[str, torch.Tensor]]:
+    """SGD steps on random data, the hooks' `after_step` after each; the weights after each."""
+    model = trainer.bare_models["model"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    history = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(8, 3)).square().mean().backward()  # also moves the BatchNorm stats
+        optimizer.step()
+        for hook in trainer.hooks:
+            hook.after_step(trainer)
+        history.append({k: v.clone() for k, v in model.state_dict().items()})
+    return history
+
+
+def weights_equal(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_is_the_hand_computed_average(warmup: bool) -> None:
+    ema = EMA(decay=0.9, warmup=warmup)
+    trainer = toy_trainer(ema)
+    ema.before_train(trainer)
+    expected = {k: v.double() for k, v in trainer.bare_models["model"].state_dict().items()}
+    for t, weights in enumerate(train_toy(trainer, 5)):
+        decay = min(0.9, (1 + t) / (10 + t)) if warmup else 0.9
+        for key, value in weights.items():
+            floating = value.is_floating_point()
+            expected[key] = decay * expected[key] + (1 - decay) * value if floating else value
+    assert ema.updates == 5 and ema.shadow.keys() == expected.keys()
+    for key, value in ema.shadow.items():
+        torch.testing.assert_close(value.double(), expected[key].double(), rtol=1e-6, atol=1e-6)
+    assert ema.shadow["1.num_batches_tracked"] == 5  # copied, not averaged
+
+
+def test_validation_sees_the_average_and_training_gets_its_weights_back(caplog) -> None:
+    ema, passive = EMA(decay=0.9), EMA(decay=0.5, evaluate=False)
+    trainer = toy_trainer(ema, passive)
+    for hook in trainer.hooks:
+        hook.before_train(trainer)
+    training = train_toy(trainer, 3)[-1]
+    model = trainer.bare_models["model"]
+    for hook in trainer.hooks:
+        hook.before_validation(trainer)
+    assert weights_equal(model.state_dict(), ema.shadow)
+    for hook in trainer.hooks:
+        hook.after_validation(trainer)
+    assert weights_equal(model.state_dict(), training)
+
+    unsaved = EMA(decay=0.9)  # test.py on a checkpoint without its state: the model's own
+    own = toy_trainer(unsaved)
+    before = {k: v.clone() for k, v in own.bare_models["model"].state_dict().items()}
+    unsaved.before_validation(own)
+    assert weights_equal(own.bare_models["model"].state_dict(), before)
+    assert "no averaged weights" in caplog.text
+
+    resumed = EMA(decay=0.9)  # a resumed run: the state comes back through the checkpoint
+    resumed.load_state_dict(ema.state_dict())
+    resumed.before_train(toy_trainer(resumed))
+    assert weights_equal(resumed.shadow, ema.shadow) and resumed.updates == 3
+
+
+@pytest.mark.parametrize(
+    ("hooks", "fragment"),
+    [
+        ([EMA(model="generator")], "EMA.model: 'generator' is not a model of this run"),
+        ([EMA(decay=0.9), EMA(decay=0.5)], "two EMA hooks evaluate 'model'"),
+    ],
+)
+def test_ema_refuses_what_it_cannot_do(hooks: list[EMA], fragment: str) -> None:
+    with pytest.raises(UserError, match=fragment):
+        hooks[0].before_train(toy_trainer(*hooks))
+
+
+def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda _: train.main(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("hooks", "fragments"),
+    [
+        ("[{type: EMA, args: {decay: 1.5}}]", ["trainer.hooks[0].args", "EMA.decay", "(0, 1)"]),
+        (
+            "[{type: EMA}, {type: EMA}]",
+            ["trainer.hooks", "two hooks", "EMA(model=model, decay=0.999"],
+        ),
+        (
+            "[{type: EMA, args: {decai: 1}}]",
+            ["trainer.hooks[0].args.decai", "did you mean 'decay'"],
+        ),
+    ],
+)
+def test_bad_ema_configs_are_one_line_errors(tmp_path: Path, capsys, hooks, fragments) -> None:
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}", "-o", f"trainer.hooks={hooks}"]
+    code, stderr = run_train_in_process(argv, capsys)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    for fragment in fragments:
+        assert fragment in stderr
+    assert not save_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped config shrunk as by `shrunk_overrides` (2 epochs of 3 batches of 32), with a
+    step checkpoint in the middle of epoch 2: one run without hooks, one with two EMA hooks."""
+    runs = {}
+    for name, extra in (("plain", []), ("ema", ["-o", HOOKS])):
+        save_dir = tmp_path_factory.mktemp(name) / "saved"
+        options = [
+            "-o", f"trainer.save_dir={save_dir}", "-o", "trainer.epochs=2",
+            "-o", "trainer.len_epoch=3", "-o", "trainer.save_period=1",
+            "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
+            "-o", "data_loader.args.batch_size=32", "-o", "trainer.save_every_steps=4",
+            "-o", "trainer.progress_bar=false", *extra,
+        ]  # fmt: skip
+        result = run_script("train.py", "-c", CONFIG, *options)
+        assert result.returncode == 0, result.stderr
+        runs[name] = run_dir(save_dir)
+    return runs
+
+
+def logged_val_losses(run: Path) -> list[str]:
+    """The `val_loss` of each epoch line in a run's info.log."""
+    log = run.parents[2] / "log" / run.parent.name / run.name / "info.log"
+    return re.findall(r" epoch \d+/\d+ .* val_loss (\S+)", log.read_text())
+
+
+def test_ema_changes_validation_not_training(runs: dict[str, Path]) -> None:
+    """The run with EMA trains bit for bit as the run without, validates other weights, and
+    keeps each hook's average in every checkpoint under its own key."""
+    plain, ema = (load(runs[name] / "checkpoint-epoch2.pth") for name in ("plain", "ema"))
+    for key in ("state_dict", "optimizer", "lr_scheduler", "rng"):
+        assert_same_state(ema[key], plain[key], key)
+    logged = {name: logged_val_losses(runs[name]) for name in ("plain", "ema")}
+    assert len(logged["ema"]) == 2 and all(a != b for a, b in zip(*logged.values(), strict=True))
+    assert "hooks" not in plain or plain["hooks"] == {}
+    for path in runs["ema"].glob("*.pth"):
+        assert set(load(path)["hooks"]) == {AVERAGED, PASSIVE}, path.name
+    averaged, passive = ema["hooks"][AVERAGED], ema["hooks"][PASSIVE]
+    assert averaged["updates"] == passive["updates"] == 6
+    assert not weights_equal(averaged["weights"], ema["state_dict"])
+    assert not weights_equal(averaged["weights"], passive["weights"])
+    assert read_json(runs["ema"] / "config.json")["trainer"]["hooks"][1]["args"]["warmup"] is True
+
+
+def test_resume_mid_epoch_restores_every_average_exactly(runs: dict[str, Path], tmp_path) -> None:
+    shutil.copytree(runs["ema"].parents[2], tmp_path / "saved")  # the log directory too
+    copy = run_dir(tmp_path / "saved")
+    (copy / "checkpoint-epoch2.pth").unlink()
+    step = load(copy / "checkpoint-step4.pth")
+    assert (step["epoch"], step["batches_done"], step["hooks"][AVERAGED]["updates"]) == (1, 1, 4)
+    result = run_script("train.py", "-r", str(copy / "checkpoint-step4.pth"))
+    assert result.returncode == 0, result.stderr
+    resumed = load(copy / "checkpoint-epoch2.pth")
+    uninterrupted = load(runs["ema"] / "checkpoint-epoch2.pth")
+    assert_same_run(resumed, uninterrupted)  # weights, optimizer, ... and both hooks' states
+    assert resumed["hooks"][PASSIVE]["updates"] == 6
+
+
+def evaluate_by_hand(weights: dict[str, torch.Tensor], config: dict) -> float:
+    """The mean test-split NLL of a plain LeNet holding `weights`, without the trainer."""
+    model = LeNet(**config["arch"]["args"])
+    model.load_state_dict(weights)
+    model.eval()
+    loader = build_data_loader(config, torch.device("cpu"), training=False, shuffle=False,
+                               validation_split=0.0)  # fmt: skip
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for images, targets in loader:  # (B, 1, 28, 28), (B,)
+            total += F.nll_loss(model(images), targets, reduction="sum").item()
+            count += len(targets)
+    return total / count
+
+
+def test_test_py_evaluates_the_averaged_weights(runs: dict[str, Path], tmp_path: Path) -> None:
+    """test.py on `model_best.pth` reports the test loss of the EMA weights as evaluated by
+    hand, not that of the training weights the checkpoint also holds."""
+    shutil.copy(runs["ema"] / "model_best.pth", tmp_path)  # test_metrics.json goes beside it
+    result = run_script("test.py", "-r", str(tmp_path / "model_best.pth"))
+    assert result.returncode == 0, result.stderr
+    loss = read_json(tmp_path / "test_metrics.json")["loss"]
+    best = load(tmp_path / "model_best.pth")
+    averaged = evaluate_by_hand(best["hooks"][AVERAGED]["weights"], best["config"])
+    assert loss == pytest.approx(averaged, rel=1e-5)
+    assert abs(loss - evaluate_by_hand(best["state_dict"], best["config"])) > 1e-3
