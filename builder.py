@@ -287,16 +287,7 @@ def build_trainer(
     options = trainer_options(config)
     if evaluation:
         options["monitor"] = "off"  # nothing is monitored without training
-    parameters = accepted_arguments(trainer_type)
-    runtime = {"criterion": criterion, "metric_fns": metric_fns}
-    for name, value in runtime.items():
-        if name in parameters:
-            options[name] = value
-        elif value:
-            key = "loss" if name == "criterion" else "metrics"
-            raise UserError(f"{key}: {trainer_type.__name__} takes no {key}; remove it")
-    if "criterion" in parameters and criterion is None:
-        raise UserError(f"loss: missing; {trainer_type.__name__} needs a loss")
+    options.update(runtime_arguments(trainer_type, criterion, metric_fns))
     _check_model_names(trainer_type, built_models)
     return trainer_type(
         {name: model.to(device) for name, model in built_models.items()},
@@ -304,6 +295,26 @@ def build_trainer(
         valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers, hooks=hook_list,
         device_ids=list(device_ids), **options,
     )  # fmt: skip
+
+
+def runtime_arguments(
+    trainer_type: type[BaseTrainer], criterion: Callable | None, metric_fns: dict
+) -> dict[str, Any]:
+    """The loss (`criterion`) and metrics (`metric_fns`) for a trainer that takes them; a
+    trainer that does not take one refuses a config that names it."""
+    parameters = accepted_arguments(trainer_type)
+    arguments = {}
+    for name, value, key in (
+        ("criterion", criterion, "loss"),
+        ("metric_fns", metric_fns, "metrics"),
+    ):
+        if name in parameters:
+            arguments[name] = value
+        elif value:
+            raise UserError(f"{key}: {trainer_type.__name__} takes no {key}; remove it")
+    if "criterion" in parameters and criterion is None:
+        raise UserError(f"loss: missing; {trainer_type.__name__} needs a loss")
+    return arguments
 
 
 def _check_model_names(trainer_type: type[BaseTrainer], built_models: dict) -> None:

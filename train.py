@@ -21,6 +21,7 @@ from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import config_changes, load_run_config
 from utils.device import select_device
 from utils.distributed import (
+    barrier,
     broadcast_from_main,
     init_distributed,
     is_distributed,
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trainer, run_dirs = build(args)
         trainer.train(run_dirs)
+        barrier()  # no rank leaves the process group while another still uses it
     finally:
         shutdown()
     if run_dirs is not None:

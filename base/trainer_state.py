@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import load_weights, save_checkpoint
+from utils.distributed import is_distributed
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -20,8 +21,11 @@ class TrainerState:
     """
 
     def save(self, filename: str) -> Path | None:
-        """Write the checkpoint as `filename` in the run directory (atomically); None on
-        ranks that do not write."""
+        """Write the checkpoint as `filename` in the run directory (atomically). Every rank
+        calls it: under torchrun the ranks' pending metric totals are summed first, so that the
+        checkpoint holds all of them; only the writing rank writes (the others get None)."""
+        if is_distributed():
+            self.tracker.flush()
         if self.run_dirs is None:
             return None
         path = self.run_dirs.models / filename

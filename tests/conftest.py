@@ -11,6 +11,7 @@ import torch
 
 from builder import build_hooks, trainer_options
 from trainer import Trainer
+from utils.config import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,3 +95,12 @@ def epoch_lines(output: str) -> dict[str, str]:
     """The logged epoch lines (`epoch N/M  step S  loss ...`) of a run's output, by epoch."""
     lines = [line for line in output.splitlines() if line.startswith("epoch ")]
     return {line.split()[1]: line for line in lines}
+
+
+def toy_config(**trainer_options) -> dict:
+    """A resolved config for parts built by hand (the nodes are not used): one quiet epoch."""
+    options = {"epochs": 1, "progress_bar": False, "tensorboard": False, **trainer_options}
+    return resolve_config({
+        "name": "toy", "arch": {"type": "Linear"}, "data_loader": {"type": "None"},
+        "optimizer": {"type": "SGD"}, "loss": "cross_entropy", "trainer": options,
+    })  # fmt: skip

@@ -20,6 +20,7 @@ from builder import (
     build_models,
     build_optimizers,
     build_trainer,
+    trainer_keys,
 )
 from model.model import LeNet
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
@@ -508,3 +509,18 @@ def test_chained_scheduler_builds_its_nested_nodes_on_the_optimizer():
 def test_bad_scheduler_nodes_are_user_errors(node, reported):
     with pytest.raises(UserError, match=reported.replace("[", r"\[").replace("]", r"\]")):
         build_lr_scheduler(scheduler_config(node), torch.optim.SGD(params(), lr=0.1))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reported"),
+    [
+        ({"loss": None}, "loss: missing; Trainer needs a loss"),
+        ({"trainer": {"epochs": 1, "type": "GANTrainer"}}, "metrics: GANTrainer takes no metrics"),
+        ({"trainer": {"epochs": 1, "type": "Trainr"}}, "trainer.type: 'Trainr' is not in"),
+    ],
+)
+def test_the_trainer_gets_only_the_parts_it_takes(changes, reported, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = {**load_config_file(ROOT / "config" / "config.json"), **changes}
+    with pytest.raises(UserError, match=reported):
+        build_trainer(resolve_config(config, trainer_keys), CPU)

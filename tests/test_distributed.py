@@ -1,6 +1,7 @@
 """DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, load, run_dir, run_script
+from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
 
 from builder import build_trainer
 from utils.config import load_config_file, resolve_config
@@ -107,6 +108,16 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     result = torchrun(2, "train.py", "-c", CONFIG, *options(tmp_path / "reference"))
     assert result.returncode == 0, result.stderr[-3000:]
     expected = load(run_dir(tmp_path / "reference") / "checkpoint-epoch2.pth")
+    logged = epoch_lines(result.stdout)
+
+    # From a step checkpoint between log steps, where each rank holds metric totals of its
+    # own not yet summed: the checkpoint must hold both ranks' (the epoch's logged means).
+    shutil.copytree(tmp_path / "reference", tmp_path / "from_step111")
+    copy = run_dir(tmp_path / "from_step111")
+    result = torchrun(2, "train.py", "-r", str(copy / "checkpoint-step111.pth"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert epoch_lines(result.stdout)["2/2"] == logged["2/2"]
+    assert_same_run(load(copy / "checkpoint-epoch2.pth"), expected)
 
     save_dir = tmp_path / "saved"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}

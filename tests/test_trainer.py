@@ -7,25 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import load, make_trainer
+from conftest import toy_config as config
 from torch import nn
 
 from base import TensorDataLoader
-from utils.config import resolve_config
 from utils.errors import TrainingFailed
 from utils.run_dir import create_run_dirs
-
-BASE_CONFIG = {
-    "name": "toy",
-    "arch": {"type": "Linear"},
-    "data_loader": {"type": "None"},
-    "optimizer": {"type": "SGD"},
-    "loss": "cross_entropy",
-}
-
-
-def config(**options) -> dict:
-    trainer = {"epochs": 1, "progress_bar": False, "tensorboard": False, **options}
-    return resolve_config({**BASE_CONFIG, "trainer": trainer})
 
 
 class TwoInputs(nn.Module):

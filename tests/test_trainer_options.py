@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, load, run_dir, run_script
 from conftest import make_trainer as build
+from conftest import toy_config as make_config
 from torch import nn
 
 from base.model_wrapping import wrap_model
@@ -16,26 +17,12 @@ from base.tensor_data_loader import TensorDataLoader
 from model.model import LeNet
 from trainer.trainer import Trainer
 from utils.checkpoint import save_checkpoint
-from utils.config import resolve_config
 from utils.errors import UserError
 from utils.run_dir import create_run_dirs
 
 CPU = torch.device("cpu")
 CONFIG = str(ROOT / "config" / "config.json")
 FAST_CONFIG = str(ROOT / "config" / "fast.json")
-
-BASE_CONFIG = {
-    "name": "toy",
-    "arch": {"type": "Linear"},
-    "data_loader": {"type": "None"},
-    "optimizer": {"type": "SGD"},
-    "loss": "cross_entropy",
-}
-
-
-def make_config(**trainer_options) -> dict:
-    options = {"epochs": 1, "progress_bar": False, "tensorboard": False, **trainer_options}
-    return resolve_config({**copy.deepcopy(BASE_CONFIG), "trainer": options})
 
 
 def make_trainer(model, loader, lr=0.1, criterion=F.cross_entropy, valid=None, **options):

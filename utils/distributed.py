@@ -83,6 +83,12 @@ def shard(indices: torch.Tensor) -> torch.Tensor:
     return indices[rank() :: n_ranks]
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (a no-op in a single process)."""
+    if is_distributed():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if is_distributed():
         dist.destroy_process_group()

@@ -12,8 +12,8 @@ from trainer.hooks.stop_on_signal import StopOnSignal
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
-    "Checkpointer",
     "EMA",
+    "Checkpointer",
     "EarlyStopping",
     "GeneratedSamples",
     "LRSchedulerStep",

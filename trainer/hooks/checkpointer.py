@@ -36,18 +36,19 @@ class Checkpointer(Hook):
 
     def after_step(self, trainer: BaseTrainer) -> None:
         every = self.save_every_steps and trainer.step % self.save_every_steps == 0
-        if (every or trainer.stop_requested) and trainer.run_dirs is not None:
-            trainer.save(f"checkpoint-step{trainer.step}.pth")
-            keep_newest(trainer.run_dirs.models, "checkpoint-step", 2)
+        if every or trainer.stop_requested:
+            trainer.save(f"checkpoint-step{trainer.step}.pth")  # every rank calls save
+            self._prune(trainer, "checkpoint-step", 2)
 
     def after_epoch(self, trainer: BaseTrainer) -> None:
-        if trainer.run_dirs is None:
-            return
         epoch = trainer.epoch
         if epoch % self.save_period == 0 or epoch == trainer.epochs or trainer.stop_requested:
             trainer.save(f"checkpoint-epoch{epoch}.pth")
-            if self.keep_last is not None:
-                keep_newest(trainer.run_dirs.models, "checkpoint-epoch", self.keep_last)
+            self._prune(trainer, "checkpoint-epoch", self.keep_last)
         if trainer.monitor.improved:
             trainer.save("model_best.pth")
             logger.info("new best %s %.6g", trainer.monitor.name, trainer.monitor.best)
+
+    def _prune(self, trainer: BaseTrainer, prefix: str, keep: int | None) -> None:
+        if trainer.run_dirs is not None and keep is not None:
+            keep_newest(trainer.run_dirs.models, prefix, keep)
