@@ -1,6 +1,7 @@
 """End to end through the real command line: train, resume, fine-tune, test, new project."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def test_train_writes_run_directory(tmp_path: Path, shrunk_overrides: list[str])
     config = read_json(models / "config.json")
     assert config["trainer"]["epochs"] == 2 and config["trainer"]["len_epoch"] == 3
     assert config["trainer"]["keep_last"] is None  # defaults are written out
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or "unknown"  # fmt: skip
+    assert config["code_version"]["commit"] == head
+    assert isinstance(config["code_version"]["dirty"], bool)
 
     checkpoint = load(models / "checkpoint-epoch2.pth")  # weights_only=True
     assert set(CHECKPOINT_KEYS) <= set(checkpoint)
