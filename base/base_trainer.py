@@ -213,6 +213,8 @@ class BaseTrainer(TrainerState, ABC):
 
     def _check_parts(self) -> None:
         check_state_keys(self.hooks)
+        for hook in self.hooks:
+            hook.check(self)
         if self.valid_data_loader is not None and not self.evaluates():
             raise UserError(
                 f"data_loader.args.validation_split: {type(self).__name__} has no "

@@ -35,6 +35,10 @@ class Hook:
         that tell two hooks of one class apart, e.g. `EMA(decay=0.999)`."""
         return type(self).__name__
 
+    def check(self, trainer: "BaseTrainer") -> None:
+        """Called once when the trainer is built, before any run directory exists: raise a
+        `UserError` when the hook's arguments do not fit this trainer (a model it lacks)."""
+
     def before_train(self, trainer: "BaseTrainer") -> None:
         pass
 

@@ -106,7 +106,7 @@ def test_validation_sees_the_average_and_training_gets_its_weights_back(caplog) 
 )
 def test_ema_refuses_what_it_cannot_do(hooks: list[EMA], fragment: str) -> None:
     with pytest.raises(UserError, match=fragment):
-        hooks[0].before_train(toy_trainer(*hooks))
+        hooks[0].check(toy_trainer(*hooks))
 
 
 def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
@@ -126,6 +126,10 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
         (
             "[{type: EMA, args: {decai: 1}}]",
             ["trainer.hooks[0].args.decai", "did you mean 'decay'"],
+        ),
+        (  # checked when the trainer is built, before any run directory exists
+            "[{type: EMA, args: {model: generator}}]",
+            ["EMA.model: 'generator' is not a model of this run"],
         ),
     ],
 )

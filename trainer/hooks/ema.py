@@ -32,8 +32,7 @@ class EMA(Hook):
     def state_key(self) -> str:
         return f"EMA(model={self.model}, decay={self.decay}, warmup={self.warmup})"
 
-    def _weights(self, trainer: BaseTrainer) -> dict[str, torch.Tensor]:
-        """The averaged model's state (live tensors), with a loaded shadow moved beside it."""
+    def check(self, trainer: BaseTrainer) -> None:
         if self.model not in trainer.bare_models:
             raise UserError(f"trainer.hooks: EMA.model: {self.model!r} is not a model of this "
                             f"run{did_you_mean(self.model, trainer.bare_models)}")  # fmt: skip
@@ -41,6 +40,9 @@ class EMA(Hook):
         if self.evaluate and evaluated.count(self.model) > 1:  # each would restore the other's
             raise UserError(f"trainer.hooks: two EMA hooks evaluate {self.model!r}; set "
                             "`evaluate: false` on all but one")  # fmt: skip
+
+    def _weights(self, trainer: BaseTrainer) -> dict[str, torch.Tensor]:
+        """The averaged model's state (live tensors), with a loaded shadow moved beside it."""
         weights = trainer.bare_models[self.model].state_dict()
         if self.shadow is not None:
             self.shadow = {k: v.to(weights[k].device) for k, v in self.shadow.items()}

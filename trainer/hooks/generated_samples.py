@@ -22,13 +22,16 @@ class GeneratedSamples(Hook):
         self.seed = seed
         self.noise: torch.Tensor | None = None  # (n_samples, latent_dim), on the device
 
-    def before_train(self, trainer: BaseTrainer) -> None:
+    def check(self, trainer: BaseTrainer) -> None:
         generator = trainer.bare_models.get("generator")
         if generator is None or not hasattr(generator, "latent_dim"):
             raise UserError(
                 "trainer.hooks: GeneratedSamples needs a model named 'generator' with a "
                 f"`latent_dim`; this run's models are {sorted(trainer.bare_models)}"
             )
+
+    def before_train(self, trainer: BaseTrainer) -> None:
+        generator = trainer.bare_models["generator"]
         noise = torch.randn(
             self.n_samples,
             generator.latent_dim,
