@@ -57,7 +57,8 @@ def package_modules(package: ModuleType) -> list[ModuleType]:
 
 
 def trainer_class(name: str) -> type[BaseTrainer]:
-    return lookup("trainer", name, package_modules(trainer), is_subclass_of(BaseTrainer))
+    modules = package_modules(trainer)
+    return lookup("trainer", name, modules, is_subclass_of(BaseTrainer), "the modules of trainer/")
 
 
 def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
@@ -218,7 +219,8 @@ def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
     user = []
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
-        hook_class = lookup(path, node["type"], package_modules(hooks), _is_hook)
+        modules, where = package_modules(hooks), "the modules of trainer/hooks/"
+        hook_class = lookup(path, node["type"], modules, _is_hook, where)
         user.append(instantiate(path, hook_class, node["args"]))
     built = [LRSchedulerStep(intervals)] if intervals else []
     built += user

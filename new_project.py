@@ -14,7 +14,7 @@ from utils.errors import UserError
 TEMPLATE = Path(__file__).resolve().parent
 SKIPPED = shutil.ignore_patterns(
     ".git", "__pycache__", "*.pyc", "*.egg-info", ".venv", "venv", ".pytest_cache",
-    ".ruff_cache", "MNIST", ".ipynb_checkpoints",
+    ".ruff_cache", ".hypothesis", "MNIST", ".ipynb_checkpoints",
 )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import build_data_loader, build_trainer, trainer_keys
+from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
 from logger.logger import setup_logging
 from utils.checkpoint import load_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
@@ -39,9 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_loader = build_data_loader(
         config, device, training=False, shuffle=False, validation_split=0.0
     )
-    trainer = build_trainer(config, device, data_loader=data_loader, evaluation=True)
-    if not trainer.evaluates():
-        raise UserError(f"trainer.type: {type(trainer).__name__} has no validation_step to test")
+    trainer_type = trainer_class(config["trainer"]["type"])
+    if not trainer_type.evaluates():
+        raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
+    # The test split stands where the validation split stood, so the trainer and its hooks
+    # see the names they saw in training (`val_*`).
+    trainer = build_trainer(config, device, data_loader=data_loader,
+                            valid_data_loader=data_loader, evaluation=True)  # fmt: skip
     trainer.load_weights(checkpoint)
     trainer.load_hook_states(checkpoint.get("hooks", {}))
     results = trainer.validate(data_loader)

@@ -125,7 +125,7 @@ class BaseTrainer(TrainerState, ABC):
             for epoch in range(self.epoch + 1, self.epochs + 1):
                 self._train_epoch(epoch)
         except StopTraining:
-            pass
+            logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
         finally:
             self._call("after_train")
 
@@ -221,6 +221,7 @@ class BaseTrainer(TrainerState, ABC):
                 "validation_step; set the split to 0"
             )
 
-    def evaluates(self) -> bool:
+    @classmethod
+    def evaluates(cls) -> bool:
         """Whether this trainer has a `validation_step` (validation, test.py)."""
-        return type(self).validation_step is not BaseTrainer.validation_step
+        return cls.validation_step is not BaseTrainer.validation_step

@@ -64,11 +64,16 @@ HOOK = '''
 """Counts optimizer steps; its count is checkpointed and resumed."""
 
 from base import Hook
+from utils.errors import UserError
 
 
 class StepCounter(Hook):
     def __init__(self):
         self.steps = 0
+
+    def check(self, trainer):  # test.py builds the hook too, and must pass this
+        if "val_accuracy" not in trainer.logged_names():
+            raise UserError("trainer.hooks: StepCounter wants a run that logs val_accuracy")
 
     def after_step(self, trainer):
         self.steps += 1

@@ -16,10 +16,15 @@ from utils.errors import UserError, did_you_mean
 
 
 def lookup(
-    path: str, name: str, modules: list[ModuleType], accept: Callable[[Any], bool]
+    path: str,
+    name: str,
+    modules: list[ModuleType],
+    accept: Callable[[Any], bool],
+    where: str | None = None,
 ) -> Callable:
-    """Find `name` in the first of `modules` that has an accepted attribute of that name."""
-    where = " or ".join(module.__name__ for module in modules)
+    """Find `name` in the first of `modules` that has an accepted attribute of that name;
+    `where` names the modules in messages (default: each of them)."""
+    where = where or " or ".join(module.__name__ for module in modules)
     if not name.isidentifier() or name.startswith("_"):
         raise UserError(
             f"{path}.type: {name!r} is not a public name; names are looked up in {where} only"
