@@ -41,9 +41,11 @@ from utils.errors import UserError
 SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
     "self", "args", "kwargs", "criterion", "metric_fns",
 }  # fmt: skip
-# Trainer keys that configure a built-in hook rather than the trainer (see `build_hooks`).
-HOOK_KEYS = {"save_dir", "save_period", "keep_last", "save_every_steps", "early_stop",
-             "tensorboard", "log_images", "progress_bar", "verbosity", "type", "hooks"}  # fmt: skip
+# Trainer keys that are not the trainer's constructor arguments: the built-in hooks' (see
+# `build_hooks`), the run directory's and the console's, and the choice of trainer and hooks.
+NOT_TRAINER_ARGUMENTS = {"save_dir", "save_period", "keep_last", "save_every_steps",
+                         "early_stop", "tensorboard", "log_images", "progress_bar", "verbosity",
+                         "type", "hooks"}  # fmt: skip
 
 
 BUILT_IN = (Checkpointer, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
@@ -237,7 +239,9 @@ def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
 
 def trainer_options(config: dict) -> dict[str, Any]:
     """The trainer keys that are the trainer's own constructor arguments (not a hook's)."""
-    return {key: value for key, value in config["trainer"].items() if key not in HOOK_KEYS}
+    return {
+        key: value for key, value in config["trainer"].items() if key not in NOT_TRAINER_ARGUMENTS
+    }
 
 
 def steps_per_epoch(config: dict, loader: EpochLoader) -> int:
@@ -284,16 +288,14 @@ def build_trainer(
     hook_list = attempt(build_hooks, config, intervals)
     if errors:
         raise UserError(" | ".join(errors))
-    if evaluation:
-        hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
     options = trainer_options(config)
     if evaluation:
+        hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
         options["monitor"] = "off"  # nothing is monitored without training
     options.update(runtime_arguments(trainer_type, criterion, metric_fns))
     _check_model_names(trainer_type, built_models)
     return trainer_type(
-        {name: model.to(device) for name, model in built_models.items()},
-        optimizers, data_loader, device=device, config=config,
+        built_models, optimizers, data_loader, device=device, config=config,
         valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers, hooks=hook_list,
         device_ids=list(device_ids), **options,
     )  # fmt: skip

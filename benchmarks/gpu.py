@@ -79,7 +79,7 @@ from benchmarks.common import (
     time_trainer,
 )
 from benchmarks.resnet import ResNet18
-from builder import HOOK_KEYS, build_hooks
+from builder import build_hooks, trainer_options
 from logger.logger import setup_logging
 from model import loss as losses
 from model.model import LeNet
@@ -236,7 +236,7 @@ def ours(bench: Bench, clock: EpochClock, resident: bool, compiled: bool = False
     model = bench.new_model()
     # What builder.build_trainer does after building the parts: the hooks the trainer keys
     # ask for (no LR scheduler here), the other trainer keys as the Trainer's options.
-    options = {key: value for key, value in config["trainer"].items() if key not in HOOK_KEYS}
+    options = trainer_options(config)
     trainer = Trainer(
         {"model": model},
         {"model": bench.new_optimizer(model)},
