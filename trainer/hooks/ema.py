@@ -27,6 +27,7 @@ class EMA(Hook):
         self.shadow: dict[str, torch.Tensor] | None = None  # state_dict key -> averaged tensor
         self.updates = 0  # optimizer steps averaged so far
         self._training_weights: dict[str, torch.Tensor] | None = None  # during validation
+        self._floats: list[str] = []  # the averaged entries (the others are copied)
 
     @property
     def state_key(self) -> str:
@@ -52,12 +53,13 @@ class EMA(Hook):
         weights = self._weights(trainer)
         if self.shadow is None:  # a new run (a resumed one has its shadow loaded already)
             self.shadow = {k: v.detach().clone() for k, v in weights.items()}
+        self._floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
 
     @torch.no_grad()
     def after_step(self, trainer: BaseTrainer) -> None:
         weights, t = trainer.bare_models[self.model].state_dict(), self.updates
         decay = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
-        floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
+        floats = self._floats
         # shadow += (1 - decay) * (weights - shadow), on all floating tensors in one call
         torch._foreach_lerp_([self.shadow[k] for k in floats], [weights[k] for k in floats],
                              1 - decay)  # fmt: skip
