@@ -4,6 +4,7 @@ Copies the template's code, configs, bundled data, tests and docs; leaves out ru
 (`saved/`), downloaded datasets, caches, virtual environments and version control.
 """
 
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +30,17 @@ def copy_template(target: Path) -> None:
     (target / "saved").mkdir(exist_ok=True)
     (target / "saved" / ".gitkeep").touch()
     project = target / "pyproject.toml"
-    package_name = "".join(c if c.isalnum() else "-" for c in target.name.lower()).strip("-")
     project.write_text(
-        project.read_text().replace('name = "pytorch-template"', f'name = "{package_name}"', 1)
-    )
+        re.sub(r'^name = ".*"$', f'name = "{distribution_name(target)}"', project.read_text(),
+               count=1, flags=re.MULTILINE)
+    )  # fmt: skip
+
+
+def distribution_name(target: Path) -> str:
+    """The copy's name in pyproject.toml, from its directory's name ("My Project" gives
+    "my-project"), so that two projects installed in one environment do not replace each other."""
+    name = "".join(c if c.isalnum() else "-" for c in target.name.lower())
+    return re.sub("-+", "-", name).strip("-") or "project"
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:

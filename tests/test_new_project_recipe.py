@@ -2,6 +2,8 @@
 a model, a trainer and a hook of the user's own, added without editing a framework file."""
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -128,9 +130,20 @@ def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path:
     )
     result = run_script("test.py", "-r", str(models / "model_best.pth"), cwd=project)
     assert result.returncode == 0, result.stderr
-    assert json.loads((models / "test_metrics.json").read_text())["n_samples"] == 600
+    assert json.loads((models / "model_best.test_metrics.json").read_text())["n_samples"] == 600
 
     bad = run_script("train.py", "-c", "config/tabular.json", "-o", "trainer.l11=0.1",
                      cwd=project)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: trainer.l11: unknown key; did you mean 'l1'?")
+
+    # The copy's own tests of every shipped config take the new one (its own loader and
+    # model, no data_dir), and its new-project test holds under a name other than MyProject.
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+         "tests/test_shipped_configs.py",
+         "tests/test_train_cli.py::test_new_project_trains_on_its_own"],
+        cwd=project, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "shipped_config_builds_and_takes_a_step[tabular.json] PASSED" in tests.stdout

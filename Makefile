@@ -1,0 +1,41 @@
+# Two commands from a fresh clone: `make train` trains the default config, `make test` runs the
+# test suite. Both create the virtual environment .venv and install the project into it when
+# it is missing or pyproject.toml has changed since; otherwise they start at once.
+#
+#   make train CONFIG=config/fast.json ARGS="-o trainer.epochs=3"
+#   make test ARGS="-m 'not slow'"         # the fast part of the suite
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   # a CPU-only torch build
+
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build the suite is tested with; pinned so that pip does not pick a newer, larger one.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+CONFIG ?= config/config.json
+ARGS ?=
+
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install train test lint clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: $(INSTALLED)
+	$(BIN)/python train.py -c $(CONFIG) $(ARGS)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV)
