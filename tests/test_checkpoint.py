@@ -1,6 +1,8 @@
 """utils/checkpoint.py, utils/seed.py and utils/run_dir.py: what a run writes and reads back."""
 
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint
+from utils.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint, write_json
 from utils.errors import UserError
 from utils.run_dir import RunDirs, create_run_dirs, run_dirs_of_checkpoint
 from utils.seed import get_rng_state, seed_everything, set_rng_state
@@ -111,6 +113,19 @@ def test_failed_save_keeps_previous_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model_best.pth"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_saved_files_get_the_users_umask(tmp_path, umask):
+    """Not mkstemp's owner-only 0600: colleagues on a shared cluster read what the umask allows."""
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(make_state(), tmp_path / "c.pth")
+        write_json(tmp_path / "config.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    for name in ("c.pth", "config.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+
+
 def test_failed_first_save_creates_nothing(tmp_path):
     path = tmp_path / "c.pth"
     with pytest.raises(Exception):  # noqa: B017
@@ -123,6 +138,7 @@ def assert_refused(path: Path) -> str:
         load_checkpoint(path)
     message = str(error.value)
     assert str(path) in message
+    assert "weights_only" not in message  # never torch's advice to load unsafely
     return message
 
 
@@ -149,7 +165,14 @@ def test_load_directory(tmp_path):
 def test_load_text_file(tmp_path, text):
     path = tmp_path / "notes.pth"
     path.write_text(text)
-    assert_refused(path)
+    assert "notes.pth: not a checkpoint (" in assert_refused(path)
+
+
+@pytest.mark.parametrize("content", [b"\x00", b"x", b"\x80", b"PK"])
+def test_load_a_one_or_two_byte_file(tmp_path, content):
+    path = tmp_path / "tiny.pth"
+    path.write_bytes(content)
+    assert "tiny.pth: not a checkpoint (" in assert_refused(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9, 100, 10, -10])
@@ -201,7 +224,7 @@ def test_load_refuses_pickled_objects_without_running_them(tmp_path):
     state["config"] = {"name": Payload(marker)}
     torch.save(state, path)
 
-    assert_refused(path)
+    assert "Python objects other than tensors" in assert_refused(path)
     assert not marker.exists()
 
     # The payload is real: an unsafe load would have run it.
@@ -313,5 +336,20 @@ def test_run_dirs_of_checkpoint(tmp_path):
 def test_run_dirs_of_relative_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     found = run_dirs_of_checkpoint("saved/models/Exp/0101_120000_1/model_best.pth")
-    assert found.log == tmp_path.resolve() / "saved" / "log" / "Exp" / "0101_120000_1"
+    assert found.log == Path("saved/log/Exp/0101_120000_1")
     assert found.run_id == "0101_120000_1"
+
+
+@pytest.mark.parametrize("save_dir", ["saved", "./saved/../saved", "ABSOLUTE"])
+def test_fresh_and_resumed_runs_show_paths_in_one_style(tmp_path, monkeypatch, save_dir):
+    """Inside the working directory: relative, however the path was written; outside: absolute."""
+    monkeypatch.chdir(tmp_path)
+    save_dir = tmp_path / "saved" if save_dir == "ABSOLUTE" else save_dir
+    fresh = create_run_dirs(save_dir, "Exp", "run1")
+    assert fresh == RunDirs(Path("saved/models/Exp/run1"), Path("saved/log/Exp/run1"))
+    for checkpoint in ("saved/models/Exp/run1/c.pth", tmp_path / "saved/models/Exp/run1/c.pth"):
+        assert run_dirs_of_checkpoint(checkpoint) == fresh
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    outside = run_dirs_of_checkpoint("../saved/models/Exp/run1/c.pth")
+    assert outside.models == tmp_path.resolve() / fresh.models

@@ -102,7 +102,7 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
     assert_usage_error(run_script("test.py", "-r", str(missing)), "missing.pth")
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    assert_usage_error(run_script("train.py", "-r", str(text)), "notes.pth", "not a readable")
+    assert_usage_error(run_script("train.py", "-r", str(text)), "notes.pth", "not a checkpoint")
     weights = tmp_path / "weights.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, weights)
     assert_usage_error(run_script("test.py", "-r", str(weights)), "weights.pth", "not a checkpoint")

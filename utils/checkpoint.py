@@ -2,8 +2,10 @@
 
 import json
 import os
+import pickle
+import secrets
 import sys
-import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,10 +35,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Write a file so that a crash at any moment leaves the old file at `path` intact.
 
     `write` fills a temporary file in the same directory, which is flushed to disk and only
-    then renamed over `path` (a rename within one file system is atomic).
+    then renamed over `path` (a rename within one file system is atomic). The file gets the
+    permissions the user's umask gives (not `mkstemp`'s owner-only 0600), so colleagues
+    sharing a cluster can read checkpoints and metrics.
     """
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp_name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -75,13 +80,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"checkpoint {path}: not a checkpoint (torch.save writes a zip archive; this file "
+            "is not one, or is cut short)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"checkpoint {path}: not a readable checkpoint (it holds Python objects other "
+            "than tensors and plain data, which could run code when loaded; refused)"
+        ) from None
     except Exception as error:
-        # A weights-only load runs no code, so any failure means "not a checkpoint of ours".
         message = str(error).strip()
         first_line = message.splitlines()[0] if message else type(error).__name__
-        raise UserError(f"checkpoint {path}: not a readable checkpoint ({first_line})") from None
+        raise UserError(
+            f"checkpoint {path}: not a readable checkpoint (damaged: {first_line})"
+        ) from None
     if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
         missing = [
             key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state
