@@ -1,8 +1,10 @@
-"""Evaluate a checkpoint on the test split: `python test.py -r saved/models/.../model_best.pth`.
+"""Evaluate a checkpoint on the test split: `python test.py -r saved/models/NAME/RUN_ID`.
 
+`-r` takes a checkpoint, or a run directory: its `model_best.pth`, else its newest checkpoint.
 The data loader, loss, metrics and the trainer's own hooks (an EMA hook evaluates its
 averaged weights) come from the checkpoint's own config (or `-c`), with the loader switched
-to the held-out test split; the results go to `test_metrics.json` beside the checkpoint.
+to the held-out test split; the results go beside the checkpoint, in
+`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated).
 """
 
 import argparse
@@ -12,26 +14,44 @@ from pathlib import Path
 
 from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import load_checkpoint, write_json
+from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
 from utils.errors import UserError
+from utils.run_dir import readable_path
 
 logger = logging.getLogger("test")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Evaluate a checkpoint on the test split.")
-    parser.add_argument("-r", "--resume", required=True, help="checkpoint to evaluate")
+    parser.add_argument(
+        "-r",
+        "--resume",
+        required=True,
+        help="checkpoint to evaluate, or a run directory (its model_best.pth, else its newest "
+        "checkpoint)",
+    )
     parser.add_argument("-c", "--config", help="config to use instead of the checkpoint's own")
     add_config_options(parser)
     return parser.parse_args(argv)
 
 
+def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
+    """The checkpoint `-r` names: a file, or a run directory's best (else newest) checkpoint."""
+    path = Path(resume)
+    if path.is_dir():
+        if (path / "model_best.pth").is_file():
+            path = path / "model_best.pth"
+        else:
+            return newest_checkpoint(path)
+    return path, load_checkpoint(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    checkpoint = load_checkpoint(args.resume)
+    path, checkpoint = checkpoint_to_evaluate(args.resume)
     config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     setup_logging(None, config["trainer"]["verbosity"])
 
@@ -48,14 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                             valid_data_loader=data_loader, evaluation=True)  # fmt: skip
     trainer.load_weights(checkpoint)
     trainer.load_hook_states(checkpoint.get("hooks", {}))
+    logger.info("evaluating %s (epoch %d) on the test split", readable_path(path),
+                checkpoint["epoch"])  # fmt: skip
     results = trainer.validate(data_loader)
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
-    output = Path(args.resume).parent / "test_metrics.json"
-    summary = {"checkpoint": Path(args.resume).name, "epoch": checkpoint["epoch"], **results}
+    output = path.with_name(f"{path.stem}.test_metrics.json")
+    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], **results}
     write_json(output, summary)
-    logger.info("wrote %s", output)
+    logger.info("wrote %s", readable_path(output))
     return 0
 
 

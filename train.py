@@ -30,8 +30,10 @@ from utils.distributed import (
     shutdown,
     world_size,
 )
-from utils.run_dir import RunDirs, create_run_dirs, run_dirs_of_checkpoint
+from utils.errors import UserError
+from utils.run_dir import RunDirs, create_run_dirs, readable_path, run_dirs_of_checkpoint
 from utils.seed import seed_everything
+from utils.stop_signals import Stopped
 
 logger = logging.getLogger("train")
 
@@ -86,6 +88,8 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
         checkpoint = load_checkpoint(args.resume)
     config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     fine_tune = checkpoint is not None and args.config is not None
+    if checkpoint is not None and not fine_tune:
+        check_epochs_left(config, checkpoint, args.resume)
     device, device_ids = select_device(args.device, config["n_gpu"])
     if launched_by_torchrun():
         device, device_ids = init_distributed(device), []
@@ -126,26 +130,56 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
         config["seed"],
     )
     if fine_tune:
-        logger.info("fine-tuning the weights of %s", args.resume)
+        logger.info("fine-tuning the weights of %s", readable_path(args.resume))
     elif checkpoint is not None:
-        logger.info(
-            "resuming after epoch %d, step %d from %s", trainer.epoch, trainer.step, args.resume
-        )
+        logger.info("resuming %s, from %s", resume_position(trainer), readable_path(args.resume))
         for change in config_changes(checkpoint["config"], config):
             logger.warning("config changed on resume: %s", change)
     return trainer, run_dirs
 
 
+def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
+    """A resumed run must have epochs left: `trainer.epochs` is the total, not "N more"."""
+    epochs, done = config["trainer"]["epochs"], checkpoint["epoch"]
+    if epochs <= done:
+        raise UserError(
+            f"trainer.epochs: {epochs} is the total number of epochs, and {resume} has "
+            f"completed {done}, so nothing is left to train; to train longer, pass "
+            f"-o trainer.epochs=N with N > {done}"
+        )
+
+
+def resume_position(trainer: BaseTrainer) -> str:
+    """Where a resumed run picks up, in words: "after epoch 5 of 15 (step 1200)", or "in
+    epoch 1 of 15, after 8 of its 29 batches (step 8)"."""
+    epoch, epochs, step = trainer.epoch, trainer.epochs, trainer.step
+    done, total = trainer.batches.batches_done, trainer.batches.batches_per_epoch
+    if done == 0:
+        return f"after epoch {epoch} of {epochs} (step {step})"
+    return f"in epoch {epoch + 1} of {epochs}, after {done} of its {total} batches (step {step})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    run_dirs = None
     try:
         trainer, run_dirs = build(args)
         trainer.train(run_dirs)
         barrier()  # no rank leaves the process group while another still uses it
+    except Stopped:
+        if run_dirs is not None and any(run_dirs.models.glob("checkpoint-*.pth")):
+            logger.info("to resume: python train.py -r %s", run_dirs.models)
+        raise
     finally:
         shutdown()
     if run_dirs is not None:
         logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
+        logger.info("to evaluate: python test.py -r %s", run_dirs.models)
+        logger.info(
+            "to train longer: python train.py -r %s -o trainer.epochs=N (N > %d)",
+            run_dirs.models,
+            trainer.epoch,
+        )
     return 0
 
 

@@ -64,6 +64,8 @@ def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: in
         copy = run_dir(tmp_path / f"from_step{step}")
         result = run_script("train.py", "-r", str(copy / f"checkpoint-step{step}.pth"), *options)
         assert result.returncode == 0, result.stderr
+        where = f"in epoch {epoch + 1} of 2, after {batches_done} of its 15 batches (step {step})"
+        assert f"resuming {where}, from {copy}" in result.stdout
         resumed = load(copy / "checkpoint-epoch2.pth")
         assert resumed["step"] == uninterrupted["step"] == 30
         assert_same_run(resumed, uninterrupted)
@@ -94,10 +96,11 @@ def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum,
     process = start_training(tmp_path / "saved", "trainer.save_every_steps=3")
     wait_for("models/*/*/checkpoint-step3.pth", tmp_path / "saved", process)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     models = run_dir(tmp_path / "saved")
+    assert f"to resume: python train.py -r {models}\n" in stdout
     assert not list(models.glob("*.tmp"))
     stopped_at = max(load(p)["step"] for p in models.glob("checkpoint-*.pth"))
     assert 3 < stopped_at < 3 * 113, "stopped in the middle of the run, after its own save"

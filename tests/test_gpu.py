@@ -30,7 +30,7 @@ def test_train_on_cuda_and_evaluate(tmp_path: Path, shrunk_overrides: list[str])
     assert checkpoint["rng"]["cuda"], "CUDA generator states are saved"
     result = run_script("test.py", "-r", str(models / "model_best.pth"), "-d", "cuda", gpus=True)
     assert result.returncode == 0, result.stderr
-    assert (models / "test_metrics.json").exists()
+    assert (models / "model_best.test_metrics.json").exists()
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

@@ -220,10 +220,10 @@ def evaluate_by_hand(weights: dict[str, torch.Tensor], config: dict) -> float:
 def test_test_py_evaluates_the_averaged_weights(runs: dict[str, Path], tmp_path: Path) -> None:
     """test.py on `model_best.pth` reports the test loss of the EMA weights as evaluated by
     hand, not that of the training weights the checkpoint also holds."""
-    shutil.copy(runs["ema"] / "model_best.pth", tmp_path)  # test_metrics.json goes beside it
+    shutil.copy(runs["ema"] / "model_best.pth", tmp_path)  # its test metrics go beside it
     result = run_script("test.py", "-r", str(tmp_path / "model_best.pth"))
     assert result.returncode == 0, result.stderr
-    loss = read_json(tmp_path / "test_metrics.json")["loss"]
+    loss = read_json(tmp_path / "model_best.test_metrics.json")["loss"]
     best = load(tmp_path / "model_best.pth")
     averaged = evaluate_by_hand(best["hooks"][AVERAGED]["weights"], best["config"])
     assert loss == pytest.approx(averaged, rel=1e-5)

@@ -1,7 +1,9 @@
 """End to end through the real command line: train, resume, fine-tune, test, new project."""
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ def weights_equal(first: dict, second: dict) -> bool:
 def test_train_writes_run_directory(tmp_path: Path, shrunk_overrides: list[str]) -> None:
     result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
     assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr + result.stdout  # not a terminal: no progress bars
     models = run_dir(tmp_path / "saved")
     log = tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name
     names = {p.name for p in models.iterdir()}
@@ -84,6 +87,17 @@ def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> 
     result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, *schedule)
     assert result.returncode == 0, result.stderr
     models = run_dir(tmp_path / "saved")
+    # The finished run: `epochs` is the total, so resuming it with 2 (or fewer) is refused,
+    # the run directory untouched.
+    config_before = (models / "config.json").read_bytes()
+    for epochs in ("2", "1"):
+        refused = run_script("train.py", "-r", str(models), "-o", f"trainer.epochs={epochs}")
+        assert refused.returncode == 2
+        assert refused.stderr.startswith(f"error: trainer.epochs: {epochs} is the total number")
+        assert (
+            "has completed 2" in refused.stderr and "trainer.epochs=N with N > 2" in refused.stderr
+        )
+    assert (models / "config.json").read_bytes() == config_before
     uninterrupted = load(models / "checkpoint-epoch2.pth")
     (models / "checkpoint-epoch2.pth").rename(tmp_path / "uninterrupted.pth")
 
@@ -95,7 +109,7 @@ def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> 
     assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.5**2)
     assert weights_equal(resumed["state_dict"], uninterrupted["state_dict"])
     log = (tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name / "info.log").read_text()
-    assert "resuming after epoch 1" in log
+    assert f"resuming after epoch 1 of 2 (step 15), from {models}" in log
     assert len(re.findall(r"epoch 2/2", log)) == 2  # once per attempt, both in one log
     # One TensorBoard curve: the first attempt's epoch 2 is purged, the resumed one continues.
     events = EventAccumulator(str(tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name))
@@ -127,28 +141,62 @@ def test_fine_tune_starts_new_run_from_weights(tmp_path: Path, shrunk_overrides)
     assert all(torch.equal(before[k], tuned["state_dict"][k]) for k in before if "weight" in k)
 
 
-def test_test_script_writes_metrics(tmp_path: Path, shrunk_overrides: list[str]) -> None:
+def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
+    tmp_path: Path, shrunk_overrides: list[str]
+) -> None:
     result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
     assert result.returncode == 0, result.stderr
-    best = run_dir(tmp_path / "saved") / "model_best.pth"
-    result = run_script("test.py", "-r", str(best))
+    models = run_dir(tmp_path / "saved")
+    assert f"to evaluate: python test.py -r {models}" in result.stdout
+    # A run directory: its best model.
+    result = run_script("test.py", "-r", str(models))
     assert result.returncode == 0, result.stderr
-    metrics = read_json(best.parent / "test_metrics.json")
-    assert metrics["n_samples"] == 1000
+    metrics = read_json(models / "model_best.test_metrics.json")
+    assert metrics["checkpoint"] == "model_best.pth" and metrics["n_samples"] == 1000
     assert set(metrics) >= {"loss", "accuracy", "top_k_acc"}
     assert 0.0 <= metrics["accuracy"] <= metrics["top_k_acc"] <= 1.0
     assert f"{metrics['accuracy']:.6g}" in result.stdout
+    # Without a best model: the newest checkpoint, into a file of its own.
+    (models / "model_best.pth").rename(tmp_path / "model_best.pth")
+    result = run_script("test.py", "-r", str(models))
+    assert result.returncode == 0, result.stderr
+    assert read_json(models / "checkpoint-epoch2.test_metrics.json")["epoch"] == 2
+    assert read_json(models / "model_best.test_metrics.json") == metrics  # not overwritten
 
 
 def test_new_project_trains_on_its_own(tmp_path: Path) -> None:
-    target = tmp_path / "MyProject"
+    target = tmp_path / "My Project"
     result = run_script("new_project.py", str(target))
     assert result.returncode == 0, result.stderr
     assert not (target / ".git").exists()
     assert [p.name for p in (target / "saved").iterdir()] == [".gitkeep"]
-    assert 'name = "myproject"' in (target / "pyproject.toml").read_text()
+    caches = {".pytest_cache", ".hypothesis", "__pycache__", ".ruff_cache", ".venv"}
+    assert not [p for p in target.rglob("*") if p.name in caches]
+    assert 'name = "my-project"' in (target / "pyproject.toml").read_text()
     result = run_script("train.py", "-c", "config/config.json", "-o", "trainer.epochs=1",
                         "-o", "trainer.len_epoch=2", cwd=target)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert list((target / "saved" / "models" / "Mnist_LeNet").glob("*/checkpoint-epoch1.pth"))
     assert run_script("new_project.py", str(target)).returncode == 2  # not empty any more
+    # A copy of the copy is named after its own directory too.
+    result = run_script("new_project.py", str(tmp_path / "second_copy"), cwd=target)
+    assert result.returncode == 0, result.stderr
+    assert 'name = "second-copy"' in (tmp_path / "second_copy" / "pyproject.toml").read_text()
+
+
+def test_the_installed_project_claims_no_top_level_names(tmp_path: Path) -> None:
+    """`pip install -e .` installs the dependencies only: outside the project root, none of
+    its packages is importable, so two projects made from the template cannot collide."""
+    names = ["base", "builder", "data_loader", "logger", "model", "trainer", "utils"]
+    probe = (
+        "import importlib.util, sys\n"
+        f"for name in {names!r}:\n"
+        "    spec = importlib.util.find_spec(name)\n"
+        "    where = spec and (spec.origin or list(spec.submodule_search_locations))\n"
+        f"    if where and {str(ROOT)!r} in str(where): print(name, where)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""

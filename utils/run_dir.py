@@ -7,6 +7,14 @@ from pathlib import Path
 from utils.errors import UserError
 
 
+def readable_path(path: str | Path) -> Path:
+    """`path` as logs and commands show it: relative to the working directory when it lies
+    inside it, else absolute; the same style for a fresh run and a resumed one."""
+    path = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    return path.relative_to(cwd) if path.is_relative_to(cwd) else path
+
+
 @dataclass(frozen=True)
 class RunDirs:
     models: Path  # config.json, checkpoints, model_best.pth
@@ -24,7 +32,7 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
     second, or a repeated `--run-id`), `_1`, `_2`, ... is appended. `mkdir` without
     `exist_ok` is atomic, so two processes racing for one id cannot both get it.
     """
-    save_dir = Path(save_dir)
+    save_dir = readable_path(save_dir)
     base_id = run_id or datetime.now().strftime("%m%d_%H%M%S")
     for attempt in range(10_000):
         candidate = base_id if attempt == 0 else f"{base_id}_{attempt}"
@@ -52,4 +60,4 @@ def run_dirs_of_checkpoint(checkpoint: str | Path) -> RunDirs:
     """The run directories a checkpoint belongs to (so a resumed run continues in them)."""
     models = Path(checkpoint).resolve().parent
     save_dir, name = models.parents[2], models.parent.name
-    return RunDirs(models, save_dir / "log" / name / models.name)
+    return RunDirs(readable_path(models), readable_path(save_dir / "log" / name / models.name))
