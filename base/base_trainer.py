@@ -88,7 +88,8 @@ class BaseTrainer(TrainerState, ABC):
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.batch: Any = None  # the batch being trained on, on the device
-        self.window: dict[str, float] | None = None  # at log steps: means since the last one
+        self.step_samples = 0  # samples this rank trained on in the last step
+        self.window: dict[str, float] | None = None  # at log steps: means since the epoch's last
         self.epoch_log: dict[str, float] = {}  # the last epoch's means (val_ for validation)
         self.run_dirs: RunDirs | None = None  # None on ranks that do not write
         self.stop_requested = False
@@ -143,6 +144,8 @@ class BaseTrainer(TrainerState, ABC):
                 self._call("before_step")
             self.updates.group_size = min(group, n_batches - first)
             self.updates.group_end = index + 1 == first + self.updates.group_size
+            logs = self.updates.group_end and self._is_log_step(index)
+            self.updates.measure_grad_norms = logs  # only where logged: a pass over the gradients
             self.batch = to_device(batch, self.device, self.channels_last)
             try:
                 with self.updates.no_sync(self.models):
@@ -151,11 +154,11 @@ class BaseTrainer(TrainerState, ABC):
                 self._stop_on_nonfinite(group_start, epoch, index)
             self.batches.batches_done = index + 1
             if self.updates.group_end:
-                self._end_group(group_values)
+                self._end_group(group_values, logs)
                 group_start, group_values = self.batches.position(), []
         self._end_epoch(epoch)
 
-    def _end_group(self, group_values: list[tuple[dict, int]]) -> None:
+    def _end_group(self, group_values: list[tuple[dict, int]], logs: bool) -> None:
         """After a group's last batch: count the step, track its values (a dropped update's are
         dropped too), publish the window at log steps, and call the `after_step` hooks."""
         if not self.updates.end_group(self.step):
@@ -163,8 +166,17 @@ class BaseTrainer(TrainerState, ABC):
         self.step += 1
         for values, n in group_values:
             self.tracker.update_all(values, n)
-        self.window = self.tracker.flush() if self.step % self.log_step == 0 else None
+        self.step_samples = sum(n for _, n in group_values)
+        self.window = self.tracker.flush() if logs else None
         self._call("after_step")
+        self.updates.grad_norms.clear()  # each log step's own, never an earlier one's
+
+    def _is_log_step(self, index: int) -> bool:
+        """Whether the step ending with batch `index` of the epoch publishes a window: every
+        `log_step`-th step of the epoch, and its last (so no step goes unlogged). Counted by
+        position in the epoch, so a resumed run and every rank publish at the same steps."""
+        epoch_step = index // self.updates.accumulate_steps + 1
+        return epoch_step % self.log_step == 0 or index + 1 == self.batches.batches_per_epoch
 
     def _end_epoch(self, epoch: int) -> None:
         log = self.tracker.result()

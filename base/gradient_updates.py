@@ -23,7 +23,9 @@ class GradientUpdates:
     A step calls `backward(loss)` and then `step(optimizer)` for each optimizer. One optimizer
     step follows `accumulate_steps` batches: each loss is divided by the size of its group
     (the last group of an epoch may be smaller), and `step` does nothing until the group's last
-    batch. There, fp16 gradients are unscaled and clipped to `clip_grad_norm` first. With
+    batch. There, fp16 gradients are unscaled and clipped to `clip_grad_norm` first, and at
+    steps with `measure_grad_norms` (the trainer's log steps) each optimizer's gradient norm
+    before clipping is kept in `grad_norms` (a 0-d tensor on the device, read by loggers). With
     `on_nonfinite` set, each loss is checked (one host sync): "skip" drops the group's update,
     "stop" raises `NonFiniteLoss`.
     """
@@ -48,6 +50,8 @@ class GradientUpdates:
         self.group_size = 1  # batches in the current accumulation group
         self.group_end = True  # whether the current batch is its group's last
         self.group_finite = True  # no non-finite loss in the current group so far
+        self.measure_grad_norms = False  # whether this group's `step`s record `grad_norms`
+        self.grad_norms: dict[torch.optim.Optimizer, torch.Tensor] = {}
 
     def autocast(self) -> AbstractContextManager:
         """The forward pass's precision (`trainer.amp`)."""
@@ -77,13 +81,24 @@ class GradientUpdates:
         if not self.group_end:
             return False
         if self.group_finite:
-            if self.clip_grad_norm is not None:
-                self.scaler.unscale_(optimizer)
-                parameters = [p for group in optimizer.param_groups for p in group["params"]]
-                nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+            if self.clip_grad_norm is not None or self.measure_grad_norms:
+                self.scaler.unscale_(optimizer)  # the norm and the clip are of true gradients
+                norm = self._clip_and_measure(optimizer)
+                if self.measure_grad_norms:
+                    self.grad_norms[optimizer] = norm
             self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed
         optimizer.zero_grad(set_to_none=True)
         return self.group_finite
+
+    def _clip_and_measure(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Clip the gradients of `optimizer` to `clip_grad_norm` (when set); return their total
+        norm before clipping, a 0-d tensor on the device (no host sync)."""
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.clip_grad_norm is not None:
+            return nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+        grads = [p.grad for p in parameters if p.grad is not None]
+        norms = [torch.linalg.vector_norm(grad).to(self.device) for grad in grads]  # each 0-d
+        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
     def end_group(self, step: int) -> bool:
         """After the group's last batch: True when its update went in. A dropped one is logged,

@@ -24,6 +24,11 @@ class TensorboardWriter:
             for name, value in values.items():
                 self._writer.add_scalar(prefix + name, value, step)
 
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        """Log `markdown`, shown rendered in TensorBoard's Text tab."""
+        if self._writer is not None:
+            self._writer.add_text(tag, markdown, step)
+
     def images(self, tag: str, batch: torch.Tensor, step: int) -> None:
         """Log a grid of a batch of images, shape (N, C, H, W), scaled to [0, 1] as a whole."""
         if self._writer is not None:

@@ -1,9 +1,13 @@
 """Shared fixtures: the shipped config shrunk to a few CPU batches, and a CLI runner."""
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,18 +19,80 @@ from utils.config import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores: one thread each (and in the scripts they run),
+    # rather than every process starting a thread per core and all of them contending.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
-@pytest.fixture
-def shrunk_overrides(tmp_path: Path) -> list[str]:
-    """`-o` arguments that shrink the shipped config to 2 epochs of 3 batches, outputs in tmp."""
+
+def shrunk(save_dir: Path) -> list[str]:
+    """`-o` arguments that shrink the shipped config to 2 epochs of 3 batches into `save_dir`."""
     return [
-        "-o", f"trainer.save_dir={tmp_path / 'saved'}",
+        "-o", f"trainer.save_dir={save_dir}",
         "-o", "trainer.epochs=2",
         "-o", "trainer.len_epoch=3",
         "-o", "trainer.save_period=1",
         "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
         "-o", "data_loader.args.batch_size=32",
     ]  # fmt: skip
+
+
+@pytest.fixture
+def shrunk_overrides(tmp_path: Path) -> list[str]:
+    """`shrunk`, with the outputs in this test's tmp_path."""
+    return shrunk(tmp_path / "saved")
+
+
+def computed_once(tmp_path_factory, name: str, compute: Callable[[Path], None]) -> Path:
+    """A directory that `compute` fills once per test session, also when pytest-xdist runs the
+    tests in several processes (they share the session's temporary root; a lock serialises
+    them, and the others wait for the first to finish)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's root, above each worker's own
+    directory = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / ".complete").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            compute(directory)
+            (directory / ".complete").touch()
+    return directory
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    save_dir: Path
+    stdout: str
+    stderr: str
+
+    @property
+    def models(self) -> Path:
+        return run_dir(self.save_dir)
+
+    def copy_to(self, directory: Path) -> "TrainedRun":
+        """A copy to change (resume, damage, evaluate into), leaving the shared run as it is."""
+        shutil.copytree(self.save_dir, directory / "saved")
+        return TrainedRun(directory / "saved", self.stdout, self.stderr)
+
+
+@pytest.fixture(scope="session")
+def shrunk_run(tmp_path_factory) -> TrainedRun:
+    """The shipped config trained once per session with `shrunk` options (2 epochs of 3
+    batches). Read it freely; `copy_to` a test's tmp_path before changing anything in it."""
+
+    def train(directory: Path) -> None:
+        result = run_script("train.py", "-c", str(ROOT / "config" / "config.json"),
+                            *shrunk(directory / "saved"))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (directory / "stdout.txt").write_text(result.stdout)
+        (directory / "stderr.txt").write_text(result.stderr)
+
+    directory = computed_once(tmp_path_factory, "shrunk_run", train)
+    stdout, stderr = ((directory / f).read_text() for f in ("stdout.txt", "stderr.txt"))
+    return TrainedRun(directory / "saved", stdout, stderr)
 
 
 def run_script(

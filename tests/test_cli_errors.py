@@ -1,13 +1,19 @@
 """Bad input through the real command line: one line on stderr, exit 2, no run directory."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, TrainedRun, run_script
 
 import train
 from utils.cli import run_main
+
+# test.py by its path: `import test` could find the standard library's test package.
+_spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+test_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(test_script)
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -17,6 +23,15 @@ def run_in_process(main, argv: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda _: main(argv))
     return exit_info.value.code, capsys.readouterr().err
+
+
+def assert_refused(main, argv: list[str], capsys, *fragments: str) -> None:
+    """In process (no interpreter start): exit code 2 and one line naming every fragment."""
+    code, stderr = run_in_process(main, argv, capsys)
+    assert code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    for fragment in fragments:
+        assert fragment in stderr
 
 
 def assert_usage_error(result, *fragments: str) -> None:
@@ -76,42 +91,39 @@ def test_config_error_through_the_real_script(tmp_path: Path) -> None:
     assert not save_dir.exists()
 
 
-def test_bad_config_files(tmp_path: Path) -> None:
-    assert_usage_error(run_script("train.py", "-c", str(tmp_path / "nope.json")), "nope.json")
+def test_bad_config_files(tmp_path: Path, capsys) -> None:
+    assert_refused(train.main, ["-c", str(tmp_path / "nope.json")], capsys, "nope.json")
     (tmp_path / "broken.json").write_text('{"name": ')
-    assert_usage_error(
-        run_script("train.py", "-c", str(tmp_path / "broken.json")), "not valid JSON"
-    )
+    assert_refused(train.main, ["-c", str(tmp_path / "broken.json")], capsys, "not valid JSON")
     (tmp_path / "config.toml").write_text("")
-    assert_usage_error(run_script("train.py", "-c", str(tmp_path / "config.toml")), ".yaml")
+    assert_refused(train.main, ["-c", str(tmp_path / "config.toml")], capsys, ".yaml")
 
 
-def test_usage_errors() -> None:
-    assert_usage_error(run_script("train.py"), "-c", "-r")
-    assert_usage_error(run_script("train.py", "-c", CONFIG, "-o", "epochs"), "KEY=VALUE")
-    assert_usage_error(run_script("train.py", "-c", CONFIG, "--bogus"), "--bogus")
-    assert_usage_error(run_script("train.py", "-c", CONFIG, "-d", "tpu"), "-d tpu")
+def test_usage_errors(capsys) -> None:
+    assert_refused(train.main, [], capsys, "-c", "-r")
+    assert_refused(train.main, ["-c", CONFIG, "-o", "epochs"], capsys, "KEY=VALUE")
+    assert_refused(train.main, ["-c", CONFIG, "--bogus"], capsys, "--bogus")
+    assert_refused(train.main, ["-c", CONFIG, "-d", "tpu"], capsys, "-d tpu")
     if not torch.cuda.is_available():
-        assert_usage_error(run_script("train.py", "-c", CONFIG, "-d", "cuda"), "CUDA")
-    assert_usage_error(run_script("test.py"), "--resume")
+        assert_refused(train.main, ["-c", CONFIG, "-d", "cuda"], capsys, "CUDA")
+    assert_refused(test_script.main, [], capsys, "--resume")
 
 
-def test_bad_checkpoints(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.pth"
-    assert_usage_error(run_script("train.py", "-r", str(missing)), "missing.pth", "no such file")
-    assert_usage_error(run_script("test.py", "-r", str(missing)), "missing.pth")
+def test_bad_checkpoints(tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "missing.pth")
+    assert_refused(train.main, ["-r", missing], capsys, "missing.pth", "no such file")
+    assert_refused(test_script.main, ["-r", missing], capsys, "missing.pth")
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    assert_usage_error(run_script("train.py", "-r", str(text)), "notes.pth", "not a checkpoint")
+    assert_refused(train.main, ["-r", str(text)], capsys, "notes.pth", "not a checkpoint")
     weights = tmp_path / "weights.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, weights)
-    assert_usage_error(run_script("test.py", "-r", str(weights)), "weights.pth", "not a checkpoint")
+    assert_refused(test_script.main, ["-r", str(weights)], capsys, "weights.pth", "missing")
+    assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, "no readable checkpoint")
 
 
-def test_resume_refuses_other_arch(tmp_path: Path, shrunk_overrides: list[str]) -> None:
-    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "-o", "trainer.epochs=1")
-    assert result.returncode == 0, result.stderr
-    (checkpoint,) = (tmp_path / "saved" / "models" / "Mnist_LeNet").glob("*/checkpoint-epoch1.pth")
+def test_resume_refuses_other_arch(tmp_path: Path, shrunk_run: TrainedRun) -> None:
+    checkpoint = shrunk_run.copy_to(tmp_path).models / "checkpoint-epoch1.pth"
     state = torch.load(checkpoint, weights_only=True)
     state["arch"] = "ResNet"
     torch.save(state, checkpoint)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from conftest import (
     ROOT,
     assert_same_run,
+    computed_once,
     epoch_lines,
     load,
     make_trainer,
@@ -43,6 +45,7 @@ def overrides(save_dir: Path, workers: int, *extra: str) -> list[str]:
     return [item for option in options for item in ("-o", option)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: int) -> None:
     """Resumed from a step checkpoint in epoch 1 or in epoch 2, the run ends bit for bit
@@ -73,24 +76,51 @@ def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: in
         assert resumed_lines and all(logged[e] == line for e, line in resumed_lines.items())
 
 
-def start_training(save_dir: Path, *extra: str) -> subprocess.Popen:
+SMALL_BATCHES = ("data_loader.args.batch_size=32",)  # 2 epochs of 113 steps
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The last checkpoint of a run never interrupted, with SMALL_BATCHES: what every stopped,
+    killed and resumed run of this module must end with (step checkpoints change nothing)."""
+
+    def train(save_dir: Path) -> None:
+        result = run_script("train.py", "-c", CONFIG, *overrides(save_dir, 0, *SMALL_BATCHES))
+        assert result.returncode == 0, result.stderr
+
+    save_dir = computed_once(tmp_path_factory, "uninterrupted", train)
+    return load(run_dir(save_dir) / "checkpoint-epoch2.pth")
+
+
+def start(*args: str) -> subprocess.Popen:
+    """train.py with `args` in the background, on the CPU, its output captured."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    options = overrides(save_dir, 0, "data_loader.args.batch_size=32", "trainer.epochs=3", *extra)
-    command = [sys.executable, "train.py", "-c", CONFIG, *options]
     pipe = subprocess.PIPE
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True)
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env,
+                            stdout=pipe, stderr=pipe, text=True)  # fmt: skip
+
+
+def start_training(save_dir: Path, *extra: str) -> subprocess.Popen:
+    return start("-c", CONFIG, *overrides(save_dir, 0, *SMALL_BATCHES, *extra))
+
+
+def wait_until(happened: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+    """Poll (every millisecond) until `happened()`; the process must still be running."""
+    deadline = time.monotonic() + 300
+    while not happened():
+        assert process.poll() is None, f"ended before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} in 300 s"
+        time.sleep(0.001)
 
 
 def wait_for(pattern: str, directory: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while not list(directory.glob(pattern)):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"no {pattern} in {directory}"
-        time.sleep(0.05)
+    wait_until(lambda: bool(list(directory.glob(pattern))), process, pattern)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum, code) -> None:
+def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(
+    tmp_path, signum, code, uninterrupted
+) -> None:
     """A signal mid-epoch: the step finishes, a checkpoint is written, the exit code is
     128 + the signal; `-r RUN_DIR` then ends with the weights of an uninterrupted run."""
     process = start_training(tmp_path / "saved", "trainer.save_every_steps=3")
@@ -103,16 +133,11 @@ def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(tmp_path, signum,
     assert f"to resume: python train.py -r {models}\n" in stdout
     assert not list(models.glob("*.tmp"))
     stopped_at = max(load(p)["step"] for p in models.glob("checkpoint-*.pth"))
-    assert 3 < stopped_at < 3 * 113, "stopped in the middle of the run, after its own save"
+    assert 3 < stopped_at < 2 * 113, "stopped in the middle of the run, after its own save"
 
     result = run_script("train.py", "-r", str(models), "-o", "trainer.save_every_steps=null")
     assert result.returncode == 0, result.stderr
-    reference = tmp_path / "reference"
-    result = run_script("train.py", "-c", CONFIG, *overrides(
-        reference, 0, "data_loader.args.batch_size=32", "trainer.epochs=3"))  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    expected = load(run_dir(reference) / "checkpoint-epoch3.pth")
-    assert_same_run(load(models / "checkpoint-epoch3.pth"), expected)
+    assert_same_run(load(models / "checkpoint-epoch2.pth"), uninterrupted)
 
 
 def test_a_second_signal_stops_at_once_without_a_partial_file(tmp_path: Path) -> None:
@@ -130,6 +155,7 @@ def test_a_second_signal_stops_at_once_without_a_partial_file(tmp_path: Path) ->
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_resume_from_a_run_directory_skips_a_corrupt_newest_checkpoint(tmp_path) -> None:
     options = overrides(tmp_path / "saved", 0, "trainer.save_period=1")
     assert run_script("train.py", "-c", CONFIG, *options).returncode == 0
@@ -259,39 +285,41 @@ def test_full_disk_stops_cleanly_and_keeps_the_previous_checkpoint(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path) -> None:
-    """SIGKILL (no handler can run) at random moments: mid-epoch, between epochs, during a
-    checkpoint write (one every 2 steps); every resume from the run directory finds a
-    readable checkpoint, and the final weights equal those of a run never interrupted."""
-    extra = ("data_loader.args.batch_size=32", "trainer.save_every_steps=2")
-    reference = tmp_path / "reference"
-    result = run_script("train.py", "-c", CONFIG, *overrides(reference, 0, *extra))
-    assert result.returncode == 0, result.stderr
-    expected = load(run_dir(reference) / "checkpoint-epoch2.pth")
-
+def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
+    tmp_path, uninterrupted
+) -> None:
+    """SIGKILL (no handler can run) on events of the run, not after fixed delays: just after
+    a step checkpoint, while one is being written, just after an epoch ends; every resume
+    from the run directory finds a readable checkpoint, and the final weights equal those of
+    a run never interrupted."""
     save_dir = tmp_path / "saved"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "train.py", "-c", CONFIG, *overrides(save_dir, 0, *extra)]
-    delays = iter([3.5, 2.9, 4.4, 3.2, 5.0])  # seconds after start; starting takes about 2.5
-    kills, reached = 0, []
-    while True:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
-        if kills == 0:
-            wait_for("models/*/*/checkpoint-step2.pth", save_dir, process)
-        delay = next(delays, None)
-        if delay is None:
-            _, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, stderr
-            break
-        time.sleep(delay)
+    models = save_dir / "models" / "Mnist_LeNet" / "killed"
+
+    def names() -> set[str]:
+        return {entry.name for entry in os.scandir(models)} if models.is_dir() else set()
+
+    def new_file(kind: str) -> Callable[[], bool]:
+        before = names()  # a temporary file left by an earlier kill is not new
+        return lambda: any(name.endswith(kind) for name in names() - before)
+
+    kill_on = [
+        ("a step checkpoint written", lambda: new_file(".pth")),
+        ("a checkpoint being written", lambda: new_file(".tmp")),
+        ("epoch 1 saved", lambda: lambda: "checkpoint-epoch1.pth" in names()),
+        ("a checkpoint being written", lambda: new_file(".tmp")),
+        ("a step checkpoint written", lambda: new_file(".pth")),
+    ]
+    options = overrides(save_dir, 0, *SMALL_BATCHES, "trainer.save_every_steps=2")
+    process = start("-c", CONFIG, *options, "-o", "trainer.save_period=1", "--run-id", "killed")
+    reached = []
+    for what, event in kill_on:
+        wait_until(event(), process, what)
         process.kill()
         _, stderr = process.communicate()
         assert "skipping" not in stderr, "a checkpoint was left unreadable"
-        kills += 1
-        reached.append(max(load(p)["step"] for p in run_dir(save_dir).glob("checkpoint-*.pth")))
-        command = [sys.executable, "train.py", "-r", str(run_dir(save_dir))]
+        reached.append(max(load(p)["step"] for p in models.glob("checkpoint-*.pth")))
+        process = start("-r", str(models))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
     assert len(set(reached)) >= 3, f"the kills did not land during training: {reached}"
-    final = load(run_dir(save_dir) / "checkpoint-epoch2.pth")
-    assert final["step"] == expected["step"]
-    assert_same_run(final, expected)
+    assert_same_run(load(models / "checkpoint-epoch2.pth"), uninterrupted)

@@ -140,7 +140,7 @@ def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path:
     # The copy's own tests of every shipped config take the new one (its own loader and
     # model, no data_dir), and its new-project test holds under a name other than MyProject.
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider",
          "tests/test_shipped_configs.py",
          "tests/test_train_cli.py::test_new_project_trains_on_its_own"],
         cwd=project, capture_output=True, text=True, timeout=300,

@@ -217,6 +217,7 @@ def test_validation_is_shared_between_ranks_too(monkeypatch):
 # ---------------------------------------------------------------- the shipped fast config
 
 
+@pytest.mark.slow
 def test_fast_config_trains_and_resumes_exactly(tmp_path: Path, shrunk_overrides):
     """config/fast.json (the in-memory loader) trains end to end, and resuming after epoch 1
     gives the uninterrupted run's weights: each epoch's shuffle is the one it would have had."""

@@ -1,13 +1,22 @@
-"""The TensorBoard writer: parameter histograms binned on the device match the parameters."""
+"""TensorBoard: parameter histograms binned on the device match the parameters; the logger's
+training windows, epoch throughput, config text and gradient norms."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import ROOT, load, make_trainer, toy_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from base import BaseTrainer, Hook, TensorDataLoader
+from builder import build_trainer, trainer_keys
 from logger.tensorboard import TensorboardWriter
+from trainer import Trainer
+from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.run_dir import RunDirs, create_run_dirs
 
 
 def test_parameter_histograms_describe_each_parameter(tmp_path: Path) -> None:
@@ -35,3 +44,142 @@ def test_parameter_histograms_describe_each_parameter(tmp_path: Path) -> None:
         expected = [((values > lo) & (values <= hi)).sum().item() for lo, hi in bins]
         # Values exactly on an edge may fall either side of it in float32 binning.
         assert sum(abs(a - b) for a, b in zip(histogram.bucket, expected, strict=True)) <= 2
+
+
+# ---------------------------------------------------------------- what the TensorBoardLogger writes
+
+STEPS_PER_EPOCH, LOG_STEP = 7, 3
+
+
+def toy_parts() -> tuple[nn.Module, torch.optim.Optimizer, TensorDataLoader]:
+    """A linear model and its optimizer, and 7 unshuffled batches of 4: the same each time."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(4 * STEPS_PER_EPOCH, 5, generator=generator)
+    target = torch.randint(3, (4 * STEPS_PER_EPOCH,), generator=generator)
+    model = nn.Linear(5, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, optimizer, TensorDataLoader((features, target), 4, shuffle=False)
+
+
+def toy_run(tmp_path: Path, name: str, **options) -> tuple[Trainer, RunDirs]:
+    """Two epochs of `toy_parts` (no validation), logging every 3 steps, TensorBoard on."""
+    model, optimizer, loader = toy_parts()
+    config = toy_config(epochs=2, log_step=LOG_STEP, tensorboard=True, **options)
+    trainer = make_trainer(model, F.cross_entropy, optimizer, config, loader)
+    return trainer, create_run_dirs(tmp_path, name, "run")
+
+
+def read_events(run: RunDirs) -> EventAccumulator:
+    return EventAccumulator(str(run.log), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+
+
+def scalars(events: EventAccumulator, tag: str) -> dict[int, float]:
+    return {event.step: event.value for event in events.Scalars(tag)}
+
+
+def test_windows_restart_each_epoch_and_its_last_partial_window_is_logged(tmp_path) -> None:
+    """Every 3rd step of each 7-step epoch and its last: no step is left out of `train/*`, and
+    the windows of an epoch make up its mean."""
+    trainer, run = toy_run(tmp_path, "toy")
+    trainer.train(run)
+    events = read_events(run)
+    losses = scalars(events, "train/loss")
+    assert list(losses) == [3, 6, 7, 10, 13, 14]
+    window_steps = {3: 3, 6: 3, 7: 1, 10: 3, 13: 3, 14: 1}  # by the step that ends the window
+    for end, epoch_loss in scalars(events, "epoch/loss").items():
+        windows = [step for step in window_steps if end - STEPS_PER_EPOCH < step <= end]
+        mean = sum(losses[step] * window_steps[step] for step in windows) / STEPS_PER_EPOCH
+        assert mean == pytest.approx(epoch_loss, rel=1e-6)
+
+
+def test_a_run_resumed_mid_window_logs_the_windows_of_an_uninterrupted_one(tmp_path) -> None:
+    """Saved at step 5 (in the window of steps 4-6) and resumed, the run logs the same
+    windows with the same values; its first epoch's throughput counts only what it trained."""
+    uninterrupted, run = toy_run(tmp_path, "uninterrupted", save_every_steps=5)
+    uninterrupted.train(run)
+    resumed, resumed_run = toy_run(tmp_path, "resumed")
+    resumed.load_state_dict(load(run.models / "checkpoint-step5.pth"))
+    resumed.train(resumed_run)
+    expected, events = read_events(run), read_events(resumed_run)
+    assert scalars(events, "train/loss") == {
+        step: loss for step, loss in scalars(expected, "train/loss").items() if step > 5
+    }
+    seconds = scalars(events, "epoch/train_seconds")[STEPS_PER_EPOCH]
+    throughput = scalars(events, "epoch/samples_per_second")[STEPS_PER_EPOCH]
+    assert throughput * seconds == pytest.approx(2 * 4, rel=1e-5)  # steps 6 and 7
+
+
+def test_epoch_time_and_samples_per_second(tmp_path: Path) -> None:
+    trainer, run = toy_run(tmp_path, "toy")
+    trainer.train(run)
+    events = read_events(run)
+    seconds = scalars(events, "epoch/train_seconds")
+    throughput = scalars(events, "epoch/samples_per_second")
+    assert list(seconds) == list(throughput) == [7, 14]
+    for step in (7, 14):
+        assert seconds[step] > 0 and throughput[step] > 0
+        assert throughput[step] * seconds[step] == pytest.approx(4 * STEPS_PER_EPOCH, rel=1e-5)
+
+
+def test_the_resolved_config_is_logged_as_text(tmp_path: Path) -> None:
+    trainer, run = toy_run(tmp_path, "toy")
+    trainer.train(run)
+    (event,) = read_events(run).Tensors("config/text_summary")
+    text = event.tensor_proto.string_val[0].decode()
+    assert text.startswith("```json\n") and text.endswith("\n```")
+    assert json.loads(text.removeprefix("```json\n").removesuffix("\n```")) == trainer.config
+
+
+def reference_grad_norms(clip: float | None) -> list[float]:
+    """The gradient norm before clipping at each step of `toy_run`'s first epoch, by hand."""
+    model, optimizer, loader = toy_parts()
+    loader.set_epoch(1)
+    norms = []
+    for features, target in loader:
+        F.cross_entropy(model(features), target).backward()
+        grads = [p.grad for p in model.parameters()]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        norms.append(norm.item())
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad()
+    return norms
+
+
+class MeasuredSteps(Hook):
+    """Records the steps at which the gradient norms were measured."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def after_step(self, trainer: BaseTrainer) -> None:
+        if trainer.updates.grad_norms:
+            self.steps.append(trainer.step)
+
+
+@pytest.mark.parametrize("clip", [1e-6, None])
+def test_the_gradient_norm_before_clipping_is_logged_at_log_steps(tmp_path, clip) -> None:
+    trainer, run = toy_run(tmp_path, "toy", clip_grad_norm=clip)
+    measured = MeasuredSteps()
+    trainer.hooks.append(measured)
+    trainer.train(run)
+    norms = scalars(read_events(run), "train/grad_norm")
+    assert list(norms) == measured.steps == [3, 6, 7, 10, 13, 14]  # only where logged
+    expected = reference_grad_norms(clip)
+    for step in (3, 6, 7):
+        assert norms[step] == pytest.approx(expected[step - 1], rel=1e-5)
+        assert norms[step] > 1000 * (clip or 0)  # unclipped
+
+
+def test_each_optimizer_of_a_gan_has_its_gradient_norm(tmp_path: Path) -> None:
+    overrides = [f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=8",
+                 "trainer.epochs=1", "trainer.len_epoch=2", "trainer.log_step=1",
+                 "trainer.progress_bar=false", f"trainer.save_dir={tmp_path}"]  # fmt: skip
+    raw = apply_overrides(load_config_file(ROOT / "config" / "gan.json"), overrides)
+    trainer = build_trainer(resolve_config(raw, trainer_keys), torch.device("cpu"))
+    run = create_run_dirs(tmp_path, "gan", "run")
+    trainer.train(run)
+    tags = {tag for tag in read_events(run).Tags()["scalars"] if "grad_norm" in tag}
+    assert tags == {"train/grad_norm_generator", "train/grad_norm_discriminator"}

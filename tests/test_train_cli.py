@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, load, read_json, run_dir, run_script
+from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from utils.checkpoint import CHECKPOINT_KEYS
@@ -20,12 +20,10 @@ def weights_equal(first: dict, second: dict) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_train_writes_run_directory(tmp_path: Path, shrunk_overrides: list[str]) -> None:
-    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
-    assert result.returncode == 0, result.stderr
-    assert "\r" not in result.stderr + result.stdout  # not a terminal: no progress bars
-    models = run_dir(tmp_path / "saved")
-    log = tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name
+def test_train_writes_run_directory(shrunk_run: TrainedRun) -> None:
+    assert "\r" not in shrunk_run.stderr + shrunk_run.stdout  # not a terminal: no progress bars
+    models = shrunk_run.models
+    log = shrunk_run.save_dir / "log" / "Mnist_LeNet" / models.name
     names = {p.name for p in models.iterdir()}
     assert {
         "config.json",
@@ -70,6 +68,7 @@ def test_tensorboard_has_scalars_images_histograms(tmp_path: Path, shrunk_overri
     assert any(tag.startswith("parameters/conv1") for tag in events.Tags()["histograms"])
 
 
+@pytest.mark.slow
 def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> None:
     """Resuming after epoch 1 lands on exactly the weights of the uninterrupted run, in the
     same run directory, with the schedule's learning rate. Whole epochs (no `len_epoch`):
@@ -126,10 +125,10 @@ def test_same_seed_gives_same_weights(tmp_path: Path, shrunk_overrides: list[str
     assert weights_equal(first, second)
 
 
-def test_fine_tune_starts_new_run_from_weights(tmp_path: Path, shrunk_overrides) -> None:
-    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "--run-id", "base")
-    assert result.returncode == 0, result.stderr
-    base = tmp_path / "saved" / "models" / "Mnist_LeNet" / "base" / "checkpoint-epoch2.pth"
+def test_fine_tune_starts_new_run_from_weights(
+    tmp_path: Path, shrunk_overrides, shrunk_run: TrainedRun
+) -> None:
+    base = shrunk_run.models / "checkpoint-epoch2.pth"
     result = run_script("train.py", "-c", CONFIG, "-r", str(base), *shrunk_overrides,
                         "-o", "trainer.epochs=1", "--lr", "0", "--run-id", "tuned")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -142,12 +141,10 @@ def test_fine_tune_starts_new_run_from_weights(tmp_path: Path, shrunk_overrides)
 
 
 def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
-    tmp_path: Path, shrunk_overrides: list[str]
+    tmp_path: Path, shrunk_run: TrainedRun
 ) -> None:
-    result = run_script("train.py", "-c", CONFIG, *shrunk_overrides)
-    assert result.returncode == 0, result.stderr
-    models = run_dir(tmp_path / "saved")
-    assert f"to evaluate: python test.py -r {models}" in result.stdout
+    assert f"to evaluate: python test.py -r {shrunk_run.models}" in shrunk_run.stdout
+    models = shrunk_run.copy_to(tmp_path).models
     # A run directory: its best model.
     result = run_script("test.py", "-r", str(models))
     assert result.returncode == 0, result.stderr

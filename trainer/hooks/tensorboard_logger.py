@@ -1,29 +1,49 @@
-"""TensorBoard: training and epoch scalars, learning rates, input images, parameter histograms."""
+"""TensorBoard: training and epoch scalars, learning rates, gradient norms, epoch throughput,
+the config, input images, parameter histograms."""
+
+import json
+import time
 
 from base import BaseTrainer, Hook
 from logger.tensorboard import TensorboardWriter
 from utils.batch import is_image_batch
+from utils.distributed import world_size
+
+
+def per_optimizer(trainer: BaseTrainer, tag: str, values: dict[str, float]) -> dict[str, float]:
+    """`values` by optimizer name, tagged `tag` when the trainer's one optimizer is `model`'s,
+    else `tag_<name>`."""
+    single = list(trainer.optimizers) == ["model"]
+    return {(tag if single else f"{tag}_{name}"): value for name, value in values.items()}
 
 
 def learning_rates(trainer: BaseTrainer) -> dict[str, float]:
     """`lr` (one optimizer) or `lr_<name>` per optimizer: each one's first parameter group."""
     rates = {name: o.param_groups[0]["lr"] for name, o in trainer.optimizers.items()}
-    return (
-        {"lr": rates["model"]}
-        if list(rates) == ["model"]
-        else {f"lr_{n}": r for n, r in rates.items()}
-    )
+    return per_optimizer(trainer, "lr", rates)
+
+
+def gradient_norms(trainer: BaseTrainer) -> dict[str, float]:
+    """`grad_norm` or `grad_norm_<name>`: each optimizer's gradient norm before clipping, at
+    log steps (an optimizer that did not step has none)."""
+    norms = trainer.updates.grad_norms
+    measured = {name: o for name, o in trainer.optimizers.items() if o in norms}
+    return per_optimizer(trainer, "grad_norm", {n: norms[o].item() for n, o in measured.items()})
 
 
 class TensorBoardLogger(Hook):
-    """Writes into the run's log directory, against the optimizer step: `train/*` every
-    `log_step` steps, `epoch/*` after each epoch, a grid of the first training batch's input
+    """Writes into the run's log directory, against the optimizer step: the resolved config
+    as text when training starts, `train/*` at log steps, `epoch/*` after each epoch (with the
+    training part's time and samples per second), a grid of the first training batch's input
     each epoch when it is image-shaped (and `log_images`), and parameter histograms."""
 
     def __init__(self, log_images: bool = True) -> None:
         self.log_images = log_images
         self.writer: TensorboardWriter | None = None
         self._first_step = False
+        self._epoch_start = 0.0  # time.perf_counter() at the epoch's start
+        self._last_step_end = 0.0  # time.perf_counter() after its latest step
+        self._epoch_samples = 0  # trained on in this process this epoch, over all ranks
 
     def before_train(self, trainer: BaseTrainer) -> None:
         resumed = trainer.step > 0  # hide what an interrupted attempt wrote after this point
@@ -32,22 +52,31 @@ class TensorBoardLogger(Hook):
             trainer.run_dirs is not None,
             purge_step=trainer.step + 1 if resumed else None,
         )
+        config = json.dumps(trainer.config, indent=2)
+        self.writer.text("config", f"```json\n{config}\n```", trainer.step)
 
     def before_epoch(self, trainer: BaseTrainer) -> None:
         self._first_step = trainer.batches.batches_done == 0
+        self._epoch_samples = 0
+        self._epoch_start = self._last_step_end = time.perf_counter()
 
     def after_step(self, trainer: BaseTrainer) -> None:
+        self._epoch_samples += trainer.step_samples * world_size()
         if self._first_step and self.log_images:
             inputs = trainer.batch[0] if isinstance(trainer.batch, tuple | list) else trainer.batch
             if is_image_batch(inputs):
                 self.writer.images("train/input", inputs[:64], trainer.step)
         self._first_step = False
         if trainer.window is not None:
-            values = {**trainer.window, **learning_rates(trainer)}
+            values = {**trainer.window, **learning_rates(trainer), **gradient_norms(trainer)}
             self.writer.scalars(values, trainer.step, prefix="train/")
+        self._last_step_end = time.perf_counter()
 
     def after_epoch(self, trainer: BaseTrainer) -> None:
         values = {**trainer.epoch_log, **learning_rates(trainer)}
+        if self._epoch_samples:  # (none when resumed from the epoch's last step)
+            seconds = self._last_step_end - self._epoch_start  # training only, not validation
+            values.update(train_seconds=seconds, samples_per_second=self._epoch_samples / seconds)
         self.writer.scalars(values, trainer.step, prefix="epoch/")
         for name, model in trainer.bare_models.items():
             prefix = "parameters/" if name == "model" else f"parameters/{name}/"
