@@ -44,6 +44,10 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
     if path.is_dir():
         if (path / "model_best.pth").is_file():
             path = path / "model_best.pth"
+        elif not any(path.glob("checkpoint-*.pth")):
+            raise UserError(
+                f"-r {path}: no model_best.pth and no checkpoint-*.pth in this directory"
+            )
         else:
             return newest_checkpoint(path)
     return path, load_checkpoint(path)
@@ -68,14 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                             valid_data_loader=data_loader, evaluation=True)  # fmt: skip
     trainer.load_weights(checkpoint)
     trainer.load_hook_states(checkpoint.get("hooks", {}))
-    logger.info("evaluating %s (epoch %d) on the test split", readable_path(path),
-                checkpoint["epoch"])  # fmt: skip
+    logger.info("evaluating %s (step %d, %d epochs done) on the test split",
+                readable_path(path), checkpoint["step"], checkpoint["epoch"])  # fmt: skip
     results = trainer.validate(data_loader)
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
     output = path.with_name(f"{path.stem}.test_metrics.json")
-    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], **results}
+    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
+               **results}  # fmt: skip
     write_json(output, summary)
     logger.info("wrote %s", readable_path(output))
     return 0

@@ -111,6 +111,7 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
         return trainer, None
     if checkpoint is not None and not fine_tune:
         run_dirs = run_dirs_of_checkpoint(args.resume)
+        run_dirs.log.mkdir(parents=True, exist_ok=True)  # gone from a copied or moved run
     else:
         run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
     write_json(run_dirs.models / "config.json", config)
@@ -176,9 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
         logger.info("to evaluate: python test.py -r %s", run_dirs.models)
         logger.info(
-            "to train longer: python train.py -r %s -o trainer.epochs=N (N > %d)",
-            run_dirs.models,
+            "to train longer (trainer.epochs is the total, so any N > %d): "
+            "python train.py -r %s -o trainer.epochs=%d",
             trainer.epoch,
+            run_dirs.models,
+            2 * trainer.epoch,
         )
     return 0
 

@@ -119,7 +119,7 @@ def test_bad_checkpoints(tmp_path: Path, capsys) -> None:
     weights = tmp_path / "weights.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, weights)
     assert_refused(test_script.main, ["-r", str(weights)], capsys, "weights.pth", "missing")
-    assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, "no readable checkpoint")
+    assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, "no model_best.pth and no")
 
 
 def test_resume_refuses_other_arch(tmp_path: Path, shrunk_run: TrainedRun) -> None:

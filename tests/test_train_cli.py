@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_fine_tune_starts_new_run_from_weights(
 def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     tmp_path: Path, shrunk_run: TrainedRun
 ) -> None:
-    assert f"to evaluate: python test.py -r {shrunk_run.models}" in shrunk_run.stdout
+    assert f"to evaluate: python test.py -r {shrunk_run.models}\n" in shrunk_run.stdout
     models = shrunk_run.copy_to(tmp_path).models
     # A run directory: its best model.
     result = run_script("test.py", "-r", str(models))
@@ -157,8 +158,26 @@ def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     (models / "model_best.pth").rename(tmp_path / "model_best.pth")
     result = run_script("test.py", "-r", str(models))
     assert result.returncode == 0, result.stderr
-    assert read_json(models / "checkpoint-epoch2.test_metrics.json")["epoch"] == 2
+    assert read_json(models / "checkpoint-epoch2.test_metrics.json")["step"] == 6
     assert read_json(models / "model_best.test_metrics.json") == metrics  # not overwritten
+
+
+def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
+    tmp_path: Path, shrunk_run: TrainedRun
+) -> None:
+    """The printed command runs as pasted; a run directory copied to a new id (its log
+    directory left behind) gets a fresh log directory."""
+    (command,) = [line for line in shrunk_run.stdout.splitlines() if "to train longer" in line]
+    assert "trainer.epochs is the total, so any N > 2" in command
+    argv = command.split(": python ", 1)[1].split()
+    assert argv == ["train.py", "-r", str(shrunk_run.models), "-o", "trainer.epochs=4"]
+    save_dir = shrunk_run.copy_to(tmp_path).save_dir
+    copied = save_dir / "models" / "Mnist_LeNet" / "copied"
+    shutil.copytree(run_dir(save_dir), copied)
+    result = run_script(argv[0], "-r", str(copied), *argv[3:])
+    assert result.returncode == 0, result.stderr
+    assert load(copied / "checkpoint-epoch4.pth")["epoch"] == 4
+    assert "epoch 4/4" in (save_dir / "log" / "Mnist_LeNet" / "copied" / "info.log").read_text()
 
 
 def test_new_project_trains_on_its_own(tmp_path: Path) -> None:
