@@ -1,6 +1,7 @@
 """How losses become optimizer steps: precision, accumulation, clipping, the non-finite guard."""
 
 import logging
+import math
 from contextlib import AbstractContextManager, ExitStack
 
 import torch
@@ -92,13 +93,11 @@ class GradientUpdates:
 
     def _clip_and_measure(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """Clip the gradients of `optimizer` to `clip_grad_norm` (when set); return their total
-        norm before clipping, a 0-d tensor on the device (no host sync)."""
+        norm before clipping, a 0-d tensor on the device (no host sync). Without a bound,
+        torch's clip with an infinite one measures the norm and leaves the gradients as they are."""
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        if self.clip_grad_norm is not None:
-            return nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
-        grads = [p.grad for p in parameters if p.grad is not None]
-        norms = [torch.linalg.vector_norm(grad).to(self.device) for grad in grads]  # each 0-d
-        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        bound = math.inf if self.clip_grad_norm is None else self.clip_grad_norm
+        return nn.utils.clip_grad_norm_(parameters, bound)
 
     def end_group(self, step: int) -> bool:
         """After the group's last batch: True when its update went in. A dropped one is logged,
