@@ -13,6 +13,12 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_acc(output: torch.Tensor, target: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Fraction of samples whose target is among the `k` highest-scoring classes."""
+    """Fraction of samples whose target is among the `k` highest-scoring classes.
+
+    A config's `k` is checked when the config is read (`METRIC_ARGS` in utils/config.py);
+    this check is for code that calls the function itself.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: {k!r} is not valid; expected an integer >= 1")
     top_k = output.topk(min(k, output.shape[1]), dim=1).indices  # (B, k)
     return (top_k == target.unsqueeze(1)).any(dim=1).float().mean()

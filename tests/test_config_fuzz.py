@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import train
-from utils.config import TOP_LEVEL_KEYS, TRAINER_KEYS, Key, load_config_file
+from utils.config import MAX_WORKERS, TOP_LEVEL_KEYS, TRAINER_KEYS, Key, load_config_file
 from utils.errors import UserError
 
 SHIPPED = [  # (not the configs that download their data: no network in tests)
@@ -82,6 +82,14 @@ def broken_configs(draw) -> tuple[dict, str]:
             st.tuples(st.just("trainer.save_period"), st.integers(-5, 0)),
             st.tuples(st.just("trainer.monitor"), st.sampled_from(
                 ["max nothing_logged", "lowest val_loss", "min", "min val_loss extra"])),
+            st.tuples(st.just("seed"), st.integers(2**32, 2**80)),
+            st.tuples(st.just("data_loader.args.batch_size"), st.integers(2**31, 2**80)),
+            st.tuples(st.just("data_loader.args.num_workers"),
+                      st.integers(MAX_WORKERS + 1, 2**80)),
+            st.tuples(st.just("data_loader.args.shuffle"), st.sampled_from(
+                ["no", "false", 0, 1, None])),
+            st.tuples(st.just("trainer.epochs"), st.integers(2**63, 2**200)),
+            st.tuples(st.just("name"), st.sampled_from([".", "..", "a/b", "é" * 128, "a\x00b"])),
         ))  # fmt: skip
         *parents, last = key.split(".")
         node = config

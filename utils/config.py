@@ -1,4 +1,4 @@
-"""Reading, overriding and validating the run config.
+"""Validating the run config (read, and overridden from the command line, in config_file.py).
 
 The config is a plain dict from start to end: what the file says, with command-line
 overrides applied and documented defaults filled in. `resolve_config` is the single place
@@ -6,16 +6,20 @@ that knows which keys exist, so a typo anywhere is caught before anything is bui
 """
 
 import copy
-import json
-import math
-import re
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from utils.config_file import (
+    apply_overrides,
+    key_text,
+    load_config_file,
+    shape_problem,
+    shown,
+    value_problems,
+)
 from utils.errors import UserError, did_you_mean
 
 _REQUIRED = object()
@@ -42,12 +46,28 @@ SCHEDULER_KEYS = {  # beside "type" and "args" in an lr_scheduler node
 }
 _COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")
 
+
+def is_path_component(name: str) -> bool:
+    """Whether `name` can be one directory inside another (a run's `name` is one under
+    `save_dir`): not empty, not `.` or `..`, no `/`, at most 255 bytes (a file system's limit)."""
+    return name not in ("", ".", "..") and "/" not in name and len(name.encode()) <= 255
+
+
 TOP_LEVEL_KEYS = {
     "name": Key(
-        (str,), check=lambda v: bool(v) and "/" not in v, valid="a non-empty name without '/'"
+        (str,),
+        check=is_path_component,
+        valid="a directory name: not '', '.' or '..', without '/', at most 255 bytes",
     ),
     "n_gpu": Key((int,), 1, lambda v: v >= 0, "an integer >= 0"),
-    "seed": Key((int, type(None)), None, lambda v: v is None or v >= 0, "an integer >= 0 or null"),
+    # Below 2**32 every generator (Python's, NumPy's, torch's) takes the seed as it is;
+    # NumPy would reduce a larger one modulo 2**32, giving two seeds one stream.
+    "seed": Key(
+        (int, type(None)),
+        None,
+        lambda v: 0 <= v < 2**32,
+        "an integer >= 0 and < 2**32, or null (a random one)",
+    ),
     "arch": Key(_NODE),  # a node, or a mapping of model names to nodes
     "data_loader": Key(_NODE),
     "optimizer": Key(_NODE),  # a node (for every model), or a mapping of model names to nodes
@@ -62,7 +82,7 @@ TRAINER_KEYS = {
     "type": Key((str,), "Trainer"),
     "hooks": Key((list,), []),
     "epochs": _COUNT,
-    "save_dir": Key((str,), "saved/"),
+    "save_dir": Key((str,), "saved/", lambda v: v != "", "a directory, such as 'saved/'"),
     "save_period": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
     "keep_last": Key(
         (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
@@ -104,71 +124,6 @@ TRAINER_KEYS = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 scalars: `1e-3` is a float (1.1 insists on a dot), and only
-    true/false are booleans (1.1 also reads `off`, `no`, `on`, `yes`; `monitor: off` is a string).
-    """
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
-_FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-def load_config_file(path: str | Path) -> dict:
-    """Read a JSON or YAML config, chosen by the file extension."""
-    path = Path(path)
-    if path.suffix not in (".json", ".yaml", ".yml"):
-        raise UserError(f"config file {path}: unknown extension; valid: .json, .yaml, .yml")
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"config file {path}: cannot be read ({error.strerror})") from None
-    try:
-        config = json.loads(text) if path.suffix == ".json" else yaml.load(text, _Loader)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        detail = " ".join(str(error).split())
-        raise UserError(
-            f"config file {path}: not valid {path.suffix[1:].upper()}: {detail}"
-        ) from None
-    if not isinstance(config, dict):
-        raise UserError(f"config file {path}: the top level must be a mapping of keys")
-    return config
-
-
-def parse_value(text: str) -> Any:
-    """Parse a command-line override value as a YAML scalar (`3`, `0.1`, `1e-3`, `true`, `null`)."""
-    try:
-        return yaml.load(text, _Loader)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
-    """Return a copy of `config` with each `dotted.key=value` applied; validation comes later."""
-    config = copy.deepcopy(config)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"-o {item!r}: expected KEY=VALUE, e.g. trainer.epochs=3")
-        *parents, last = key.split(".")
-        node = config
-        for depth, part in enumerate(parents):
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, dict):
-                path = ".".join(parents[: depth + 1])
-                raise UserError(f"-o {key}: {path} is not a mapping, so it has no key {last!r}")
-        node[last] = parse_value(text)
-    return config
-
-
 def parse_monitor(monitor: str) -> tuple[str, str] | None:
     """`"min val_loss"` -> `("min", "val_loss")`; `"off"` -> `("off", "")`; invalid -> None."""
     if monitor == "off":
@@ -187,28 +142,33 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[s
     """
     for key in section:
         if key not in keys:
-            errors.append(f"{prefix}{key}: unknown key{did_you_mean(str(key), keys)}")
+            errors.append(f"{prefix}{key_text(key)}: unknown key{did_you_mean(str(key), keys)}")
     resolved = {}
     for key, spec in keys.items():
         resolved[key] = None if spec.default is _REQUIRED else copy.deepcopy(spec.default)
         if key not in section:
             if spec.default is _REQUIRED:
                 errors.append(f"{prefix}{key}: missing; this key is required")
-            continue
-        value = section[key]
-        # bool is a subclass of int: true is never an integer here, nor 1 a boolean.
-        if isinstance(value, bool):
-            type_ok = bool in spec.types
-        else:
-            type_ok = isinstance(value, tuple(t for t in spec.types if t is not bool))
-        if not type_ok:
-            valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
-            errors.append(f"{prefix}{key}: {value!r} is not valid; expected {valid}")
-        elif spec.check is not None and value is not None and not spec.check(value):
-            errors.append(f"{prefix}{key}: {value!r} is not valid; expected {spec.valid}")
-        else:
-            resolved[key] = value
+        elif _check_value(section[key], spec, f"{prefix}{key}", errors):
+            resolved[key] = section[key]
     return resolved
+
+
+def _check_value(value: Any, spec: Key, path: str, errors: list[str]) -> bool:
+    """Whether `value` is valid for `spec`; if not, the problem is appended to `errors`."""
+    # bool is a subclass of int: true is never an integer here, nor 1 a boolean.
+    if isinstance(value, bool):
+        type_ok = bool in spec.types
+    else:
+        type_ok = isinstance(value, tuple(t for t in spec.types if t is not bool))
+    if not type_ok:
+        valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
+        errors.append(f"{path}: {shown(value)} is not valid; expected {valid}")
+        return False
+    if spec.check is not None and value is not None and not spec.check(value):
+        errors.append(f"{path}: {shown(value)} is not valid; expected {spec.valid}")
+        return False
+    return True
 
 
 def _type_name(kind: type) -> str:
@@ -238,7 +198,7 @@ def check_node(
     if allow_name and isinstance(node, str):
         return {"type": node, "args": {}}
     if not isinstance(node, dict):
-        errors.append(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {node!r}')
+        errors.append(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {shown(node)}')
         return {"type": None, "args": {}}
     extra_keys = extra_keys or {}
     valid = ["type", "args", *extra_keys]
@@ -247,11 +207,16 @@ def check_node(
             errors.append(f"{path}.{key}: unknown key{did_you_mean(str(key), valid)}")
     if not isinstance(node.get("type"), str) or not node["type"]:
         errors.append(f"{path}.type: missing or not a string; expected a class or function name")
+    elif len(node["type"]) > 100:  # the builder's messages show the name in full
+        errors.append(
+            f"{path}.type: {shown(node['type'])} is not valid; expected a class or function name "
+            "(at most 100 characters)"
+        )
     args = node.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        errors.append(f"{path}.args: {args!r} is not valid; expected a mapping of arguments")
+        errors.append(f"{path}.args: {shown(args)} is not valid; expected a mapping of arguments")
         args = {}
     extras = _check_keys({k: v for k, v in node.items() if k in extra_keys}, extra_keys,
                          f"{path}.", errors)  # fmt: skip
@@ -275,21 +240,44 @@ def check_named_nodes(
     }
 
 
-def _check_loader_args(args: dict, errors: list[str]) -> None:
-    """Range checks on the arguments every data loader of the template shares."""
-    batch_size = args.get("batch_size")
-    if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
-        errors.append(
-            f"data_loader.args.batch_size: {batch_size!r} is not valid; expected an integer >= 1"
-        )
-    split = args.get("validation_split")
-    if split is not None and not (
-        (type(split) is float and 0.0 <= split < 1.0) or (type(split) is int and split >= 0)
-    ):
-        errors.append(
-            f"data_loader.args.validation_split: {split!r} is not valid; expected a fraction "
-            "in [0, 1) or a number of samples >= 0"
-        )
+# Beyond this, more loader processes only cost memory; 32 keeps a config that asks for up to
+# 32 valid on any machine, and a machine with more cores may use them all.
+MAX_WORKERS = max(32, os.cpu_count() or 1)
+
+_FLAG = Key((bool,))  # "true or false": YAML 1.2 and JSON read `no` and "false" as strings
+LOADER_ARGS = {  # arguments the template's data loaders share, checked where a config gives them
+    "batch_size": Key(
+        (int,), check=lambda v: 1 <= v <= 2**31 - 1, valid="an integer from 1 to 2**31 - 1"
+    ),
+    "validation_split": Key(
+        (int, float),
+        check=lambda v: 0 <= v < 1 if isinstance(v, float) else v >= 0,
+        valid="a fraction in [0, 1) or a number of samples >= 0",
+    ),
+    "num_workers": Key(
+        (int,),
+        check=lambda v: 0 <= v <= MAX_WORKERS,
+        valid=f"an integer from 0 to {MAX_WORKERS} (0: load in the training process)",
+    ),
+    "shuffle": _FLAG,
+    "training": _FLAG,
+    "drop_last": _FLAG,
+    "download": _FLAG,
+    "device_resident": _FLAG,
+    "pin_memory": Key((bool, type(None)), valid="true or false, or null (true with a GPU)"),
+}
+
+METRIC_ARGS = {  # checks on the arguments of model/metric.py's metrics, before any is built
+    "top_k_acc": {"k": _COUNT},
+}
+
+
+def _check_args(args: dict, keys: dict[str, Key], path: str, errors: list[str]) -> None:
+    """Check the arguments in `args` that `keys` knows; the others are left to the builder,
+    which compares them with the constructor's signature."""
+    for key, spec in keys.items():
+        if key in args:
+            _check_value(args[key], spec, f"{path}.args.{key}", errors)
 
 
 def resolve_config(
@@ -301,6 +289,11 @@ def resolve_config(
     shared `TRAINER_KEYS` (its own constructor arguments). Every problem found is reported
     at once, in one `UserError` (one line, ` | ` between them).
     """
+    # First what the config is made of: no check below could make sense of a cycle or a date.
+    problem = shape_problem(config)
+    problems = [problem] if problem else list(value_problems(config))
+    if problems:
+        raise UserError(_one_line(problems))
     errors: list[str] = []
     resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
     for key in ("arch", "optimizer"):
@@ -328,19 +321,29 @@ def resolve_config(
         check_node(node, f"trainer.hooks[{i}]", errors)
         for i, node in enumerate(resolved["trainer"]["hooks"])
     ]
-    _check_loader_args(resolved["data_loader"]["args"], errors)
-    for key, value in _walk(resolved):
-        if isinstance(value, float) and not math.isfinite(value):
-            errors.append(f"{key}: {value!r} is not valid; expected a finite number")
+    _check_args(resolved["data_loader"]["args"], LOADER_ARGS, "data_loader", errors)
+    for index, node in enumerate(resolved["metrics"]):
+        if isinstance(node["type"], str):
+            _check_args(node["args"], METRIC_ARGS.get(node["type"], {}), f"metrics[{index}]",
+                        errors)  # fmt: skip
     if errors:
-        raise UserError(" | ".join(dict.fromkeys(errors)))
+        raise UserError(_one_line(errors))
     return resolved
+
+
+def _one_line(problems: list[str], most: int = 10) -> str:
+    """The distinct problems, ` | ` between them; past `most`, only how many more there are."""
+    problems = list(dict.fromkeys(problems))
+    if len(problems) > most:
+        more = f" (and {len(problems) - most} more)"
+        problems = [*problems[: most - 1], problems[most - 1] + more]
+    return " | ".join(problems)
 
 
 def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _walk(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from _walk(value, f"{prefix}.{key_text(key)}" if prefix else key_text(key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from _walk(value, f"{prefix}[{index}]")
@@ -353,8 +356,8 @@ def config_changes(old: dict, new: dict) -> list[str]:
     before, after = dict(_walk(old)), dict(_walk(new))
     missing = object()
     return [
-        f"{key}: {before.get(key, missing)!r} -> {after.get(key, missing)!r}".replace(
-            repr(missing), "(absent)"
+        f"{key}: {shown(before.get(key, missing))} -> {shown(after.get(key, missing))}".replace(
+            shown(missing), "(absent)"
         )
         for key in sorted(before.keys() | after.keys())
         if before.get(key, missing) != after.get(key, missing)
@@ -374,8 +377,8 @@ def load_run_config(
     if checkpoint is not None and checkpoint["arch"] != arch_types(config):
         path = "arch" if is_named_nodes(config["arch"]) else "arch.type"
         raise UserError(
-            f"{path}: the checkpoint holds {checkpoint['arch']!r}, not "
-            f"{arch_types(config)!r}; use a config with that arch"
+            f"{path}: the checkpoint holds {shown(checkpoint['arch'])}, not "
+            f"{shown(arch_types(config))}; use a config with that arch"
         )
     return config
 
