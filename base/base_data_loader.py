@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from base.epoch_sampler import EpochSampler
+from utils.errors import UserError
 from utils.stop_signals import ignore_stop_signals
 
 
@@ -15,8 +16,9 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """Shuffle `range(size)` with its own generator and cut off the validation part.
 
-    `validation_split` is a fraction in [0, 1) or a number of samples. The generator is
-    local, so the split is the same whatever the run's seed, and no global RNG is touched.
+    `validation_split` is a fraction in [0, 1) or a number of samples; a split that holds
+    back no sample, or leaves none to train on, is refused. The generator is local, so the
+    split is the same whatever the run's seed, and no global RNG is touched.
     """
     if isinstance(validation_split, bool) or not isinstance(validation_split, int | float):
         raise ValueError(f"validation_split must be a number, got {validation_split!r}")
@@ -28,6 +30,17 @@ def split_indices(
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split={validation_split} must be in [0, 1)")
         n_valid = math.floor(size * validation_split + 1e-9)  # 0.29 * 100 is 28.999...
+    if validation_split and n_valid == 0:
+        raise UserError(
+            f"data_loader.args.validation_split: {validation_split} of {size} samples holds "
+            "back none for validation; give a larger fraction, a number of samples >= 1, or 0 "
+            "for no validation"
+        )
+    if n_valid == size:
+        raise UserError(
+            f"data_loader.args.validation_split: {validation_split} of {size} samples leaves "
+            "none for training; give a smaller fraction"
+        )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[n_valid:]), sorted(order[:n_valid])
 

@@ -15,6 +15,7 @@ from base.hook import Hook, check_state_keys
 from base.model_wrapping import wrap_model
 from base.monitor import Monitor
 from base.trainer_state import TrainerState
+from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
 from utils.errors import TrainingFailed, UserError
 from utils.metric_tracker import MetricTracker
@@ -116,6 +117,12 @@ class BaseTrainer(TrainerState, ABC):
         `Checkpointer` after the caller saves first); raise `reason`, else end normally."""
         self.stop_requested = True
         self._stop = reason or StopTraining()
+
+    def trial_step(self) -> None:
+        """One training step on the first batch, undone afterwards (`base/trial_step.py`): a
+        config value that fails only when used fails here, as a `UserError` naming its node,
+        before the run directory exists."""
+        run_trial_step(self)
 
     def train(self, run_dirs: RunDirs | None) -> None:
         """Run the remaining epochs, writing into `run_dirs` (None on ranks that do not write)."""

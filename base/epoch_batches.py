@@ -4,6 +4,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from base.epoch_loader import EpochLoader
+from utils.distributed import world_size
+from utils.errors import UserError
 
 
 class EpochBatches:
@@ -13,9 +15,12 @@ class EpochBatches:
     Iteration-based: an epoch is `batches_per_epoch` batches, the loader carrying on where
     the previous epoch stopped and starting a new pass (numbered from 1) when it runs out.
     `batches_done` counts the current epoch's batches trained on (0 between epochs).
+    A loader that gives no batch is refused here, before a run trains on nothing.
     """
 
     def __init__(self, data_loader: EpochLoader, batches_per_epoch: int | None = None) -> None:
+        if len(data_loader) == 0:
+            raise UserError(no_batch_message(data_loader))
         self.data_loader = data_loader
         self.iteration_based = batches_per_epoch is not None
         self.batches_per_epoch = batches_per_epoch or len(data_loader)
@@ -40,7 +45,9 @@ class EpochBatches:
                 self.passes, self.pass_batches = self.passes + 1, 0
                 self.data_loader.set_epoch(self.passes)
                 self._batches = iter(self.data_loader)
-                batch = next(self._batches)
+                batch = next(self._batches, None)
+            if batch is None:  # a loader whose `len` promised batches (StopIteration otherwise)
+                raise UserError(no_batch_message(self.data_loader))
             self.pass_batches += 1
             yield batch
 
@@ -57,3 +64,21 @@ class EpochBatches:
         self.batches_done = position["batches_done"]
         self.passes, self.pass_batches = position["passes"], position["pass_batches"]
         self._batches = None
+
+
+def no_batch_message(data_loader: EpochLoader) -> str:
+    """Why a loader gives no batch, for a `UserError`: with the template's loaders, fewer
+    samples than one batch and `drop_last` (the sizes are named); otherwise an empty loader."""
+    sized = all(hasattr(data_loader, name) for name in ("batch_size", "dataset", "sampler"))
+    if not (sized and getattr(data_loader, "drop_last", False)):
+        return "data_loader: the data loader gives no batch; check data_loader.args and the data"
+    n_samples = len(data_loader.dataset)
+    held = f"the {n_samples} samples the data loader holds"
+    if world_size() > 1:  # each process gets its share of the samples
+        share = len(data_loader.sampler)
+        held = f"the {share} samples each of {world_size()} processes gets (of {n_samples})"
+    return (
+        f"data_loader.args.batch_size: {data_loader.batch_size} is more than {held}, and "
+        "data_loader.args.drop_last is true, so an epoch has no batch; lower batch_size or "
+        "set drop_last to false"
+    )

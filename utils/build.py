@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from utils.errors import UserError, did_you_mean
+from utils.errors import UserError, did_you_mean, error_summary, first_line
 
 
 def lookup(
@@ -59,6 +59,15 @@ def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime
         signature.bind(*([None] * n_runtime), **runtime, **args)
     except TypeError as error:
         raise UserError(f"{path}.args: {title}: {error}") from None
+    for key, value in args.items():
+        default = params[key].default if key in params else None
+        if isinstance(value, str) and isinstance(default, int | float):
+            # A string where the default is a number fails only when the value is first used
+            # (StepLR's `gamma` at its step_size-th step), long after the run has started.
+            raise UserError(
+                f"{path}.args.{key}: {value!r} is a string; {title} takes a "
+                f"{type(default).__name__} here (its default is {default!r})"
+            )
 
 
 def instantiate(
@@ -68,9 +77,15 @@ def instantiate(
     _check_args(path, target, args, len(runtime_args), runtime_kwargs)
     try:
         return target(*runtime_args, **runtime_kwargs, **args)
-    except (ValueError, TypeError) as error:
+    except UserError:
+        raise
+    except Exception as error:  # whatever a constructor raises, its arguments caused it
         title = getattr(target, "__name__", repr(target))
-        raise UserError(f"{path}.args: {title} rejected its arguments: {error}") from None
+        if isinstance(error, ValueError | TypeError):  # messages written for the caller
+            detail = first_line(error)
+        else:  # e.g. IndexError from Adam's `betas: [0.9]`: the arguments show which one
+            detail = f"{error_summary(error)} (with args {args})"
+        raise UserError(f"{path}.args: {title} rejected its arguments: {detail}") from None
 
 
 def build_callable(path: str, target: Callable, args: dict, n_inputs: int) -> Callable:

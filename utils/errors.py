@@ -28,3 +28,16 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
     if len(valid) <= 12:
         return "; valid: " + ", ".join(valid)
     return ""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (torch's often go on for several);
+    a `KeyError`'s key without the quotes its `str` adds."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return next((line.strip() for line in str(message).splitlines() if line.strip()), "")
+
+
+def error_summary(error: BaseException) -> str:
+    """`Type: first line of the message`, for one-line reports of an unexpected failure."""
+    line = first_line(error)
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
