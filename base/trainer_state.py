@@ -5,7 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import load_weights, save_checkpoint
+from utils.checkpoint_fields import FieldError
 from utils.distributed import is_distributed
+from utils.errors import error_summary
+from utils.saved_states import load_like, load_optimizer_state
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -68,31 +71,56 @@ class TrainerState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the run a checkpoint came from: weights, optimizers, schedules, scaler,
-        counters, position in the epoch, monitor, hooks and (at `train`) the RNG."""
+        counters, position in the epoch, monitor, hooks and (at `train`) the RNG.
+
+        The fields are those `load_checkpoint` checked; what only the built parts can tell
+        (shapes, parameter groups, the schedules' and scaler's layouts, the epoch's length)
+        is checked here, each as a `FieldError` naming the field.
+        """
+        if state["batches_done"] > self.batches.batches_per_epoch:
+            problem = (
+                f"{state['batches_done']} is more than the {self.batches.batches_per_epoch} "
+                "batches of an epoch of this run (data_loader or trainer.len_epoch changed?)"
+            )
+            raise FieldError("batches_done", problem)
         self.load_weights(state)
         optimizers = self._unpack(state["optimizer"])
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(optimizers[name])
-        schedulers = self._unpack(state["lr_scheduler"]) if state["lr_scheduler"] else {}
+            if name not in optimizers:
+                raise FieldError(self._field("optimizer", name), "missing")
+            load_optimizer_state(optimizer, optimizers[name], self._field("optimizer", name))
+        saved = state["lr_scheduler"]
+        schedulers = self._unpack(saved) if saved is not None else {}
         for name, scheduler in self.lr_schedulers.items():
-            if name in schedulers:
-                scheduler.load_state_dict(schedulers[name])
+            if name not in schedulers:
+                problem = "missing, but this run has a schedule (lr_scheduler) to restore"
+                raise FieldError(self._field("lr_scheduler", name), problem)
+            load_like(scheduler, schedulers[name], self._field("lr_scheduler", name))
         if self.updates.scaler.is_enabled() and state["scaler"] is not None:
-            self.updates.scaler.load_state_dict(state["scaler"])
+            load_like(self.updates.scaler, state["scaler"], "scaler")
         self.epoch, self.step = state["epoch"], state["step"]
         progress = state["progress"]
         self.batches.load_position({"batches_done": state["batches_done"], **progress})
         self.tracker.load_state_dict(progress["train_metrics"], self.device)
-        if state["config"]["trainer"]["monitor"] == self.config["trainer"]["monitor"]:
+        saved_monitor = state["config"]["trainer"].get("monitor", "off")  # (its default)
+        if saved_monitor == self.config["trainer"]["monitor"]:
             self.monitor.load_state_dict(state)
         self.load_hook_states(state.get("hooks", {}))
         self._rng_state = state["rng"]
+
+    def _field(self, key: str, name: str) -> str:
+        """The checkpoint field of one model's state: `key`, or `key.name` (several models)."""
+        return key if tuple(self.bare_models) == SINGLE else f"{key}.{name}"
 
     def load_hook_states(self, states: dict[str, Any]) -> None:
         """Give each hook its saved state; a state no hook claims is named in a warning."""
         for hook in self.hooks:
             if hook.state_key in states:
-                hook.load_state_dict(states[hook.state_key])
+                try:
+                    hook.load_state_dict(states[hook.state_key])
+                except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+                    problem = f"{type(hook).__name__} cannot load it ({error_summary(error)})"
+                    raise FieldError(f"hooks[{hook.state_key!r}]", problem) from None
         unclaimed = set(states) - {hook.state_key for hook in self.hooks}
         for key in sorted(unclaimed):
             logger.warning("the checkpoint holds the state of hook %s, which this run lacks", key)
@@ -101,7 +129,9 @@ class TrainerState:
         """Load only the model weights (fine-tuning from a checkpoint with a new config)."""
         weights = self._unpack(state["state_dict"])
         for name, model in self.bare_models.items():
-            load_weights(model, weights[name])
+            if name not in weights:
+                raise FieldError(self._field("state_dict", name), "missing")
+            load_weights(model, weights[name], self._field("state_dict", name))
 
     def restore_rng(self) -> None:
         """Put back the random generators of a loaded checkpoint (once, when training starts)."""

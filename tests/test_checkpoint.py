@@ -12,7 +12,7 @@ from torch import nn
 
 from utils.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint, write_json
 from utils.errors import UserError
-from utils.run_dir import RunDirs, create_run_dirs, run_dirs_of_checkpoint
+from utils.run_dir import RunDirs, create_run_dirs, run_dirs_at
 from utils.seed import get_rng_state, seed_everything, set_rng_state
 
 
@@ -38,7 +38,16 @@ def make_state() -> dict:
         "config": {"name": "Toy", "trainer": {"epochs": 3, "monitor": "min val_loss"}},
         "rng": get_rng_state(),
         "batches_done": 0,
-        "progress": {},
+        "progress": {
+            "train_metrics": {
+                "device_totals": {},
+                "device_counts": {},
+                "totals": {"loss": 2.5},
+                "counts": {"loss": 4.0},
+            },
+            "passes": 0,
+            "pass_batches": 0,
+        },
     }
 
 
@@ -326,16 +335,16 @@ def test_leftover_log_dir_is_not_shared(tmp_path):
     assert dirs.log.name == dirs.models.name
 
 
-def test_run_dirs_of_checkpoint(tmp_path):
+def test_run_dirs_at(tmp_path):
     dirs = create_run_dirs(tmp_path / "saved", "Exp", "run1")
-    found = run_dirs_of_checkpoint(dirs.models / "checkpoint-epoch2.pth")
+    found = run_dirs_at(dirs.models, "Exp")
     root = tmp_path.resolve() / "saved"
     assert found == RunDirs(root / "models" / "Exp" / "run1", root / "log" / "Exp" / "run1")
 
 
-def test_run_dirs_of_relative_checkpoint(tmp_path, monkeypatch):
+def test_run_dirs_at_a_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    found = run_dirs_of_checkpoint("saved/models/Exp/0101_120000_1/model_best.pth")
+    found = run_dirs_at("saved/models/Exp/0101_120000_1", "Exp")
     assert found.log == Path("saved/log/Exp/0101_120000_1")
     assert found.run_id == "0101_120000_1"
 
@@ -347,9 +356,9 @@ def test_fresh_and_resumed_runs_show_paths_in_one_style(tmp_path, monkeypatch, s
     save_dir = tmp_path / "saved" if save_dir == "ABSOLUTE" else save_dir
     fresh = create_run_dirs(save_dir, "Exp", "run1")
     assert fresh == RunDirs(Path("saved/models/Exp/run1"), Path("saved/log/Exp/run1"))
-    for checkpoint in ("saved/models/Exp/run1/c.pth", tmp_path / "saved/models/Exp/run1/c.pth"):
-        assert run_dirs_of_checkpoint(checkpoint) == fresh
+    for models in ("saved/models/Exp/run1", tmp_path / "saved/models/Exp/run1"):
+        assert run_dirs_at(models, "Exp") == fresh
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    outside = run_dirs_of_checkpoint("../saved/models/Exp/run1/c.pth")
+    outside = run_dirs_at("../saved/models/Exp/run1", "Exp")
     assert outside.models == tmp_path.resolve() / fresh.models

@@ -1,0 +1,112 @@
+"""Loading a saved state (an optimizer's, a scheduler's, a scaler's) into the built object it
+belongs to, once it is seen to fit: `torch`'s own `load_state_dict` takes almost anything and
+fails later, mid-run, or not at all. A misfit is a `FieldError` naming the checkpoint field.
+"""
+
+from typing import Any
+
+import torch
+
+from utils.checkpoint_fields import FieldError, child, invalid, is_number
+from utils.errors import error_summary
+
+
+def _kind(template: Any) -> str | None:
+    """What a value must be where `template` is (None: anything)."""
+    if isinstance(template, bool):
+        return "true, false or None"
+    if is_number(template):
+        return "a number"
+    if isinstance(template, str):
+        return "a string"
+    if isinstance(template, torch.Tensor):
+        return f"a tensor of shape {tuple(template.shape)}"
+    if isinstance(template, list | tuple):
+        return f"a list of {len(template)} items"
+    return "a mapping" if isinstance(template, dict) else None
+
+
+def check_like(saved: Any, template: Any, field: str, partial: bool = False) -> None:
+    """`saved` has the layout of `template`, the state of the object it goes into: its keys
+    (but `_private` ones, which come and go between torch versions, or any with `partial`),
+    sequences of its lengths, values of its kinds; where `template` holds None, anything."""
+    kind = _kind(template)
+    if isinstance(template, bool):
+        fits = saved is None or isinstance(saved, bool)
+    elif is_number(template):
+        fits = is_number(saved)
+    elif isinstance(template, torch.Tensor):
+        fits = isinstance(saved, torch.Tensor) and saved.shape == template.shape
+    elif isinstance(template, list | tuple):
+        fits = isinstance(saved, list | tuple) and len(saved) == len(template)
+    else:
+        fits = kind is None or isinstance(saved, type(template))
+    if not fits:
+        raise invalid(field, saved, kind)
+    if isinstance(template, list | tuple):
+        for index, (item, own) in enumerate(zip(saved, template, strict=True)):
+            check_like(item, own, f"{field}[{index}]", partial)
+    elif isinstance(template, dict):
+        for key, own in template.items():
+            if key in saved:
+                check_like(saved[key], own, child(field, key), partial)
+            elif not partial and not str(key).startswith("_"):
+                raise FieldError(child(field, key), "missing")
+
+
+def load_like(target: Any, saved: Any, field: str) -> None:
+    """`target.load_state_dict(saved)` (a scheduler, a scaler), once `saved` is like its own."""
+    check_like(saved, target.state_dict(), field)
+    try:
+        target.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise FieldError(field, f"does not load ({error_summary(error)})") from None
+
+
+def _fits(saved: torch.Size, shape: torch.Size) -> bool:
+    """An optimizer's per-parameter tensor: 0-d (a step count), or the parameter's shape,
+    where a factored optimizer (Adafactor) may keep 1 along some dimensions."""
+    if len(saved) != len(shape):
+        return len(saved) == 0
+    return all(n in (1, own) for n, own in zip(saved, shape, strict=True))
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, field: str) -> None:
+    """`optimizer.load_state_dict(saved)`, once the saved groups match the optimizer's (count,
+    parameters, hyperparameter kinds), each state tensor fits its parameter, and parameters
+    of one rank have state under the same names (Adafactor keeps other names for matrices)."""
+    groups, own = saved["param_groups"], optimizer.state_dict()["param_groups"]
+    name = type(optimizer).__name__
+    if len(groups) != len(own):
+        problem = f"{len(groups)} groups, but this run's {name} has {len(own)}"
+        raise FieldError(f"{field}.param_groups", problem)
+    parameters = {}
+    for index, (group, mine, live) in enumerate(
+        zip(groups, own, optimizer.param_groups, strict=True)
+    ):
+        where = f"{field}.param_groups[{index}]"
+        if len(group["params"]) != len(mine["params"]):
+            problem = f"{len(group['params'])} parameters, but this run's group has "
+            raise FieldError(where, problem + str(len(mine["params"])))
+        parameters.update(zip(group["params"], live["params"], strict=True))
+        check_like({k: v for k, v in group.items() if k != "params"}, mine, where, partial=True)
+    names: dict[int, set[str]] = {}  # what the optimizer keeps for a parameter, by its rank
+    for number, entry in saved["state"].items():
+        shape = parameters[number].shape
+        kept = names.setdefault(len(shape), set(entry))
+        if set(entry) != kept:
+            problem = f"holds {sorted(entry)}; others of rank {len(shape)} hold {sorted(kept)}"
+            raise FieldError(child(f"{field}.state", number), problem)
+        for key, tensor in entry.items():
+            if not _fits(tensor.shape, shape):
+                where = child(child(f"{field}.state", number), key)
+                raise invalid(where, tensor, f"a tensor of its parameter's shape {tuple(shape)}")
+    try:
+        optimizer.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise FieldError(field, f"does not load ({error_summary(error)})") from None
+    for index, group in enumerate(optimizer.param_groups):
+        missing = sorted(set(optimizer.defaults) - set(group))
+        if missing:  # (torch has filled in those that its newer versions added)
+            problem = f"has no {', '.join(missing)}: it is not the state of a {name}"
+            raise FieldError(f"{field}.param_groups[{index}]", problem)
