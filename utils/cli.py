@@ -50,7 +50,7 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
     except Stopped as stop:
         print(str(stop), file=sys.stderr)
         code = stop.exit_code
-    except KeyboardInterrupt:  # Ctrl-C before the trainer took over the signal
+    except KeyboardInterrupt:  # Ctrl-C in a script without `exit_on_stop_signals`
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(code)

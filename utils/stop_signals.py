@@ -5,10 +5,14 @@ resumable checkpoint and raises `Stopped`, which the entry script turns into exi
 130 (SIGINT) or 143 (SIGTERM). A second signal stops at once by raising `Stopped` wherever
 the program is; a checkpoint being written is then abandoned, and its temporary file
 removed, so the previous checkpoints are all that is left.
+
+Outside training (while torch is imported, the run is built, after it ends) nothing would
+save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
 """
 
 import logging
 import signal
+import sys
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,27 @@ class StopSignals:
             "at once, without one)",
             signal.Signals(signum).name,
         )
+
+
+def exit_on_stop_signals(when: str) -> None:
+    """From now on, SIGINT or SIGTERM ends the program at once: one line on stderr,
+    `stopped by SIGTERM <when>`, and exit code 128 + the signal number (130, 143).
+
+    Entry scripts call it first, before importing torch, which takes seconds: without it,
+    Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without a word. The
+    trainer's `StopSignals` replaces it for the training loop and puts it back after. The
+    exit unwinds like `sys.exit`, so `finally` blocks run and a file being written
+    atomically is abandoned without a trace; a second signal meanwhile kills at once.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_DFL)
+        print(f"stopped by {signal.Signals(signum).name} {when}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
 
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
