@@ -21,7 +21,7 @@ class Monitor:
                 f"trainer.monitor: {self.name!r} is not logged by this run"
                 f"{did_you_mean(self.name, logged_names)}"
             )
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.forget_best()
         self.not_improved_count = 0
         self.improved = False  # whether the last epoch set a new best
 
@@ -40,6 +40,11 @@ class Monitor:
         else:
             self.not_improved_count += 1
         return self.improved
+
+    def forget_best(self) -> None:
+        """Let the next value be a new best (its model is then saved); the count of epochs
+        without improvement, which early stopping reads, goes on."""
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def state_dict(self) -> dict[str, Any]:
         return {"monitor_best": self.best, "not_improved_count": self.not_improved_count}

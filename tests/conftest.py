@@ -2,6 +2,7 @@
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,6 +25,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # rather than every process starting a thread per core and all of them contending.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """A test that runs an entry point in process gets its logging set up (root level, console
+    and file handlers); the next test starts with the logging it had before."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def shrunk(save_dir: Path) -> list[str]:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint, numbered_checkpoints
 from utils.errors import UserError
 
 
@@ -13,6 +14,17 @@ def readable_path(path: str | Path) -> Path:
     path = Path(path).resolve()
     cwd = Path.cwd().resolve()
     return path.relative_to(cwd) if path.is_relative_to(cwd) else path
+
+
+def is_path_component(name: str) -> bool:
+    """Whether `name` names one directory entry: a run id or a run name never leads out of
+    the run tree, and the file system accepts it."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\0" not in name
+        and len(name.encode("utf-8", "surrogateescape")) <= 255
+    )
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,11 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
     `exist_ok` is atomic, so two processes racing for one id cannot both get it.
     """
     save_dir = readable_path(save_dir)
+    if run_id is not None and not is_path_component(run_id):
+        raise UserError(
+            f"--run-id: {run_id[:100]!r} is not valid; expected a directory name (not empty, "
+            "'.' or '..', without '/' or NUL, at most 255 bytes)"
+        )
     base_id = run_id or datetime.now().strftime("%m%d_%H%M%S")
     for attempt in range(10_000):
         candidate = base_id if attempt == 0 else f"{base_id}_{attempt}"
@@ -56,8 +73,50 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
     raise RuntimeError(f"no free run id for {base_id!r} under {save_dir}")
 
 
-def run_dirs_of_checkpoint(checkpoint: str | Path) -> RunDirs:
-    """The run directories a checkpoint belongs to (so a resumed run continues in them)."""
-    models = Path(checkpoint).resolve().parent
-    save_dir, name = models.parents[2], models.parent.name
-    return RunDirs(readable_path(models), readable_path(save_dir / "log" / name / models.name))
+def run_dirs_at(models: str | Path, name: str) -> RunDirs | None:
+    """The run directories whose models directory is `models`, when it is one: shaped
+    `<save_dir>/models/<name>/<run_id>/` for the run's `name`. Anywhere else (a checkpoint
+    copied out of its run) is not a run directory, and nothing is written there."""
+    models = Path(models).resolve()
+    if len(models.parents) < 3 or models.parent.name != name or models.parents[1].name != "models":
+        return None
+    log = models.parents[2] / "log" / name / models.name
+    return RunDirs(readable_path(models), readable_path(log))
+
+
+def set_aside_later_checkpoints(models: Path, step: int, epoch: int) -> tuple[list[str], Path]:
+    """Move what a run wrote after (`step`, `epoch`) into `models/abandoned_<time>/`: the
+    checkpoints numbered later, a `model_best.pth` saved at a later step, and their test
+    metrics. Resuming from an older checkpoint starts a new future; the old one is kept
+    (not deleted) but out of the way, so that resuming and pruning see one timeline.
+    Returns the names moved and where to."""
+    later = []
+    for path in numbered_checkpoints(models):
+        kind, number = CHECKPOINT_NAME.fullmatch(path.name).groups()
+        if int(number) > (step if kind == "step" else epoch):
+            later.append(path)
+    best = models / "model_best.pth"
+    if best.is_file() and _saved_step(best) > step:
+        later.append(best)
+    if not later:
+        return [], models
+    moved = later + [
+        metrics
+        for path in later
+        if (metrics := path.with_name(f"{path.stem}.test_metrics.json")).is_file()
+    ]
+    destination = models / f"abandoned_{datetime.now():%m%d_%H%M%S}"
+    while destination.exists():
+        destination = destination.with_name(destination.name + "_")
+    destination.mkdir()
+    for path in moved:
+        path.rename(destination / path.name)
+    return [path.name for path in moved], destination
+
+
+def _saved_step(path: Path) -> int:
+    """The step a checkpoint was saved at; -1 (not later than anything) if it does not load."""
+    try:
+        return load_checkpoint(path)["step"]
+    except UserError:
+        return -1

@@ -1,19 +1,21 @@
 """Resumable checkpoints: every `save_period` epochs, every `save_every_steps` steps, the best."""
 
 import logging
+import math
 from pathlib import Path
 
 from base import BaseTrainer, Hook
+from utils.checkpoint import load_checkpoint, numbered_checkpoints
+from utils.distributed import broadcast_from_main
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-def keep_newest(directory: Path, prefix: str, keep: int) -> None:
-    """Delete all but the `keep` highest-numbered `<prefix><N>.pth` in `directory`."""
-    numbered = sorted(
-        directory.glob(f"{prefix}*.pth"), key=lambda p: int(p.stem.removeprefix(prefix))
-    )
-    for old in numbered[:-keep]:
+def keep_newest(directory: Path, kind: str, keep: int) -> None:
+    """Delete all but the `keep` highest-numbered `checkpoint-<kind><N>.pth` in `directory`;
+    files that only look alike (`checkpoint-step60-backup.pth`) are not the run's: kept."""
+    for old in numbered_checkpoints(directory, kind)[:-keep]:
         old.unlink()
 
 
@@ -22,7 +24,13 @@ class Checkpointer(Hook):
     the run is stopped (keeping the newest `keep_last`, or all); `checkpoint-step<N>.pth` every
     `save_every_steps` optimizer steps and on a stop request mid-epoch (keeping the newest two);
     and `model_best.pth` whenever the monitored value improves. Put it after the hooks that
-    change state or request a stop, so that what it saves includes their work."""
+    change state or request a stop, so that what it saves includes their work.
+
+    `model_best.pth` is written before the epoch's checkpoint: a failure between the two then
+    leaves a newest checkpoint that has not seen the new best, and its resumed run writes
+    that best again. A resumed run whose `model_best.pth` is missing or does not hold the
+    recorded best (one from before this order) forgets the recorded best, so that the next
+    validated epoch writes `model_best.pth`."""
 
     def __init__(
         self,
@@ -34,21 +42,43 @@ class Checkpointer(Hook):
         self.keep_last = keep_last
         self.save_every_steps = save_every_steps
 
+    def before_train(self, trainer: BaseTrainer) -> None:
+        if not trainer.monitor.enabled or math.isinf(trainer.monitor.best):
+            return  # nothing recorded yet (or the monitor changed on resume)
+        saved = None
+        if trainer.run_dirs is not None:
+            saved = _best_on_disk(trainer.run_dirs.models / "model_best.pth")
+        if broadcast_from_main(saved != trainer.monitor.best):  # the same choice on every rank
+            logger.warning(
+                "model_best.pth %s the recorded best %s %.6g: the next validated epoch "
+                "writes it", "does not hold" if saved is not None else "is missing, with",
+                trainer.monitor.name, trainer.monitor.best,
+            )  # fmt: skip
+            trainer.monitor.forget_best()
+
     def after_step(self, trainer: BaseTrainer) -> None:
         every = self.save_every_steps and trainer.step % self.save_every_steps == 0
         if every or trainer.stop_requested:
             trainer.save(f"checkpoint-step{trainer.step}.pth")  # every rank calls save
-            self._prune(trainer, "checkpoint-step", 2)
+            self._prune(trainer, "step", 2)
 
     def after_epoch(self, trainer: BaseTrainer) -> None:
         epoch = trainer.epoch
-        if epoch % self.save_period == 0 or epoch == trainer.epochs or trainer.stop_requested:
-            trainer.save(f"checkpoint-epoch{epoch}.pth")
-            self._prune(trainer, "checkpoint-epoch", self.keep_last)
         if trainer.monitor.improved:
             trainer.save("model_best.pth")
             logger.info("new best %s %.6g", trainer.monitor.name, trainer.monitor.best)
+        if epoch % self.save_period == 0 or epoch == trainer.epochs or trainer.stop_requested:
+            trainer.save(f"checkpoint-epoch{epoch}.pth")
+            self._prune(trainer, "epoch", self.keep_last)
 
-    def _prune(self, trainer: BaseTrainer, prefix: str, keep: int | None) -> None:
+    def _prune(self, trainer: BaseTrainer, kind: str, keep: int | None) -> None:
         if trainer.run_dirs is not None and keep is not None:
-            keep_newest(trainer.run_dirs.models, prefix, keep)
+            keep_newest(trainer.run_dirs.models, kind, keep)
+
+
+def _best_on_disk(path: Path) -> float | None:
+    """The monitored value `model_best.pth` was saved with; None if there is none to read."""
+    try:
+        return load_checkpoint(path)["monitor_best"] if path.is_file() else None
+    except UserError:
+        return None

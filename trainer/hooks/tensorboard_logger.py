@@ -46,11 +46,12 @@ class TensorBoardLogger(Hook):
         self._epoch_samples = 0  # trained on in this process this epoch, over all ranks
 
     def before_train(self, trainer: BaseTrainer) -> None:
-        resumed = trainer.step > 0  # hide what an interrupted attempt wrote after this point
+        # Hides what an interrupted attempt wrote after this point (all of it when a run
+        # that had no checkpoint yet starts again).
         self.writer = TensorboardWriter(
             trainer.run_dirs.log if trainer.run_dirs else None,
             trainer.run_dirs is not None,
-            purge_step=trainer.step + 1 if resumed else None,
+            purge_step=trainer.step + 1,
         )
         config = json.dumps(trainer.config, indent=2)
         self.writer.text("config", f"```json\n{config}\n```", trainer.step)

@@ -1,0 +1,60 @@
+"""One process per run directory: a lock held for the life of the run.
+
+Two processes resuming one run (a job started twice on a cluster) would interleave their
+checkpoints and logs. The lock is an `flock` on `<run>/train.lock`: the kernel releases it
+when the holding process ends in any way (also on `kill -9`), so a lock left by a dead
+process is simply free, with no stale-lock guessing. The file names the holder (pid, host,
+start time) for the error message of the process that finds it taken; the file itself
+stays after the run, and only a held lock counts.
+"""
+
+import fcntl
+import json
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from utils.errors import UserError
+
+LOCK_NAME = "train.lock"
+_held: list[IO] = []  # open lock files: the lock lasts as long as the process
+
+
+def lock_run_dir(models: Path) -> None:
+    """Take the run directory `models` for this process, or raise `UserError` naming the
+    process that holds it."""
+    path = models / LOCK_NAME
+    try:
+        file = open(path, "a+")  # noqa: SIM115 (held open until the process ends)
+    except OSError as error:
+        raise UserError(
+            f"run directory {models}: cannot create {LOCK_NAME} ({error.strerror}); the run "
+            "needs a writable directory"
+        ) from None
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        file.seek(0)
+        holder = _describe(file.read())
+        file.close()
+        raise UserError(
+            f"run directory {models} is in use by {holder} (lock {path}); two processes must "
+            "not train one run: wait for it to end, or stop it"
+        ) from None
+    file.seek(0)
+    file.truncate()
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+    file.write(json.dumps(holder) + "\n")
+    file.flush()
+    _held.append(file)
+
+
+def _describe(text: str) -> str:
+    try:
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on host {holder['host']} (since {holder['started']})"
+    except (ValueError, TypeError, KeyError):
+        return "another process"
