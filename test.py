@@ -7,6 +7,14 @@ to the held-out test split; the results go beside the checkpoint, in
 `<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated).
 """
 
+# First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
+# program with one line, not a traceback or a silent kill. Only when run as a script, so that
+# importing this module (as the tests do) leaves the importer's signal handlers alone.
+from utils.stop_signals import exit_on_stop_signals
+
+if __name__ == "__main__":
+    exit_on_stop_signals("before the test metrics were written")
+
 import argparse
 import logging
 from collections.abc import Sequence
@@ -14,7 +22,8 @@ from pathlib import Path
 
 from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
+from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
+from utils.checkpoint_fields import check_config, naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
@@ -56,6 +65,10 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     path, checkpoint = checkpoint_to_evaluate(args.resume)
+    output = path.with_name(f"{path.stem}.test_metrics.json")
+    check_writable(output)  # now, rather than after an evaluation that may take long
+    if args.config is None:
+        check_config(path, checkpoint, trainer_keys)  # naming the checkpoint
     config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     setup_logging(None, config["trainer"]["verbosity"])
 
@@ -70,15 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # see the names they saw in training (`val_*`).
     trainer = build_trainer(config, device, data_loader=data_loader,
                             valid_data_loader=data_loader, evaluation=True)  # fmt: skip
-    trainer.load_weights(checkpoint)
-    trainer.load_hook_states(checkpoint.get("hooks", {}))
+    with naming_checkpoint(path):  # a malformed field names the file
+        trainer.load_weights(checkpoint)
+        trainer.load_hook_states(checkpoint.get("hooks", {}))
     logger.info("evaluating %s (step %d, %d epochs done) on the test split",
                 readable_path(path), checkpoint["step"], checkpoint["epoch"])  # fmt: skip
     results = trainer.validate(data_loader)
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
-    output = path.with_name(f"{path.stem}.test_metrics.json")
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
                **results}  # fmt: skip
     write_json(output, summary)

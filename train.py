@@ -6,6 +6,14 @@ fine-tune those weights under a new config in a new run. Under
 (DistributedDataParallel); rank 0 writes the run directory.
 """
 
+# First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
+# program with one line, not a traceback or a silent kill. Only when run as a script, so that
+# importing this module (as the tests do) leaves the importer's signal handlers alone.
+from utils.stop_signals import exit_on_stop_signals
+
+if __name__ == "__main__":
+    exit_on_stop_signals("outside the training loop, so without saving a checkpoint")
+
 import argparse
 import logging
 import secrets
@@ -14,11 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from base import BaseTrainer
+from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
+from utils.checkpoint import load_checkpoint, newest_checkpoint, numbered_checkpoints, write_json
+from utils.checkpoint_fields import check_config, naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import config_changes, load_run_config
+from utils.config import load_run_config
 from utils.device import select_device
 from utils.distributed import (
     barrier,
@@ -31,7 +41,14 @@ from utils.distributed import (
     world_size,
 )
 from utils.errors import UserError
-from utils.run_dir import RunDirs, create_run_dirs, readable_path, run_dirs_of_checkpoint
+from utils.run_dir import (
+    RunDirs,
+    create_run_dirs,
+    readable_path,
+    run_dirs_at,
+    set_aside_later_checkpoints,
+)
+from utils.run_lock import lock_run_dir
 from utils.seed import seed_everything
 from utils.stop_signals import Stopped
 
@@ -54,6 +71,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.config is None and args.resume is None:
         parser.error("give a config with -c, or a checkpoint to resume with -r")
+    for flag, value in (("-c", args.config), ("-r", args.resume)):
+        if value == "":
+            parser.error(f"{flag}: empty path; give a file (or, for -r, a run directory)")
     if args.lr is not None:
         args.override.append(f"optimizer.args.lr={args.lr}")
     if args.bs is not None:
@@ -80,13 +100,18 @@ def code_version() -> dict[str, str | bool]:
 
 def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
     """Everything a run needs, built and checked; then (on the writing rank) its directories."""
-    checkpoint = None
+    checkpoint, restart = None, None
     if args.resume and Path(args.resume).is_dir():
-        resume_path, checkpoint = newest_checkpoint(args.resume)
-        args.resume = str(resume_path)
+        restart = run_to_restart(Path(args.resume)) if args.config is None else None
+        if restart is None:
+            resume_path, checkpoint = newest_checkpoint(args.resume)
+            args.resume = str(resume_path)
     elif args.resume:
         checkpoint = load_checkpoint(args.resume)
-    config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
+    config_file = restart.models / "config.json" if restart else args.config
+    if checkpoint is not None and config_file is None:
+        check_config(args.resume, checkpoint, trainer_keys)  # naming the checkpoint
+    config = load_run_config(config_file, checkpoint, args.override, trainer_keys)
     fine_tune = checkpoint is not None and args.config is not None
     if checkpoint is not None and not fine_tune:
         check_epochs_left(config, checkpoint, args.resume)
@@ -100,20 +125,18 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
     config["code_version"] = code_version()  # recorded in config.json and the checkpoints
 
     trainer = build_trainer(config, device, device_ids)
-    if fine_tune:
-        trainer.load_weights(checkpoint)
-    elif checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
+    with naming_checkpoint(args.resume):  # a malformed field names the file
+        if fine_tune:
+            trainer.load_weights(checkpoint)
+        elif checkpoint is not None:  # with the changed optimizer arguments applied, or refused
+            applied = resume_with_changes(trainer, checkpoint)
+    trainer.trial_step()  # one step on one batch, undone: a part that fails, fails here
 
     # Everything is built and checked: only now does the run get directories.
     if not is_main_process():
         setup_logging(None, 0)  # other ranks: warnings only, and nothing on disk
         return trainer, None
-    if checkpoint is not None and not fine_tune:
-        run_dirs = run_dirs_of_checkpoint(args.resume)
-        run_dirs.log.mkdir(parents=True, exist_ok=True)  # gone from a copied or moved run
-    else:
-        run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
+    run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     for model in trainer.bare_models.values():
@@ -134,9 +157,61 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
         logger.info("fine-tuning the weights of %s", readable_path(args.resume))
     elif checkpoint is not None:
         logger.info("resuming %s, from %s", resume_position(trainer), readable_path(args.resume))
-        for change in config_changes(checkpoint["config"], config):
-            logger.warning("config changed on resume: %s", change)
+        for note in notes:
+            logger.warning("%s", note)
+        for level, line in resume_change_lines(checkpoint["config"], config, applied):
+            logger.log(level, "%s", line)
+    elif restart is not None:
+        logger.info("%s has no checkpoint yet: starting the run again from the beginning, "
+                    "with its config.json", run_dirs.models)  # fmt: skip
     return trainer, run_dirs
+
+
+def take_run_dirs(
+    args: argparse.Namespace, config: dict, checkpoint: dict | None, restart: RunDirs | None
+) -> tuple[RunDirs, list[str]]:
+    """The run's directories, locked for this process: a resumed run's own (with what it
+    wrote after the resumed point set aside), a restarted run's, or new ones; and what the
+    log should say about them once it exists."""
+    resuming = checkpoint is not None and args.config is None
+    run_dirs = run_dirs_at(Path(args.resume).parent, config["name"]) if resuming else restart
+    if run_dirs is not None and args.run_id is not None:
+        raise UserError(
+            f"--run-id: {args.resume} continues in its own run directory {run_dirs.models}; "
+            "--run-id names new runs only"
+        )
+    notes = []
+    if run_dirs is None:
+        if resuming:
+            notes.append("the checkpoint is not in a run directory: the run continues in a new one")
+        run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
+    lock_run_dir(run_dirs.models)  # before anything in it changes
+    make_log_dir(run_dirs.log)  # gone from a copied or moved run
+    if resuming and not notes:
+        moved, where = set_aside_later_checkpoints(
+            run_dirs.models, checkpoint["step"], checkpoint["epoch"]
+        )
+        if moved:
+            notes.append(
+                "resuming from an earlier point than this run reached: moved what it wrote "
+                f"after that ({', '.join(moved)}) to {where}"
+            )
+    return run_dirs, notes
+
+
+def run_to_restart(directory: Path) -> RunDirs | None:
+    """A run directory with its config.json but no checkpoint yet (stopped or killed before
+    its first one): `-r` starts that run again from the beginning, in the same directory."""
+    if numbered_checkpoints(directory) or not (directory / "config.json").is_file():
+        return None
+    return run_dirs_at(directory, directory.resolve().parent.name)
+
+
+def make_log_dir(log: Path) -> None:
+    try:
+        log.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the log directory {log} ({error.strerror})") from None
 
 
 def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
@@ -168,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer.train(run_dirs)
         barrier()  # no rank leaves the process group while another still uses it
     except Stopped:
-        if run_dirs is not None and any(run_dirs.models.glob("checkpoint-*.pth")):
+        if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
             logger.info("to resume: python train.py -r %s", run_dirs.models)
         raise
     finally:
