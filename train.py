@@ -12,7 +12,7 @@ fine-tune those weights under a new config in a new run. Under
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
-    exit_on_stop_signals("outside the training loop, so without saving a checkpoint")
+    exit_on_stop_signals("outside the training loop (this stop saves no checkpoint)")
 
 import argparse
 import logging
@@ -251,13 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run_dirs is not None:
         logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
         logger.info("to evaluate: python test.py -r %s", run_dirs.models)
-        logger.info(
-            "to train longer (trainer.epochs is the total, so any N > %d): "
-            "python train.py -r %s -o trainer.epochs=%d",
-            trainer.epoch,
-            run_dirs.models,
-            2 * trainer.epoch,
-        )
+        if trainer.epoch < trainer.epochs:  # a hook ended it (early stopping counts on)
+            logger.info("to train on (without early stopping, which would end it again at "
+                        "once): python train.py -r %s -o trainer.early_stop=0",
+                        run_dirs.models)  # fmt: skip
+        else:
+            logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
+                        "python train.py -r %s -o trainer.epochs=%d",
+                        trainer.epoch, run_dirs.models, 2 * trainer.epoch)  # fmt: skip
     return 0
 
 

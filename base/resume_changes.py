@@ -53,7 +53,11 @@ def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str
     the restored optimizers. Returns a log line for each applied config key, by key. A change
     the restored state contradicts is a `UserError`, raised before anything is written."""
     old, new = checkpoint["config"], trainer.config
-    _refuse(_replaced_optimizers(trainer, old, new) + _changed_schedules(trainer, old, new))
+    _refuse(
+        _replaced_optimizers(trainer, old, new)
+        + _changed_schedules(trainer, old, new)
+        + _changed_order(checkpoint, old, new)
+    )
     lengths = {name: _lengths(s.state_dict()) for name, s in trainer.lr_schedulers.items()}
     trainer.load_state_dict(checkpoint)
     _refuse(_changed_lengths(trainer, lengths, old, new))
@@ -80,7 +84,9 @@ def resume_change_lines(old: dict, new: dict, applied: dict[str, str]) -> list[t
     for change in config_changes(old, new):
         key = change.partition(": ")[0]
         if not any(key == k or key.startswith((f"{k}[", f"{k}.")) for k in applied):
-            lines.append((logging.WARNING, f"config changed on resume: {change}"))
+            # More epochs is the routine change; the others are in force unchecked.
+            level = logging.INFO if key == "trainer.epochs" else logging.WARNING
+            lines.append((level, f"config changed on resume: {change}"))
     return lines
 
 
@@ -99,6 +105,23 @@ def _node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
     if is_named_nodes(node):
         return f"{key}.{name}", check_named_nodes(node.get(name), f"{key}.{name}", [], extra_keys)
     return key, check_named_nodes(node, key, [], extra_keys)
+
+
+def _changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
+    """A changed `seed` (it orders every epoch's samples), or data loader in the middle of an
+    epoch (its batches done were counted in the old loader's batches): the resumed run would
+    silently train other samples than the ones it skips."""
+    errors = []
+    done, epoch = checkpoint["batches_done"], checkpoint["epoch"] + 1
+    for change in config_changes(old, new):
+        if change.startswith("seed:"):
+            errors.append(f"{change} on resume: the run's sample order comes from its seed; "
+                          f"{_fine_tune('train with another seed')}")  # fmt: skip
+        elif change.startswith("data_loader.") and done > 0:
+            errors.append(f"{change} on resume {done} batches into epoch {epoch}, which counted "
+                          "the old loader's batches; change it when resuming from an epoch "
+                          "checkpoint")  # fmt: skip
+    return errors
 
 
 def _replaced_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:

@@ -309,16 +309,14 @@ def test_create_run_dirs_layout(tmp_path):
     assert dirs.run_id == "run1"
 
 
-def test_same_run_id_twice_gets_a_suffix(tmp_path):
+def test_a_given_run_id_is_that_directory_or_an_error(tmp_path):
     first = create_run_dirs(tmp_path, "Exp", "run1")
-    second = create_run_dirs(tmp_path, "Exp", "run1")
-    third = create_run_dirs(tmp_path, "Exp", "run1")
-    assert len({first.models, second.models, third.models}) == 3
-    assert len({first.log, second.log, third.log}) == 3
-    assert second.run_id.startswith("run1") and second.run_id != "run1"
-    assert second.log.name == second.models.name
-    for dirs in (first, second, third):
-        assert dirs.models.is_dir() and dirs.log.is_dir()
+    (first.models / "train.lock").touch()  # a start killed before it wrote its config.json
+    assert create_run_dirs(tmp_path, "Exp", "run1") == first  # taken up again, no run1_1
+    (first.models / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"--run-id: 'run1' is a run that exists .* -r "):
+        create_run_dirs(tmp_path, "Exp", "run1")
+    assert sorted(p.name for p in (tmp_path / "models" / "Exp").iterdir()) == ["run1"]
 
 
 def test_default_run_ids_in_the_same_second_do_not_collide(tmp_path):
@@ -328,11 +326,12 @@ def test_default_run_ids_in_the_same_second_do_not_collide(tmp_path):
     assert first.models.is_dir() and second.models.is_dir()
 
 
-def test_leftover_log_dir_is_not_shared(tmp_path):
-    (tmp_path / "log" / "Exp" / "run1").mkdir(parents=True)
-    dirs = create_run_dirs(tmp_path, "Exp", "run1")
-    assert dirs.run_id != "run1"
-    assert dirs.log.name == dirs.models.name
+def test_a_given_run_id_does_not_share_a_leftover_log(tmp_path):
+    log = tmp_path / "log" / "Exp" / "run1"
+    log.mkdir(parents=True)
+    (log / "info.log").write_text("an earlier run's\n")
+    with pytest.raises(UserError, match="--run-id: 'run1' is a run that exists"):
+        create_run_dirs(tmp_path, "Exp", "run1")
 
 
 def test_run_dirs_at(tmp_path):

@@ -74,6 +74,7 @@ def test_a_new_lr_and_other_optimizer_arguments_are_in_force_after_resume(
          ["lr_scheduler.args.gamma: 0.1 -> 0.5 on resume", "fine-tune"]),
         (["lr_scheduler.interval=step"], ["lr_scheduler.interval: None -> 'step'", "fine-tune"]),
         (["lr_scheduler=null"], ["lr_scheduler: removed on resume", "fine-tune"]),
+        (["seed=5"], ["seed: 0 -> 5 on resume", "sample order", "fine-tune"]),
     ],
 )  # fmt: skip
 def test_a_change_the_restored_state_contradicts_is_refused_and_nothing_is_written(
@@ -85,6 +86,23 @@ def test_a_change_the_restored_state_contradicts_is_refused_and_nothing_is_writt
     argv += [item for override in overrides for item in ("-o", override)]
     assert_refused(train.main, argv, capsys, *fragments)
     assert snapshot(tmp_path / "saved") == before
+
+
+def test_the_data_loader_is_not_changed_in_the_middle_of_an_epoch(tmp_path: Path, capsys) -> None:
+    """A step checkpoint counts the batches done in the old loader's batches: with another
+    batch size the resumed epoch would skip other samples than the ones it trained on."""
+    save_dir = tmp_path / "saved"
+    steps = ["-o", "trainer.epochs=1", "-o", "trainer.save_every_steps=2",
+             "-o", "trainer.tensorboard=false"]  # fmt: skip
+    code, stderr = run_in_process(train.main, ["-c", CONFIG, *shrunk(save_dir), *steps], capsys)
+    assert code == 0, stderr
+    checkpoint = run_dir(save_dir) / "checkpoint-step2.pth"
+    assert load(checkpoint)["batches_done"] == 2
+    before = snapshot(save_dir)
+    assert_refused(train.main, ["-r", str(checkpoint), "--bs", "16"], capsys,
+                   "data_loader.args.batch_size: 32 -> 16 on resume 2 batches into epoch 1",
+                   "resuming from an epoch checkpoint")  # fmt: skip
+    assert snapshot(save_dir) == before
 
 
 def test_one_cycle_schedule_keeps_its_length_and_its_own_lr(tmp_path: Path, capsys) -> None:
@@ -253,10 +271,11 @@ def test_several_named_optimizers_each_take_their_own_changes() -> None:
     }
 
 
-def test_change_lines_give_each_applied_key_one_info_line_and_warn_of_the_others() -> None:
-    old = {"optimizer": {"type": "Adam", "args": {"lr": 0.1}}, "trainer": {"epochs": 2}}
+def test_change_lines_give_applied_keys_and_more_epochs_info_lines_and_warn_of_the_others() -> None:
+    old = {"optimizer": {"type": "Adam", "args": {"lr": 0.1}},
+           "trainer": {"epochs": 2, "log_step": 10}}  # fmt: skip
     new = {"optimizer": {"type": "Adam", "args": {"lr": 0.2, "betas": [0.8, 0.9]}},
-           "trainer": {"epochs": 3}}  # fmt: skip
+           "trainer": {"epochs": 3, "log_step": 5}}  # fmt: skip
     applied = {
         "optimizer.args.lr": "optimizer.args.lr: 0.1 -> 0.2, applied (...)",
         "optimizer.args.betas": "optimizer.args.betas: (0.9, 0.999) -> [0.8, 0.9], applied",
@@ -265,5 +284,6 @@ def test_change_lines_give_each_applied_key_one_info_line_and_warn_of_the_others
         (logging.INFO, "config changed on resume: optimizer.args.lr: 0.1 -> 0.2, applied (...)"),
         (logging.INFO, "config changed on resume: optimizer.args.betas: (0.9, 0.999) -> "
                        "[0.8, 0.9], applied"),
-        (logging.WARNING, "config changed on resume: trainer.epochs: 2 -> 3"),
+        (logging.INFO, "config changed on resume: trainer.epochs: 2 -> 3"),  # the routine one
+        (logging.WARNING, "config changed on resume: trainer.log_step: 10 -> 5"),
     ]  # fmt: skip

@@ -229,3 +229,23 @@ def test_files_that_only_look_like_checkpoints_are_never_pruned(shrunk_run, tmp_
     assert sorted(p.name for p in numbered_checkpoints(models)) == [
         "checkpoint-epoch4.pth", "checkpoint-step11.pth", "checkpoint-step12.pth"
     ]  # fmt: skip
+
+
+def test_the_requeue_recipe_takes_up_a_start_killed_before_its_config(tmp_path, capsys):
+    """The README's recipe starts `-c CONFIG --run-id ID` while ID has no config.json: a start
+    killed that early left only its lock and a temporary file, and the run must go on in ID
+    (not ID_1, where the next requeue would not look). Once ID is a run, a second start of
+    the same command is refused."""
+    save_dir = tmp_path / "saved"
+    models = save_dir / "models" / "Mnist_LeNet" / "job7"
+    models.mkdir(parents=True)
+    (save_dir / "log" / "Mnist_LeNet" / "job7").mkdir(parents=True)
+    (models / "train.lock").write_text('{"pid": 1, "host": "gone", "started": "then"}\n')
+    (models / ".config.json.0123456789ab.tmp").write_text("{")
+    command = ["-c", CONFIG, *shrunk(save_dir), "--run-id", "job7"]
+    result = run_script("train.py", *command)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in models.parent.iterdir()] == ["job7"]
+    assert load(models / "checkpoint-epoch2.pth")["epoch"] == 2
+    assert_refused(train.main, command, capsys, "--run-id: 'job7' is a run that exists",
+                   f"-r {models}")  # fmt: skip

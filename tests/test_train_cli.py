@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script
+from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from utils.checkpoint import CHECKPOINT_KEYS
@@ -178,6 +178,28 @@ def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
     assert result.returncode == 0, result.stderr
     assert load(copied / "checkpoint-epoch4.pth")["epoch"] == 4
     assert "epoch 4/4" in (save_dir / "log" / "Mnist_LeNet" / "copied" / "info.log").read_text()
+
+
+def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> None:
+    """Resumed as it is, an early-stopped run would stop again at once (its count of epochs
+    without improvement is restored): the printed command turns early stopping off."""
+    early = [
+        "-o",
+        "trainer.epochs=4",
+        "-o",
+        "trainer.monitor=max val_loss",
+        "-o",
+        "trainer.early_stop=1",
+    ]  # val_loss falls, so epoch 2 does not "improve"
+    result = run_script("train.py", "-c", CONFIG, *shrunk(tmp_path / "saved"), *early)
+    assert result.returncode == 0, result.stderr
+    assert "stopping early" in result.stdout and "epoch 3/4" not in result.stdout
+    (command,) = [line for line in result.stdout.splitlines() if "to train on" in line]
+    argv = command.split(": python ", 1)[1].split()
+    assert "to train longer" not in result.stdout
+    result = run_script(*argv)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 4/4" in result.stdout
 
 
 def test_new_project_trains_on_its_own(tmp_path: Path) -> None:

@@ -154,7 +154,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     does not), and fields that do not hold what the template writes (`check_fields`)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path}: no such file")
+        kind = "not a regular file" if path.exists() else "no such file"
+        raise UserError(f"checkpoint {path}: {kind}")
     if not zipfile.is_zipfile(path):
         raise UserError(
             f"checkpoint {path}: not a checkpoint (torch.save writes a zip archive; this file "

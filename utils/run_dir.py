@@ -38,39 +38,58 @@ class RunDirs:
 
 
 def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) -> RunDirs:
-    """Create a fresh pair of run directories; never reuse one that exists.
+    """Create a fresh pair of run directories; never reuse one that a run has written to.
 
-    The id defaults to a timestamp. If that id is taken (two runs started in the same
-    second, or a repeated `--run-id`), `_1`, `_2`, ... is appended. `mkdir` without
-    `exist_ok` is atomic, so two processes racing for one id cannot both get it.
+    The id defaults to a timestamp; if that is taken (two runs started in the same second),
+    `_1`, `_2`, ... is appended (`mkdir` without `exist_ok` is atomic, so two processes
+    racing for one id cannot both get it). An id the user gives (`--run-id`) is the
+    directory's name or an error: a requeued job that names its run must find it, not a
+    copy beside it. Its directories are reused only while they hold nothing of a run (a
+    start killed before its config.json); the run directory's lock settles a race for them.
     """
     save_dir = readable_path(save_dir)
-    if run_id is not None and not is_path_component(run_id):
+    if run_id is None:
+        base_id = datetime.now().strftime("%m%d_%H%M%S")
+        for attempt in range(10_000):
+            dirs = _run_dirs(save_dir, name, base_id if attempt == 0 else f"{base_id}_{attempt}")
+            if not dirs.log.exists() and _make(dirs, exist_ok=False):
+                return dirs
+        raise RuntimeError(f"no free run id for {base_id!r} under {save_dir}")
+    if not is_path_component(run_id):
         raise UserError(
             f"--run-id: {run_id[:100]!r} is not valid; expected a directory name (not empty, "
             "'.' or '..', without '/' or NUL, at most 255 bytes)"
         )
-    base_id = run_id or datetime.now().strftime("%m%d_%H%M%S")
-    for attempt in range(10_000):
-        candidate = base_id if attempt == 0 else f"{base_id}_{attempt}"
-        models = save_dir / "models" / name / candidate
-        log = save_dir / "log" / name / candidate
-        if log.exists():
-            continue
+    dirs = _run_dirs(save_dir, name, run_id)
+    started = [*dirs.models.glob("config.json"), *dirs.models.glob("*.pth")]
+    if started or (dirs.log.is_dir() and any(dirs.log.iterdir())):
+        raise UserError(
+            f"--run-id: {run_id!r} is a run that exists ({dirs.models}); resume it with "
+            f"python train.py -r {dirs.models}, or choose another id"
+        )
+    _make(dirs, exist_ok=True)
+    return dirs
+
+
+def _run_dirs(save_dir: Path, name: str, run_id: str) -> RunDirs:
+    return RunDirs(save_dir / "models" / name / run_id, save_dir / "log" / name / run_id)
+
+
+def _make(dirs: RunDirs, exist_ok: bool) -> bool:
+    """Create both directories; False if the models directory exists (and not `exist_ok`)."""
+    try:
+        dirs.models.parent.mkdir(parents=True, exist_ok=True)
         try:
-            models.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                models.mkdir()
-            except FileExistsError:
-                continue
-            log.mkdir(parents=True)
-        except OSError as error:
-            raise UserError(
-                f"trainer.save_dir: cannot create {error.filename} ({error.strerror}); "
-                "choose a writable directory"
-            ) from None
-        return RunDirs(models, log)
-    raise RuntimeError(f"no free run id for {base_id!r} under {save_dir}")
+            dirs.models.mkdir(exist_ok=exist_ok)
+        except FileExistsError:
+            return False
+        dirs.log.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as error:
+        raise UserError(
+            f"trainer.save_dir: cannot create {error.filename} ({error.strerror}); "
+            "choose a writable directory"
+        ) from None
+    return True
 
 
 def run_dirs_at(models: str | Path, name: str) -> RunDirs | None:

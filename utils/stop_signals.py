@@ -42,7 +42,9 @@ class StopSignals:
 
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # After a stop the run has saved and is ending: a further signal ends the
+            # process at once and quietly, as a second signal does inside the loop.
+            signal.signal(signum, handler if self.received is None else signal.SIG_DFL)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:

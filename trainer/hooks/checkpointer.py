@@ -51,7 +51,8 @@ class Checkpointer(Hook):
         if broadcast_from_main(saved != trainer.monitor.best):  # the same choice on every rank
             logger.warning(
                 "model_best.pth %s the recorded best %s %.6g: the next validated epoch "
-                "writes it", "does not hold" if saved is not None else "is missing, with",
+                "writes it, even if it is not as good (no file holds that best any more)",
+                "does not hold" if saved is not None else "is missing, with",
                 trainer.monitor.name, trainer.monitor.best,
             )  # fmt: skip
             trainer.monitor.forget_best()
