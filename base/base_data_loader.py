@@ -20,25 +20,31 @@ def split_indices(
     back no sample, or leaves none to train on, is refused. The generator is local, so the
     split is the same whatever the run's seed, and no global RNG is touched.
     """
+    key = "data_loader.args.validation_split"
+    if size == 0:
+        raise UserError("data_loader: the dataset holds no sample; check data_loader.args and "
+                        "the data")  # fmt: skip
     if isinstance(validation_split, bool) or not isinstance(validation_split, int | float):
-        raise ValueError(f"validation_split must be a number, got {validation_split!r}")
+        raise UserError(f"{key}: {validation_split!r} is not valid; expected a number")
     if isinstance(validation_split, int):
         if not 0 <= validation_split < size:
-            raise ValueError(f"validation_split={validation_split} must be in [0, {size}) samples")
+            raise UserError(f"{key}: {validation_split} is not valid; expected a number of "
+                            f"samples in [0, {size}) (the dataset holds {size})")  # fmt: skip
         n_valid = validation_split
     else:
         if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split={validation_split} must be in [0, 1)")
+            raise UserError(f"{key}: {validation_split} is not valid; expected a fraction in "
+                            "[0, 1)")  # fmt: skip
         n_valid = math.floor(size * validation_split + 1e-9)  # 0.29 * 100 is 28.999...
     if validation_split and n_valid == 0:
         raise UserError(
-            f"data_loader.args.validation_split: {validation_split} of {size} samples holds "
+            f"{key}: {validation_split} of {size} samples holds "
             "back none for validation; give a larger fraction, a number of samples >= 1, or 0 "
             "for no validation"
         )
     if n_valid == size:
         raise UserError(
-            f"data_loader.args.validation_split: {validation_split} of {size} samples leaves "
+            f"{key}: {validation_split} of {size} samples leaves "
             "none for training; give a smaller fraction"
         )
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()

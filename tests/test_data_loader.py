@@ -60,8 +60,13 @@ def test_split_leaves_global_rng_alone():
 
 @pytest.mark.parametrize("validation_split", [-0.1, 1.0, 1.5, -1, 100, 101, True, "0.1", None])
 def test_split_out_of_range_raises(validation_split):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r"^data_loader\.args\.validation_split: .* expected a"):
         split_indices(100, validation_split, seed=0)
+
+
+def test_an_empty_dataset_is_named_as_such():
+    with pytest.raises(UserError, match=r"^data_loader: the dataset holds no sample"):
+        split_indices(0, 0.2, seed=0)
 
 
 # ---------------------------------------------------------------- BaseDataLoader

@@ -249,3 +249,15 @@ def test_the_requeue_recipe_takes_up_a_start_killed_before_its_config(tmp_path, 
     assert load(models / "checkpoint-epoch2.pth")["epoch"] == 2
     assert_refused(train.main, command, capsys, "--run-id: 'job7' is a run that exists",
                    f"-r {models}")  # fmt: skip
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_says_what_to_do(shrunk_run, tmp_path, capsys):
+    models = shrunk_run.copy_to(tmp_path).models
+    for path in numbered_checkpoints(models):
+        path.write_bytes(path.read_bytes()[:1000])  # cut short, as by a full disk long ago
+    before = files_under(models)
+    code, stderr = run_in_process(train.main, ["-r", str(models)], capsys)
+    *warnings, error = stderr.strip().splitlines()
+    assert code == 2 and len(warnings) == 2 and all("warning: skipping" in w for w in warnings)
+    assert "none of its checkpoints is readable" in error and "move them aside" in error
+    assert files_under(models) == before

@@ -269,6 +269,11 @@ def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
             return path, load_checkpoint(path)
         except UserError as error:
             print(f"warning: skipping {error}", file=sys.stderr)
+    if candidates:
+        raise UserError(
+            f"-r {run_dir}: none of its checkpoints is readable (see the warnings above); "
+            "resume from an earlier copy, or move them aside to start the run again"
+        )
     raise UserError(f"-r {run_dir}: no readable checkpoint-*.pth in this directory")
 
 
