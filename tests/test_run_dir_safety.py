@@ -142,6 +142,26 @@ def test_a_resumed_run_rewrites_a_best_model_that_lags_its_record(tmp_path):
     assert trainer.monitor.best == Monitor("min loss", ["loss"]).best  # forgotten
 
 
+def test_a_resumed_run_restores_its_best_model_from_the_epoch_that_set_it(tmp_path):
+    """Resumed from an earlier point, whose future's model_best.pth was set aside: the epoch
+    checkpoint that set the recorded best is that best model, so it takes its place."""
+    model = torch.nn.Linear(2, 2)
+    trainer = make_trainer(model, torch.nn.functional.cross_entropy,
+                           torch.optim.SGD(model.parameters(), lr=0.1),
+                           toy_config(monitor="min loss", epochs=3),
+                           [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))])  # fmt: skip
+    trainer.run_dirs = RunDirs(tmp_path, tmp_path)
+    trainer.monitor.best, trainer.step, trainer.epoch = 0.5, 2, 2
+    trainer.save("checkpoint-epoch2.pth")  # the epoch that set the best: count 0
+    trainer.monitor.not_improved_count, trainer.step, trainer.epoch = 1, 4, 4
+    trainer.save("checkpoint-epoch4.pth")  # resumed from here: the best is still 0.5
+    checkpointer = next(h for h in trainer.hooks if isinstance(h, Checkpointer))
+    checkpointer.before_train(trainer)
+    assert trainer.monitor.best == 0.5  # kept
+    best = (tmp_path / "model_best.pth").read_bytes()
+    assert best == (tmp_path / "checkpoint-epoch2.pth").read_bytes()
+
+
 def hold_lock(models: Path) -> subprocess.Popen:
     """Another process that has taken the run directory, once it says so."""
     code = ("import sys; from pathlib import Path; from utils.run_lock import lock_run_dir; "

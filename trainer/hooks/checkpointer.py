@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from base import BaseTrainer, Hook
-from utils.checkpoint import load_checkpoint, numbered_checkpoints
+from utils.checkpoint import atomic_write, load_checkpoint, numbered_checkpoints
 from utils.distributed import broadcast_from_main
 from utils.errors import UserError
 
@@ -29,8 +29,9 @@ class Checkpointer(Hook):
     `model_best.pth` is written before the epoch's checkpoint: a failure between the two then
     leaves a newest checkpoint that has not seen the new best, and its resumed run writes
     that best again. A resumed run whose `model_best.pth` is missing or does not hold the
-    recorded best (one from before this order) forgets the recorded best, so that the next
-    validated epoch writes `model_best.pth`."""
+    recorded best (set aside with a later future, or from before this order) restores it from
+    the epoch checkpoint that set that best, if one is kept; else it forgets the recorded
+    best, so that the next validated epoch writes `model_best.pth`."""
 
     def __init__(
         self,
@@ -48,6 +49,8 @@ class Checkpointer(Hook):
         saved = None
         if trainer.run_dirs is not None:
             saved = _best_on_disk(trainer.run_dirs.models / "model_best.pth")
+            if saved != trainer.monitor.best and _restore_best(trainer):
+                saved = trainer.monitor.best
         if broadcast_from_main(saved != trainer.monitor.best):  # the same choice on every rank
             logger.warning(
                 "model_best.pth %s the recorded best %s %.6g: the next validated epoch "
@@ -75,6 +78,34 @@ class Checkpointer(Hook):
     def _prune(self, trainer: BaseTrainer, kind: str, keep: int | None) -> None:
         if trainer.run_dirs is not None and keep is not None:
             keep_newest(trainer.run_dirs.models, kind, keep)
+
+
+def _restore_best(trainer: BaseTrainer) -> bool:
+    """Copy to `model_best.pth` the kept epoch checkpoint that set the recorded best (saved at
+    the same moment as the best model was, so it is the same file); False if none is kept."""
+    models = trainer.run_dirs.models
+    epochs = reversed(numbered_checkpoints(models, "epoch"))
+    source = next((path for path in epochs if _set_best(path, trainer)), None)
+    if source is None:
+        return False
+    contents = source.read_bytes()
+    try:
+        atomic_write(models / "model_best.pth", lambda file: file.write(contents))
+    except OSError:
+        return False  # (a full disk): the best is forgotten instead, and written when it can be
+    logger.info("model_best.pth restored from %s, which set the recorded best %s %.6g",
+                source.name, trainer.monitor.name, trainer.monitor.best)  # fmt: skip
+    return True
+
+
+def _set_best(path: Path, trainer: BaseTrainer) -> bool:
+    """Whether the checkpoint at `path` was saved by the epoch that set the recorded best."""
+    try:
+        state = load_checkpoint(path)
+    except UserError:
+        return False
+    return (state["step"] <= trainer.step and state["not_improved_count"] == 0
+            and state["monitor_best"] == trainer.monitor.best)  # fmt: skip
 
 
 def _best_on_disk(path: Path) -> float | None:
