@@ -123,15 +123,21 @@ def test_the_best_model_is_written_before_the_epoch_checkpoint(
     assert load(newest)["monitor_best"] == load(models / "model_best.pth")["monitor_best"]
 
 
-def test_a_resumed_run_rewrites_a_best_model_that_lags_its_record(tmp_path):
-    """model_best.pth of a run from before that order (or copied over) holds an older best:
-    the resumed run forgets the recorded best, so the next validated epoch writes it."""
+def monitoring_trainer(models: Path):
+    """A small trainer that monitors its loss and writes into `models`."""
     model = torch.nn.Linear(2, 2)
     trainer = make_trainer(model, torch.nn.functional.cross_entropy,
                            torch.optim.SGD(model.parameters(), lr=0.1),
                            toy_config(monitor="min loss", epochs=3),
                            [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))])  # fmt: skip
-    trainer.run_dirs = RunDirs(tmp_path, tmp_path)
+    trainer.run_dirs = RunDirs(models, models)
+    return trainer
+
+
+def test_a_resumed_run_rewrites_a_best_model_that_lags_its_record(tmp_path):
+    """model_best.pth of a run from before that order (or copied over) holds an older best:
+    the resumed run forgets the recorded best, so the next validated epoch writes it."""
+    trainer = monitoring_trainer(tmp_path)
     trainer.monitor.best, trainer.step = 0.7, 5
     trainer.save("model_best.pth")
     checkpointer = next(h for h in trainer.hooks if isinstance(h, Checkpointer))
@@ -145,12 +151,7 @@ def test_a_resumed_run_rewrites_a_best_model_that_lags_its_record(tmp_path):
 def test_a_resumed_run_restores_its_best_model_from_the_epoch_that_set_it(tmp_path):
     """Resumed from an earlier point, whose future's model_best.pth was set aside: the epoch
     checkpoint that set the recorded best is that best model, so it takes its place."""
-    model = torch.nn.Linear(2, 2)
-    trainer = make_trainer(model, torch.nn.functional.cross_entropy,
-                           torch.optim.SGD(model.parameters(), lr=0.1),
-                           toy_config(monitor="min loss", epochs=3),
-                           [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))])  # fmt: skip
-    trainer.run_dirs = RunDirs(tmp_path, tmp_path)
+    trainer = monitoring_trainer(tmp_path)
     trainer.monitor.best, trainer.step, trainer.epoch = 0.5, 2, 2
     trainer.save("checkpoint-epoch2.pth")  # the epoch that set the best: count 0
     trainer.monitor.not_improved_count, trainer.step, trainer.epoch = 1, 4, 4
