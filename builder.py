@@ -35,7 +35,8 @@ from trainer.hooks import (
     TensorBoardLogger,
 )
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
-from utils.config import Key, check_node, is_named_nodes
+from utils.config import check_node, is_named_nodes
+from utils.config_keys import Key
 from utils.errors import UserError
 
 SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {

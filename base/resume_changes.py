@@ -22,7 +22,8 @@ import torch
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
 from base.base_trainer import BaseTrainer
-from utils.config import SCHEDULER_KEYS, check_named_nodes, config_changes, is_named_nodes
+from utils.config import check_named_nodes, config_changes, is_named_nodes
+from utils.config_keys import SCHEDULER_KEYS
 from utils.errors import UserError
 
 

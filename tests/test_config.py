@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import (
-    TRAINER_KEYS,
-    apply_overrides,
-    load_config_file,
-    parse_monitor,
-    resolve_config,
-)
+from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config_keys import TRAINER_KEYS, parse_monitor
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

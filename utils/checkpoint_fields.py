@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from utils.config import Key, resolve_config
+from utils.config import resolve_config
+from utils.config_keys import Key
 from utils.errors import UserError, error_summary
 
 MAX_COUNT = 2**63  # counters go into int64s (tensors, TensorBoard steps)

@@ -6,9 +6,7 @@ that knows which keys exist, so a typo anywhere is caught before anything is bui
 """
 
 import copy
-import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,118 +18,16 @@ from utils.config_file import (
     shown,
     value_problems,
 )
+from utils.config_keys import (
+    LOADER_ARGS,
+    METRIC_ARGS,
+    REQUIRED,
+    SCHEDULER_KEYS,
+    TOP_LEVEL_KEYS,
+    TRAINER_KEYS,
+    Key,
+)
 from utils.errors import UserError, did_you_mean
-
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Key:
-    """One config key: the types it accepts, its default, and an optional range check."""
-
-    types: tuple[type, ...]
-    default: Any = _REQUIRED
-    check: Callable[[Any], bool] | None = None
-    valid: str = ""  # what a valid value looks like, for the error message
-
-
-_NODE = (dict,)  # {"type": ..., "args": {...}}
-SCHEDULER_KEYS = {  # beside "type" and "args" in an lr_scheduler node
-    "interval": Key(
-        (str, type(None)),
-        None,
-        lambda v: v in ("epoch", "step"),
-        "'epoch', 'step' or null (OneCycleLR: step, others: epoch)",
-    ),
-}
-_COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")
-
-
-def is_path_component(name: str) -> bool:
-    """Whether `name` can be one directory inside another (a run's `name` is one under
-    `save_dir`): not empty, not `.` or `..`, no `/`, at most 255 bytes (a file system's limit)."""
-    return name not in ("", ".", "..") and "/" not in name and len(name.encode()) <= 255
-
-
-TOP_LEVEL_KEYS = {
-    "name": Key(
-        (str,),
-        check=is_path_component,
-        valid="a directory name: not '', '.' or '..', without '/', at most 255 bytes",
-    ),
-    "n_gpu": Key((int,), 1, lambda v: v >= 0, "an integer >= 0"),
-    # Below 2**32 every generator (Python's, NumPy's, torch's) takes the seed as it is;
-    # NumPy would reduce a larger one modulo 2**32, giving two seeds one stream.
-    "seed": Key(
-        (int, type(None)),
-        None,
-        lambda v: 0 <= v < 2**32,
-        "an integer >= 0 and < 2**32, or null (a random one)",
-    ),
-    "arch": Key(_NODE),  # a node, or a mapping of model names to nodes
-    "data_loader": Key(_NODE),
-    "optimizer": Key(_NODE),  # a node (for every model), or a mapping of model names to nodes
-    "loss": Key((str, dict, type(None)), None),
-    "metrics": Key((list,), []),
-    "lr_scheduler": Key((dict, type(None)), None),
-    "trainer": Key((dict,)),
-    "code_version": Key((dict, type(None)), None),  # written by train.py: git commit, dirty
-}
-
-TRAINER_KEYS = {
-    "type": Key((str,), "Trainer"),
-    "hooks": Key((list,), []),
-    "epochs": _COUNT,
-    "save_dir": Key((str,), "saved/", lambda v: v != "", "a directory, such as 'saved/'"),
-    "save_period": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
-    "keep_last": Key(
-        (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
-    ),
-    "verbosity": Key((int,), 2, lambda v: v in (0, 1, 2), "0, 1 or 2"),
-    "monitor": Key(
-        (str,), "off", lambda v: parse_monitor(v) is not None, "'off', 'min METRIC' or 'max METRIC'"
-    ),
-    "early_stop": Key((int,), 0, lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
-    "tensorboard": Key((bool,), True),
-    "log_images": Key((bool,), True),
-    "len_epoch": Key(
-        (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
-    ),
-    "log_step": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
-    "progress_bar": Key((bool,), True),
-    "amp": Key(
-        (str, bool), False, lambda v: v in ("bf16", "fp16", False), "'bf16', 'fp16' or false"
-    ),
-    "accumulate_steps": Key((int,), 1, lambda v: v >= 1, "an integer >= 1"),
-    "clip_grad_norm": Key(
-        (int, float, type(None)), None, lambda v: v > 0, "a number > 0 or null (no clipping)"
-    ),
-    "compile": Key(
-        (bool, dict), False, valid="true, false or a mapping of torch.compile arguments"
-    ),
-    "channels_last": Key((bool,), False),
-    "cudnn_benchmark": Key((bool,), False),
-    "on_nonfinite": Key(
-        (str, type(None)),
-        None,
-        lambda v: v in ("stop", "skip"),
-        "'stop', 'skip' or null (no check: no host sync per step)",
-    ),
-    "max_skipped": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
-    "save_every_steps": Key(
-        (int, type(None)), None, lambda v: v >= 1, "an integer >= 1 or null (only per epoch)"
-    ),
-}
-
-
-def parse_monitor(monitor: str) -> tuple[str, str] | None:
-    """`"min val_loss"` -> `("min", "val_loss")`; `"off"` -> `("off", "")`; invalid -> None."""
-    if monitor == "off":
-        return ("off", "")
-    mode, _, metric = monitor.partition(" ")
-    if mode in ("min", "max") and metric and " " not in metric:
-        return (mode, metric)
-    return None
 
 
 def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:
@@ -145,9 +41,9 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[s
             errors.append(f"{prefix}{key_text(key)}: unknown key{did_you_mean(str(key), keys)}")
     resolved = {}
     for key, spec in keys.items():
-        resolved[key] = None if spec.default is _REQUIRED else copy.deepcopy(spec.default)
+        resolved[key] = None if spec.default is REQUIRED else copy.deepcopy(spec.default)
         if key not in section:
-            if spec.default is _REQUIRED:
+            if spec.default is REQUIRED:
                 errors.append(f"{prefix}{key}: missing; this key is required")
         elif _check_value(section[key], spec, f"{prefix}{key}", errors):
             resolved[key] = section[key]
@@ -238,38 +134,6 @@ def check_named_nodes(
         name: check_node(child, f"{path}.{name}", errors, extra_keys=extra_keys)
         for name, child in node.items()
     }
-
-
-# Beyond this, more loader processes only cost memory; 32 keeps a config that asks for up to
-# 32 valid on any machine, and a machine with more cores may use them all.
-MAX_WORKERS = max(32, os.cpu_count() or 1)
-
-_FLAG = Key((bool,))  # "true or false": YAML 1.2 and JSON read `no` and "false" as strings
-LOADER_ARGS = {  # arguments the template's data loaders share, checked where a config gives them
-    "batch_size": Key(
-        (int,), check=lambda v: 1 <= v <= 2**31 - 1, valid="an integer from 1 to 2**31 - 1"
-    ),
-    "validation_split": Key(
-        (int, float),
-        check=lambda v: 0 <= v < 1 if isinstance(v, float) else v >= 0,
-        valid="a fraction in [0, 1) or a number of samples >= 0",
-    ),
-    "num_workers": Key(
-        (int,),
-        check=lambda v: 0 <= v <= MAX_WORKERS,
-        valid=f"an integer from 0 to {MAX_WORKERS} (0: load in the training process)",
-    ),
-    "shuffle": _FLAG,
-    "training": _FLAG,
-    "drop_last": _FLAG,
-    "download": _FLAG,
-    "device_resident": _FLAG,
-    "pin_memory": Key((bool, type(None)), valid="true or false, or null (true with a GPU)"),
-}
-
-METRIC_ARGS = {  # checks on the arguments of model/metric.py's metrics, before any is built
-    "top_k_acc": {"k": _COUNT},
-}
 
 
 def _check_args(args: dict, keys: dict[str, Key], path: str, errors: list[str]) -> None:

@@ -5,6 +5,7 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint, numbered_checkpoints
+from utils.config_keys import is_path_component
 from utils.errors import UserError
 
 
@@ -14,17 +15,6 @@ def readable_path(path: str | Path) -> Path:
     path = Path(path).resolve()
     cwd = Path.cwd().resolve()
     return path.relative_to(cwd) if path.is_relative_to(cwd) else path
-
-
-def is_path_component(name: str) -> bool:
-    """Whether `name` names one directory entry: a run id or a run name never leads out of
-    the run tree, and the file system accepts it."""
-    return (
-        name not in ("", ".", "..")
-        and "/" not in name
-        and "\0" not in name
-        and len(name.encode("utf-8", "surrogateescape")) <= 255
-    )
 
 
 @dataclass(frozen=True)
