@@ -225,6 +225,14 @@ def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
         )
 
 
+def early_stop_override(trainer: BaseTrainer) -> str:
+    """` -o trainer.early_stop=0` when early stopping has run out of patience, else ""."""
+    patience = trainer.config["trainer"]["early_stop"]
+    monitor = trainer.monitor
+    spent = patience > 0 and monitor.enabled and monitor.not_improved_count >= patience
+    return " -o trainer.early_stop=0" if spent else ""
+
+
 def resume_position(trainer: BaseTrainer) -> str:
     """Where a resumed run picks up, in words: "after epoch 5 of 15 (step 1200)", or "in
     epoch 1 of 15, after 8 of its 29 batches (step 8)"."""
@@ -251,14 +259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run_dirs is not None:
         logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
         logger.info("to evaluate: python test.py -r %s", run_dirs.models)
-        if trainer.epoch < trainer.epochs:  # a hook ended it (early stopping counts on)
-            logger.info("to train on (without early stopping, which would end it again at "
-                        "once): python train.py -r %s -o trainer.early_stop=0",
-                        run_dirs.models)  # fmt: skip
+        # Early stopping's count is restored on resume: one more epoch without improvement
+        # would end the resumed run again, so the commands turn it off.
+        early_stop = early_stop_override(trainer)
+        if trainer.epoch < trainer.epochs:  # a hook ended it
+            logger.info("to train on: python train.py -r %s%s", run_dirs.models, early_stop)
         else:
             logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
-                        "python train.py -r %s -o trainer.epochs=%d",
-                        trainer.epoch, run_dirs.models, 2 * trainer.epoch)  # fmt: skip
+                        "python train.py -r %s -o trainer.epochs=%d%s",
+                        trainer.epoch, run_dirs.models, 2 * trainer.epoch, early_stop)  # fmt: skip
     return 0
 
 

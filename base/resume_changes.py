@@ -119,7 +119,8 @@ def _changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
             errors.append(f"{change} on resume: the run's sample order comes from its seed; "
                           f"{_fine_tune('train with another seed')}")  # fmt: skip
         elif change.startswith("data_loader.") and done > 0:
-            errors.append(f"{change} on resume {done} batches into epoch {epoch}, which counted "
+            batches = f"{done} batch{'es' if done > 1 else ''}"
+            errors.append(f"{change} on resume {batches} into epoch {epoch}, which counted "
                           "the old loader's batches; change it when resuming from an epoch "
                           "checkpoint")  # fmt: skip
     return errors

@@ -200,6 +200,12 @@ def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> 
     result = run_script(*argv)
     assert result.returncode == 0, result.stderr
     assert "epoch 4/4" in result.stdout
+    # Early stopping at the last epoch: the command that trains longer turns it off too.
+    last = [*early[:-1], "trainer.early_stop=1", "-o", "trainer.epochs=2"]
+    result = run_script("train.py", "-c", CONFIG, *shrunk(tmp_path / "last"), *last)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if "to train longer" in line]
+    assert command.endswith("-o trainer.epochs=4 -o trainer.early_stop=0")
 
 
 def test_new_project_trains_on_its_own(tmp_path: Path) -> None:

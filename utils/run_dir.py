@@ -54,8 +54,9 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
     started = [*dirs.models.glob("config.json"), *dirs.models.glob("*.pth")]
     if started or (dirs.log.is_dir() and any(dirs.log.iterdir())):
         raise UserError(
-            f"--run-id: {run_id!r} is a run that exists ({dirs.models}); resume it with "
-            f"python train.py -r {dirs.models}, or choose another id"
+            f"--run-id: {run_id!r} is a run that exists ({dirs.models}); choose another id, or "
+            f"go on with that run: python train.py -r {dirs.models} (plus -o "
+            "trainer.epochs=N to train a finished run longer)"
         )
     _make(dirs, exist_ok=True)
     return dirs
