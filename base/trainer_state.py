@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from utils.checkpoint import load_weights, save_checkpoint
+from utils.checkpoint import save_checkpoint
 from utils.checkpoint_fields import FieldError
 from utils.distributed import is_distributed
 from utils.errors import error_summary
-from utils.saved_states import load_like, load_optimizer_state
+from utils.saved_states import load_like, load_optimizer_state, load_weights
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)

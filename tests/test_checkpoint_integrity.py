@@ -18,9 +18,10 @@ from torch import nn
 
 import train
 from builder import build_trainer
-from utils.checkpoint import load_checkpoint, load_weights, newest_checkpoint
+from utils.checkpoint import load_checkpoint, newest_checkpoint
 from utils.config import resolve_config
 from utils.errors import UserError
+from utils.saved_states import load_weights
 
 
 def files_under(directory: Path) -> dict[str, bytes | None]:

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from utils.checkpoint_fields import FieldError, check_fields, is_int
+from utils.checkpoint_fields import check_fields, is_int
 from utils.errors import TrainingFailed, UserError, error_summary
 
 CHECKPOINT_KEYS = (
@@ -206,41 +206,6 @@ def _damage(path: Path) -> str | None:
     except Exception as error:  # any failure to read the archive is damage
         return f"its zip archive does not read: {error_summary(error)}"
     return None if bad is None else f"member {bad} fails its CRC check"
-
-
-def load_weights(
-    model: torch.nn.Module, weights: dict[str, Any], field: str = "state_dict"
-) -> None:
-    """Load a state dict of weights into `model`; if they do not fit, name the missing,
-    unexpected and mis-shaped keys (a `FieldError` on `field` of the checkpoint)."""
-    own = model.state_dict()
-    missing = [key for key in own if key not in weights]
-    unexpected = [key for key in weights if key not in own]
-    shapes = [
-        f"{key} {tuple(weights[key].shape)} (the model's: {tuple(own[key].shape)})"
-        for key in own
-        if key in weights and getattr(weights[key], "shape", None) != own[key].shape
-    ]
-    problems = [
-        f"{what} {_some(keys)}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if keys
-    ]
-    if problems:
-        raise FieldError(
-            field, f"the weights do not fit this model ({'; '.join(problems)}); arch and "
-            "arch.args must be those it was trained with"
-        )  # fmt: skip
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise FieldError(field, f"the weights do not load ({error_summary(error)})") from None
-
-
-def _some(items: list[str], shown: int = 3) -> str:
-    """`a, b, c and 4 more`."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -1,6 +1,7 @@
-"""Loading a saved state (an optimizer's, a scheduler's, a scaler's) into the built object it
-belongs to, once it is seen to fit: `torch`'s own `load_state_dict` takes almost anything and
-fails later, mid-run, or not at all. A misfit is a `FieldError` naming the checkpoint field.
+"""Loading a saved state (a model's weights, an optimizer's, a scheduler's, a scaler's) into
+the built object it belongs to, once it is seen to fit: `torch`'s own `load_state_dict` takes
+almost anything and fails later, mid-run, or not at all. A misfit is a `FieldError` naming
+the checkpoint field.
 """
 
 from typing import Any
@@ -110,3 +111,38 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, field: s
         if missing:  # (torch has filled in those that its newer versions added)
             problem = f"has no {', '.join(missing)}: it is not the state of a {name}"
             raise FieldError(f"{field}.param_groups[{index}]", problem)
+
+
+def load_weights(
+    model: torch.nn.Module, weights: dict[str, Any], field: str = "state_dict"
+) -> None:
+    """Load a state dict of weights into `model`; if they do not fit, name the missing,
+    unexpected and mis-shaped keys (a `FieldError` on `field` of the checkpoint)."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in weights]
+    unexpected = [key for key in weights if key not in own]
+    shapes = [
+        f"{key} {tuple(weights[key].shape)} (the model's: {tuple(own[key].shape)})"
+        for key in own
+        if key in weights and getattr(weights[key], "shape", None) != own[key].shape
+    ]
+    problems = [
+        f"{what} {_some(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if keys
+    ]
+    if problems:
+        raise FieldError(
+            field, f"the weights do not fit this model ({'; '.join(problems)}); arch and "
+            "arch.args must be those it was trained with"
+        )  # fmt: skip
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise FieldError(field, f"the weights do not load ({error_summary(error)})") from None
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    """`a, b, c and 4 more`."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
