@@ -236,12 +236,18 @@ def test_a_directory_named_config_json_is_refused_on_resume(
     assert not temporary_files(run.save_dir)
 
 
-def test_a_directory_in_place_of_the_metrics_is_refused_before_evaluating(
-    shrunk_run: TrainedRun, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def with_a_directory_for_the_metrics(shrunk_run: TrainedRun, tmp_path: Path):
+    """A copy of the run with a directory where test.py writes checkpoint-epoch1's metrics."""
     run = shrunk_run.copy_to(tmp_path)
     metrics = run.models / "checkpoint-epoch1.test_metrics.json"
     metrics.mkdir()
+    return run, metrics
+
+
+def test_a_directory_in_place_of_the_metrics_is_refused_before_evaluating(
+    shrunk_run: TrainedRun, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    run, metrics = with_a_directory_for_the_metrics(shrunk_run, tmp_path)
 
     def evaluation_started(*args, **kwargs):
         raise AssertionError("the evaluation started before the output was checked")
@@ -256,9 +262,7 @@ def test_a_metrics_write_failing_after_the_evaluation_is_one_line(
     shrunk_run: TrainedRun, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     """Whatever the early check cannot foresee (here: it is skipped) still ends in one line."""
-    run = shrunk_run.copy_to(tmp_path)
-    metrics = run.models / "checkpoint-epoch1.test_metrics.json"
-    metrics.mkdir()
+    run, metrics = with_a_directory_for_the_metrics(shrunk_run, tmp_path)
     monkeypatch.setattr(test_script, "check_writable", lambda path: None)
     code, stderr = run_in_process(
         test_script.main, ["-r", str(run.models / "checkpoint-epoch1.pth")], capsys
