@@ -10,7 +10,9 @@ checkpoint, and their state would silently override changed config values. So:
   all scaled by new/old, so the schedule goes on from the point it reached, at the new base;
 - a changed `optimizer.type` or `lr_scheduler`, a changed one-cycle length, or an argument
   the restored state cannot follow is refused: that state belongs to what the checkpoint
-  ran. Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
+  ran. So are a changed `seed`, and a changed data loader in the middle of an epoch: the
+  restored position in the epoch's sample order would no longer be where the run stood.
+  Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
 """
 
 import inspect
