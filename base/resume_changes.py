@@ -5,13 +5,15 @@ A plain resume (`-r` without `-c`) restores the optimizers and LR schedulers fro
 checkpoint, and their state would silently override changed config values. So:
 
 - a changed `optimizer.args` value (a parameter-group hyperparameter: `lr`, `weight_decay`,
-  `betas`, ...) is set in every restored parameter group. A changed `lr` is the new *base*
-  learning rate: the groups' current `lr` and `initial_lr` and the schedule's `base_lrs` are
-  all scaled by new/old, so the schedule goes on from the point it reached, at the new base;
-- a changed `optimizer.type` or `lr_scheduler`, a changed one-cycle length, or an argument
-  the restored state cannot follow is refused: that state belongs to what the checkpoint
-  ran. So are a changed `seed`, and a changed data loader in the middle of an epoch: the
-  restored position in the epoch's sample order would no longer be where the run stood.
+  `betas`, ...) is set in every restored parameter group that does not set its own
+  (`optimizer.param_groups`). A changed `lr` is the new *base* learning rate: those groups'
+  current `lr` and `initial_lr` and the schedule's `base_lrs` are all scaled by new/old, so
+  the schedule goes on from the point it reached, at the new base;
+- a changed `optimizer.type`, `optimizer.param_groups` or `lr_scheduler`, a changed
+  one-cycle length, or an argument the restored state cannot follow is refused: that state
+  belongs to what the checkpoint ran. So are a changed `seed`, and a changed data loader
+  in the middle of an epoch: the restored position in the epoch's sample order would no
+  longer be where the run stood.
   Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
 """
 
@@ -25,8 +27,9 @@ from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
 from base.base_trainer import BaseTrainer
 from utils.config import check_named_nodes, config_changes, is_named_nodes
-from utils.config_keys import SCHEDULER_KEYS
+from utils.config_keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
 from utils.errors import UserError
+from utils.param_groups import group_parameters
 
 
 def _fine_tune(goal: str = "change it") -> str:
@@ -58,6 +61,7 @@ def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str
     old, new = checkpoint["config"], trainer.config
     _refuse(
         _replaced_optimizers(trainer, old, new)
+        + _changed_param_groups(trainer, old, new)
         + _changed_schedules(trainer, old, new)
         + _changed_order(checkpoint, old, new)
     )
@@ -104,7 +108,7 @@ def _node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
     node = config.get(key)
     if node is None:
         return key, None
-    extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else None
+    extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
     if is_named_nodes(node):
         return f"{key}.{name}", check_named_nodes(node.get(name), f"{key}.{name}", [], extra_keys)
     return key, check_named_nodes(node, key, [], extra_keys)
@@ -138,6 +142,23 @@ def _replaced_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str
             errors.append(
                 f"{path}.type: {was!r} -> {node['type']!r} on resume: the restored optimizer "
                 f"state is {was}'s; {_fine_tune('switch optimizer')}"
+            )
+    return errors
+
+
+def _changed_param_groups(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
+    """A changed `optimizer.param_groups`: the restored state numbers its parameters by the
+    old groups, and each group's hyperparameters (and schedule) are the old ones."""
+    errors = []
+    for name in trainer.optimizers:
+        path, node = _node(new, "optimizer", name)
+        was = _node(old, "optimizer", name)[1]["param_groups"]
+        if node["param_groups"] != was:
+            key = f"{path}.param_groups"
+            changes = "; ".join(config_changes({key: was}, {key: node["param_groups"]}))
+            errors.append(
+                f"{changes or key + ': reordered'} on resume: the restored optimizer state "
+                f"is in the old parameter groups, with their options; {_fine_tune()}"
             )
     return errors
 
@@ -280,29 +301,48 @@ def _missing_state(optimizer: torch.optim.Optimizer, arguments: dict) -> list[st
     return sorted(set(probe.state[stand_in]) - set(state))
 
 
+def _own_options(trainer: BaseTrainer, name: str) -> list[set[str]]:
+    """The options each of an optimizer's parameter groups sets itself, by group number (the
+    groups are rebuilt from the config and the model as when the optimizer was built)."""
+    path, node = _node(trainer.config, "optimizer", name)
+    model = trainer.bare_models[name]
+    groups = group_parameters(model, node["param_groups"], f"{path}.param_groups")
+    return [set(group.options) for group in groups]
+
+
 def _apply(trainer: BaseTrainer, change: ArgumentChange) -> str:
-    """Set `change` in the restored optimizer (and, for `lr`, its schedule); say what changed."""
+    """Set `change` in the restored optimizer's groups that do not set that argument
+    themselves (and, for `lr`, in their schedule); say what changed."""
     optimizer = trainer.optimizers[change.name]
+    taking = [change.argument not in own for own in _own_options(trainer, change.name)]
+    kept = [str(index) for index, takes in enumerate(taking) if not takes]
+    where = f" (group {', '.join(kept)} keeps its own)" if kept else ""
+    if not any(taking):
+        return f"no parameter group: each sets its own {change.argument}"
     if change.argument != "lr":
-        for group in optimizer.param_groups:
-            group[change.argument] = change.new
-        return "every parameter group"
-    before = optimizer.param_groups[0]["lr"]
+        for group, takes in zip(optimizer.param_groups, taking, strict=True):
+            if takes:
+                group[change.argument] = change.new
+        return f"every parameter group{where}"
+    first = taking.index(True)
+    before = optimizer.param_groups[first]["lr"]
 
     def rescale(lr: float) -> float:
         if change.old == 0:  # no schedule (see `_contradictions`): nothing to carry over
             return change.new
         return change.new * (lr / change.old)  # exactly `new` where lr is the old base
 
-    for group in optimizer.param_groups:
+    for group, takes in zip(optimizer.param_groups, taking, strict=True):
         for key in ("lr", "initial_lr"):
-            if key in group:
+            if key in group and takes:
                 group[key] = rescale(group[key])
     schedulers = _schedulers(trainer.lr_schedulers.get(change.name))
     for scheduler in schedulers:
         for attribute in ("base_lrs", "_last_lr"):
             if hasattr(scheduler, attribute):
-                setattr(scheduler, attribute, [rescale(lr) for lr in getattr(scheduler, attribute)])
-    after = optimizer.param_groups[0]["lr"]
+                rates = zip(getattr(scheduler, attribute), taking, strict=True)
+                setattr(scheduler, attribute, [rescale(lr) if t else lr for lr, t in rates])
+    after = optimizer.param_groups[first]["lr"]
     rule = ", the schedule going on from where it stood" if schedulers else ""
-    return f"new base lr: current lr {before:.6g} -> {after:.6g}{rule}"
+    group = f"group {first}'s " if len(taking) > 1 else ""
+    return f"new base lr: {group}current lr {before:.6g} -> {after:.6g}{rule}{where}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from conftest import ROOT
 
 from builder import build_trainer, trainer_keys
@@ -35,6 +36,12 @@ def test_shipped_config_builds_and_takes_a_step(path: Path, tmp_path: Path) -> N
     overrides = [f"trainer.save_dir={tmp_path}", "trainer.compile=false"]
     if data_dir is not None and not raw["data_loader"]["args"].get("download"):
         overrides.append(f"data_loader.args.data_dir={ROOT / data_dir}")
+    arch_args = raw["arch"].get("args") or {}
+    if raw["arch"].get("type") == "TorchvisionModel" and arch_args.get("weights"):
+        # A stand-in for the pretrained file the README says how to download (same shapes).
+        stand_in = tmp_path / "weights.pth"
+        torch.save(torchvision.models.get_model(arch_args["name"]).state_dict(), stand_in)
+        overrides.append(f"arch.args.weights={stand_in}")
     config = resolve_config(apply_overrides(raw, overrides), trainer_keys)
     if config["data_loader"]["args"].get("download"):
         # Building would fetch the data set; offline, the same loader must fail clearly.

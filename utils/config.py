@@ -21,6 +21,7 @@ from utils.config_file import (
 from utils.config_keys import (
     LOADER_ARGS,
     METRIC_ARGS,
+    OPTIMIZER_KEYS,
     REQUIRED,
     SCHEDULER_KEYS,
     TOP_LEVEL_KEYS,
@@ -160,8 +161,10 @@ def resolve_config(
         raise UserError(_one_line(problems))
     errors: list[str] = []
     resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
-    for key in ("arch", "optimizer"):
-        resolved[key] = check_named_nodes(resolved[key], key, errors)
+    resolved["arch"] = check_named_nodes(resolved["arch"], "arch", errors)
+    resolved["optimizer"] = check_named_nodes(
+        resolved["optimizer"], "optimizer", errors, extra_keys=OPTIMIZER_KEYS
+    )
     resolved["data_loader"] = check_node(resolved["data_loader"], "data_loader", errors)
     if resolved["loss"] is not None:
         resolved["loss"] = check_node(resolved["loss"], "loss", errors, allow_name=True)

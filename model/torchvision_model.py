@@ -1,0 +1,214 @@
+"""Any torchvision classification model as `arch`, for transfer learning: weights from a local
+file (or, when the config names them, torchvision's own download), a new head for
+`num_classes`, a first convolution for `in_channels`, and frozen parameters by name."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models import get_model, get_model_weights, list_models
+
+from base import BaseModel
+from utils.errors import UserError, did_you_mean, error_summary
+from utils.saved_states import load_weights
+
+KEY = "arch.args"  # where this model's arguments sit in a one-model config
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt")
+
+
+class TorchvisionModel(BaseModel):
+    """A torchvision classification model by `name` (`resnet18`, `vit_b_16`, ...), returning
+    log-probabilities (pair it with `nll_loss`, like the other models here).
+
+    `weights`: null (random initial weights); a file (a path: it names an existing file,
+    contains '/' or ends in .pth or .pt) holding a state dict of that torchvision model, or
+    one of our checkpoints; or the name of torchvision's weights (`"IMAGENET1K_V1"`,
+    `"DEFAULT"`), the one case that downloads. The weights are loaded with the head they were
+    saved with; then the head is replaced by a new one for `num_classes` and the first
+    convolution by one for `in_channels`, initialised from the loaded kernel. `freeze` lists
+    fnmatch patterns of parameter names not to train (`BaseModel.freeze`).
+
+    Parameter names are torchvision's own (`layer1.0.conv1.weight`, `fc.weight`): this
+    module shares the network's tables of parameters, buffers and submodules, so `freeze`,
+    `optimizer.param_groups` and the checkpoint's `state_dict` all use those names.
+    """
+
+    initial_weights_argument = "weights"
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int = 10,
+        weights: str | None = None,
+        in_channels: int = 3,
+        freeze: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        _check_arguments(name, num_classes, weights, in_channels, freeze)
+        if weights is None:
+            network = get_model(name, weights=None, num_classes=num_classes)
+        else:
+            network = _pretrained(name, weights)
+            if _head(network)[1] != num_classes:  # (a head of that size keeps its weights)
+                network.set_submodule(*_new_head(network, num_classes))
+        _adapt_first_conv(network, in_channels)
+        self._parameters, self._buffers = network._parameters, network._buffers
+        self._non_persistent_buffers_set = network._non_persistent_buffers_set
+        self._modules = network._modules
+        # Not registered as a submodule: its parameters are this module's own, shared above.
+        object.__setattr__(self, "network", network)
+        self.freeze(freeze, f"{KEY}.freeze")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, in_channels, H, W)
+        return F.log_softmax(self.network(x), dim=1)  # (B, num_classes)
+
+    def train(self, mode: bool = True) -> "TorchvisionModel":
+        self.network.training = mode  # (its submodules are this module's: set by super())
+        return super().train(mode)
+
+
+def _check_arguments(
+    name: str, num_classes: int, weights: str | None, in_channels: int, freeze: Sequence[str]
+) -> None:
+    names = list_models(module=torchvision.models)
+    if name not in names:
+        raise UserError(
+            f"{KEY}.name: {name!r} is not a torchvision classification model"
+            f"{did_you_mean(str(name), names)}"
+        )
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{KEY}.{key}: {value!r} is not valid; expected an integer >= 1")
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise UserError(f"{KEY}.weights: {weights!r} is not valid; expected a file, the name "
+                        "of torchvision's weights (e.g. 'DEFAULT') or null")  # fmt: skip
+    if isinstance(freeze, str) or not all(isinstance(p, str) for p in freeze):
+        raise UserError(f"{KEY}.freeze: {freeze!r} is not valid; expected a list of fnmatch "
+                        "patterns of parameter names, e.g. ['conv1.*', 'layer1.*']")  # fmt: skip
+
+
+def is_weights_file(weights: str) -> bool:
+    """Whether `weights` is a file path rather than the name of torchvision's weights."""
+    return "/" in weights or weights.endswith(WEIGHT_FILE_SUFFIXES) or Path(weights).is_file()
+
+
+def _pretrained(name: str, weights: str) -> nn.Module:
+    """The network with the weights loaded, its head still theirs (e.g. 1000 classes)."""
+    state = _read_file(name, weights) if is_weights_file(weights) else _download(name, weights)
+    network = get_model(name, weights=None)
+    head, default_classes = _head(network)
+    if f"{head}.weight" not in state:
+        raise UserError(f"{KEY}.weights: {weights} is not a state dict of torchvision's "
+                        f"{name}: it has no {head}.weight (the classification layer)")  # fmt: skip
+    classes = state[f"{head}.weight"].shape[0]
+    if classes != default_classes:  # saved with another head: build that one, to load it
+        network = get_model(name, weights=None, num_classes=classes)
+    stem = f"{_first_conv(network)[0]}.weight"
+    if stem in state and state[stem].ndim == 4:  # saved with other input channels (ours)
+        _adapt_first_conv(network, state[stem].shape[1])
+    try:
+        load_weights(network, state)
+    except UserError as error:
+        problem = getattr(error, "problem", str(error))
+        raise UserError(f"{KEY}.weights: {weights} does not fit torchvision's {name}: "
+                        f"{problem}") from None  # fmt: skip
+    return network
+
+
+def _read_file(name: str, weights: str) -> dict[str, torch.Tensor]:
+    path = Path(weights)
+    if not path.is_file():
+        save = (f"import torch, torchvision; torch.save(torchvision.models.{name}("
+                f"weights='DEFAULT').state_dict(), '{weights}')")  # fmt: skip
+        raise UserError(
+            f"{KEY}.weights: no file {weights}; to put torchvision's ImageNet weights there "
+            f'once (a download): mkdir -p {path.parent} && python -c "{save}"; or set '
+            f"{KEY}.weights to null to start from random weights"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the file holds, it is not weights we can read
+        raise UserError(f"{KEY}.weights: {weights} does not load as a state dict of tensors "
+                        f"({error_summary(error)})") from None  # fmt: skip
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # one of our checkpoints
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise UserError(f"{KEY}.weights: {weights} is not a state dict (parameter names to "
+                        "tensors) nor one of our checkpoints")  # fmt: skip
+    return state
+
+
+def _download(name: str, weights: str) -> dict[str, torch.Tensor]:
+    """torchvision's weights by name, through its own download (and cache)."""
+    choices = get_model_weights(name)
+    if weights not in choices.__members__:
+        raise UserError(
+            f"{KEY}.weights: {weights!r} is neither a file (a path names an existing file, "
+            f"contains '/' or ends in .pth or .pt) nor weights torchvision has for {name}; "
+            f"valid: {', '.join(choices.__members__)}"
+        )
+    chosen = choices[weights]
+    try:
+        return chosen.get_state_dict(progress=False)
+    except Exception as error:  # no network, a proxy, a full disk: one line, then the way out
+        raise UserError(
+            f"{KEY}.weights: downloading {name}'s {weights} weights from {chosen.url} failed "
+            f"({error_summary(error)}); download the file by hand and give its path as "
+            f"{KEY}.weights"
+        ) from None
+
+
+def _head(network: nn.Module) -> tuple[str, int]:
+    """The final classification layer's name and class count: the last `nn.Linear` (or, in
+    SqueezeNet, 1x1 `nn.Conv2d`) in module order, which torchvision registers last."""
+    found = [(name, _outputs(module)) for name, module in network.named_modules()]
+    found = [(name, outputs) for name, outputs in found if outputs is not None]
+    if not found:
+        raise UserError(f"{KEY}.name: {type(network).__name__} has no final linear layer to "
+                        "replace with a head for num_classes")  # fmt: skip
+    return found[-1]
+
+
+def _new_head(network: nn.Module, num_classes: int) -> tuple[str, nn.Module]:
+    """The head's name and a new head for `num_classes` (freshly initialised) in its place."""
+    name, _ = _head(network)
+    old = network.get_submodule(name)
+    bias = old.bias is not None
+    if isinstance(old, nn.Linear):
+        return name, nn.Linear(old.in_features, num_classes, bias=bias)
+    return name, nn.Conv2d(old.in_channels, num_classes, kernel_size=1, bias=bias)
+
+
+def _first_conv(network: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The convolution the input goes into: the first `nn.Conv2d` in module order."""
+    return next((n, m) for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def _adapt_first_conv(network: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution by one taking `in_channels`, its kernel the old one's
+    summed over input channels, divided by `in_channels`, on each: an image whose channels
+    are equal (a grey one) gives what the old convolution gave it, so learned features
+    survive (for 1 channel from RGB: the sum of the RGB kernels)."""
+    name, old = _first_conv(network)
+    if old.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    old.dilation, old.groups, old.bias is not None, old.padding_mode)  # fmt: skip
+    with torch.no_grad():  # (out, C_old, kh, kw) -> (out, in_channels, kh, kw)
+        new.weight.copy_(old.weight.sum(1, keepdim=True).expand_as(new.weight) / in_channels)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    network.set_submodule(name, new)
+
+
+def _outputs(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+        return module.out_channels
+    return None
