@@ -27,7 +27,7 @@ class TabularDataLoader(TensorDataLoader):
 
 MODEL = '''
 
-class MLP(BaseModel):
+class TabularMLP(BaseModel):
     """Features (B, F) to class scores (B, C)."""
 
     def __init__(self, in_features=6, hidden=32, num_classes=3):
@@ -90,7 +90,7 @@ class StepCounter(Hook):
 CONFIG = {
     "name": "Tabular_MLP",
     "seed": 0,
-    "arch": {"type": "MLP", "args": {"hidden": 16}},
+    "arch": {"type": "TabularMLP", "args": {"hidden": 16}},
     "data_loader": {"type": "TabularDataLoader",
                     "args": {"batch_size": 32, "validation_split": 0.2}},
     "optimizer": {"type": "Adam", "args": {"lr": 0.01}},
