@@ -1,8 +1,36 @@
 """A TensorBoard writer that can be switched off without `if` statements at every call site."""
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
+
+# Config keys that say where or how loudly a run ran, not what it trained: no hyperparameters.
+NOT_HYPERPARAMETERS = ("code_version", "data_loader.args.data_dir", "trainer.save_dir",
+                       "trainer.verbosity", "trainer.progress_bar", "trainer.tensorboard",
+                       "trainer.log_images", "trainer.metrics_csv")  # fmt: skip
+
+
+def hyperparameters(config: dict, prefix: str = "") -> dict[str, float | int | str]:
+    """The config's values by dotted key (`optimizer.args.lr`), as TensorBoard's hparams take
+    them: numbers and strings; true/false as strings (torch would make them 1.0/0.0, and
+    `amp` is "bf16" or false), lists as JSON text. Nulls and `NOT_HYPERPARAMETERS` are left
+    out."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if path in NOT_HYPERPARAMETERS or value is None:
+            continue
+        if isinstance(value, dict):
+            flat.update(hyperparameters(value, f"{path}."))
+        elif isinstance(value, bool):
+            flat[path] = "true" if value else "false"
+        elif isinstance(value, list):
+            flat[path] = json.dumps(value)
+        else:
+            flat[path] = value
+    return flat
 
 
 class TensorboardWriter:
@@ -69,6 +97,17 @@ class TensorboardWriter:
                 bucket_counts=counts[index].tolist(),
                 global_step=step,
             )
+
+    def hparams(self, values: dict[str, Any], metric_tags: list[str], step: int) -> None:
+        """This run's row in TensorBoard's HParams tab: `values` (numbers and strings), with the
+        last value of each scalar in `metric_tags` as its metrics. Written into this run's own
+        event files: `SummaryWriter.add_hparams` would make a new sub-run for each call."""
+        if self._writer is not None:
+            from torch.utils.tensorboard.summary import hparams
+
+            experiment, start, end = hparams(values, dict.fromkeys(metric_tags, 0.0))
+            for summary in (experiment, start, end):
+                self._writer.file_writer.add_summary(summary, step)
 
     def close(self) -> None:
         if self._writer is not None:

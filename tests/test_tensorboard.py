@@ -2,13 +2,16 @@
 training windows, epoch throughput, config text and gradient norms."""
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, load, make_trainer, toy_config
+from google.protobuf.json_format import MessageToDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 from torch import nn
 
 from base import BaseTrainer, Hook, TensorDataLoader
@@ -16,7 +19,9 @@ from builder import build_trainer, trainer_keys
 from logger.tensorboard import TensorboardWriter
 from trainer import Trainer
 from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.errors import TrainingFailed
 from utils.run_dir import RunDirs, create_run_dirs
+from utils.stop_signals import Stopped
 
 
 def test_parameter_histograms_describe_each_parameter(tmp_path: Path) -> None:
@@ -183,3 +188,81 @@ def test_each_optimizer_of_a_gan_has_its_gradient_norm(tmp_path: Path) -> None:
     trainer.train(run)
     tags = {tag for tag in read_events(run).Tags()["scalars"] if "grad_norm" in tag}
     assert tags == {"train/grad_norm_generator", "train/grad_norm_discriminator"}
+
+
+# ---------------------------------------------------------------- hparams at the end of a run
+
+
+def hparams_record(run: RunDirs) -> tuple[dict, list[str]] | None:
+    """The config values of the run's HParams row and its metric tags (None when there is
+    no row), as TensorBoard's HParams plugin reads them from the run's directory."""
+    events = read_events(run)
+    try:
+        content = events.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    except KeyError:  # no summary of the hparams plugin in the run
+        return None
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG]
+    )
+    values = {name: MessageToDict(value) for name, value in start.hparams.items()}
+    experiment = hparams_metadata.parse_experiment_plugin_data(
+        content[hparams_metadata.EXPERIMENT_TAG]
+    )
+    return values, [metric.name.tag for metric in experiment.metric_infos]
+
+
+def test_the_end_of_a_run_writes_its_hparams_row_in_its_own_directory(tmp_path) -> None:
+    trainer, run = toy_run(tmp_path, "toy", monitor="min loss")
+    trainer.train(run)
+    values, metric_tags = hparams_record(run)
+    assert values["trainer.log_step"] == LOG_STEP and values["optimizer.type"] == "SGD"
+    assert values["trainer.monitor"] == "min loss" and values["trainer.amp"] == "false"
+    assert not {"trainer.save_dir", "trainer.verbosity"} & values.keys()
+    assert not any(name.startswith("code_version") for name in values)
+    assert metric_tags == ["epoch/loss", "hparams/best_loss"]
+    events = read_events(run)
+    assert set(metric_tags) <= set(events.Tags()["scalars"])
+    assert scalars(events, "hparams/best_loss") == {14: pytest.approx(trainer.monitor.best)}
+    assert not [path for path in run.log.iterdir() if path.is_dir()]  # no sub-run
+
+
+def test_a_resumed_run_ends_as_one_row_with_its_final_values(tmp_path: Path) -> None:
+    first, run = toy_run(tmp_path, "toy", monitor="min loss", save_every_steps=5)
+    first.train(run)
+    model, optimizer, loader = toy_parts()
+    config = toy_config(epochs=3, log_step=LOG_STEP, tensorboard=True, monitor="min loss")
+    resumed = make_trainer(model, F.cross_entropy, optimizer, config, loader)
+    resumed.load_state_dict(load(run.models / "checkpoint-step5.pth"))
+    resumed.train(run)
+    _, metric_tags = hparams_record(run)
+    events = read_events(run)
+    assert not [path for path in run.log.iterdir() if path.is_dir()]
+    assert scalars(events, "hparams/best_loss") == {21: pytest.approx(resumed.monitor.best)}
+    assert list(scalars(events, "epoch/loss")) == [7, 14, 21]  # the first end's values hidden
+    assert set(metric_tags) <= set(events.Tags()["scalars"])
+
+
+class EndAfterFirstEpoch(Hook):
+    def __init__(self, reason: BaseException | None) -> None:
+        self.reason = reason
+
+    def after_epoch(self, trainer: BaseTrainer) -> None:
+        trainer.request_stop(self.reason)
+
+
+@pytest.mark.parametrize(
+    ("reason", "written"),
+    [(None, True), (Stopped(signal.SIGTERM), False), (TrainingFailed("failed"), False)],
+)
+def test_hparams_are_written_after_early_stopping_not_after_a_signal_or_error(
+    tmp_path: Path, reason: BaseException | None, written: bool
+) -> None:
+    trainer, run = toy_run(tmp_path, "toy")
+    trainer.hooks.insert(0, EndAfterFirstEpoch(reason))
+    if reason is None:
+        trainer.train(run)
+    else:
+        with pytest.raises(type(reason)):
+            trainer.train(run)
+    assert (hparams_record(run) is not None) == written
+    assert list(scalars(read_events(run), "epoch/loss")) == [STEPS_PER_EPOCH]

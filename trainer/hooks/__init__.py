@@ -3,6 +3,7 @@ this package (add a file here for a hook of your own). The built-in ones are als
 the trainer keys (`save_period`, `early_stop`, `tensorboard`, ...)."""
 
 from trainer.hooks.checkpointer import Checkpointer
+from trainer.hooks.csv_logger import CSVLogger
 from trainer.hooks.early_stopping import EarlyStopping
 from trainer.hooks.ema import EMA
 from trainer.hooks.generated_samples import GeneratedSamples
@@ -10,9 +11,11 @@ from trainer.hooks.lr_scheduler_step import LRSchedulerStep
 from trainer.hooks.progress_bar import ProgressBar
 from trainer.hooks.stop_on_signal import StopOnSignal
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
+from trainer.hooks.wandb_logger import WandbLogger
 
 __all__ = [
     "EMA",
+    "CSVLogger",
     "Checkpointer",
     "EarlyStopping",
     "GeneratedSamples",
@@ -20,4 +23,5 @@ __all__ = [
     "ProgressBar",
     "StopOnSignal",
     "TensorBoardLogger",
+    "WandbLogger",
 ]

@@ -2,10 +2,12 @@
 the config, input images, parameter histograms."""
 
 import json
+import math
+import sys
 import time
 
 from base import BaseTrainer, Hook
-from logger.tensorboard import TensorboardWriter
+from logger.tensorboard import TensorboardWriter, hyperparameters
 from utils.batch import is_image_batch
 from utils.distributed import world_size
 
@@ -18,9 +20,14 @@ def per_optimizer(trainer: BaseTrainer, tag: str, values: dict[str, float]) -> d
 
 
 def learning_rates(trainer: BaseTrainer) -> dict[str, float]:
-    """`lr` (one optimizer) or `lr_<name>` per optimizer: each one's first parameter group."""
-    rates = {name: o.param_groups[0]["lr"] for name, o in trainer.optimizers.items()}
-    return per_optimizer(trainer, "lr", rates)
+    """`lr` (one optimizer) or `lr_<name>` per optimizer: each one's first parameter group;
+    its other groups (`optimizer.param_groups`) add `<that tag>_group<i>`."""
+    rates = {}
+    for name, optimizer in trainer.optimizers.items():
+        (tag,) = per_optimizer(trainer, "lr", {name: 0.0})
+        for index, group in enumerate(optimizer.param_groups):
+            rates[f"{tag}_group{index}" if index else tag] = group["lr"]
+    return rates
 
 
 def gradient_norms(trainer: BaseTrainer) -> dict[str, float]:
@@ -84,5 +91,19 @@ class TensorBoardLogger(Hook):
             self.writer.histograms(model, trainer.step, prefix=prefix)
 
     def after_train(self, trainer: BaseTrainer) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """At the end of a run that trained an epoch here, its row in the HParams tab: the
+        config against the final `epoch/*` values and the best monitored value (logged as
+        `hparams/best_<name>`). Not after a stop signal or an error: that run goes on when
+        resumed, and TensorBoard keeps only a run's first hparams record."""
+        if self.writer is None:
+            return
+        # Called from the trainer's `finally`: an exception on its way out ended the run.
+        if trainer.epoch_log and sys.exc_info()[1] is None:
+            metric_tags = [f"epoch/{name}" for name in trainer.epoch_log]
+            monitor = trainer.monitor
+            if monitor.enabled and math.isfinite(monitor.best):
+                best = {f"best_{monitor.name}": monitor.best}
+                self.writer.scalars(best, trainer.step, prefix="hparams/")
+                metric_tags.append(f"hparams/best_{monitor.name}")
+            self.writer.hparams(hyperparameters(trainer.config), metric_tags, trainer.step)
+        self.writer.close()
