@@ -4,7 +4,9 @@
 The data loader, loss, metrics and the trainer's own hooks (an EMA hook evaluates its
 averaged weights) come from the checkpoint's own config (or `-c`), with the loader switched
 to the held-out test split; the results go beside the checkpoint, in
-`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated).
+`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated). A classifier also
+gets a per-class report there, and beside it a confusion matrix and a grid of its most
+confident mistakes as PNGs (also in TensorBoard, under the run's log directory).
 """
 
 # First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
+from logger.evaluation_report import picture_paths, report_table, tensorboard_dir, write_pictures
 from logger.logger import setup_logging
 from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import check_config, naming_checkpoint
@@ -28,6 +31,7 @@ from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
 from utils.errors import UserError
+from utils.prediction_recorder import PredictionRecorder
 from utils.run_dir import readable_path
 
 logger = logging.getLogger("test")
@@ -43,8 +47,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "checkpoint)",
     )
     parser.add_argument("-c", "--config", help="config to use instead of the checkpoint's own")
+    parser.add_argument(
+        "--worst",
+        type=non_negative_int,
+        default=36,
+        metavar="N",
+        help="how many misclassified test images to draw, most confident first (default 36; "
+        "0 draws none)",
+    )
     add_config_options(parser)
     return parser.parse_args(argv)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0, for argparse."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected an integer >= 0")
+    return int(text)
 
 
 def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
@@ -66,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     path, checkpoint = checkpoint_to_evaluate(args.resume)
     output = path.with_name(f"{path.stem}.test_metrics.json")
-    check_writable(output)  # now, rather than after an evaluation that may take long
+    for written in (output, *picture_paths(path).values()):
+        check_writable(written)  # now, rather than after an evaluation that may take long
     if args.config is None:
         check_config(path, checkpoint, trainer_keys)  # naming the checkpoint
     config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
@@ -88,14 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer.load_hook_states(checkpoint.get("hooks", {}))
     logger.info("evaluating %s (step %d, %d epochs done) on the test split",
                 readable_path(path), checkpoint["step"], checkpoint["epoch"])  # fmt: skip
-    results = trainer.validate(data_loader)
+    # One pass: the recorder sees each batch and the model's output on it.
+    recorder = PredictionRecorder(trainer.models.get("model"), args.worst)
+    results = trainer.validate(recorder.watch(data_loader))
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
                **results}  # fmt: skip
+    report = recorder.report(getattr(data_loader.dataset, "classes", None))
+    if report is not None:
+        logger.info("%s", report_table(report))
+        summary.update(report.as_json())
     write_json(output, summary)
     logger.info("wrote %s", readable_path(output))
+    if report is not None:
+        write_pictures(report, recorder.mistakes(), path, tensorboard_dir(path, config),
+                       checkpoint["step"])  # fmt: skip
     return 0
 
 

@@ -1,0 +1,145 @@
+"""Pictures of a classifier's test results, drawn with Pillow: the confusion matrix and a grid of
+its most confident mistakes."""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
+
+from utils.worst_predictions import Mistakes
+
+BLANK, INK = (255, 255, 255), (0, 0, 0)
+DARKEST = (8, 48, 107)  # the shade of a cell holding all of its row's samples
+GRID = (225, 225, 225)  # the lines between cells
+FONT_SIZE = 12
+LINE = FONT_SIZE + 4  # pixels per line of text
+MARGIN = 8
+TILE = 112  # pixels on the long side of each example in the grid
+NAME_LENGTH = 18  # characters of a class name shown on an axis
+
+
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def _fit(text: str, width: float, font: ImageFont.ImageFont, after: str = "") -> str:
+    """`text` + `after`, with `text` cut short by '…' so that it is at most `width` pixels."""
+    if font.getlength(text + after) <= width:
+        return text + after
+    while text and font.getlength(text + "…" + after) > width:
+        text = text[:-1]
+    return text + "…" + after
+
+
+def _shades(shares: torch.Tensor) -> np.ndarray:
+    """(C, C) shares in [0, 1] -> (C, C, 3) uint8 colours, white for 0 to `DARKEST` for 1."""
+    blank, darkest = torch.tensor(BLANK), torch.tensor(DARKEST)
+    colours = blank + shares[..., None] * (darkest - blank)  # (C, C, 3)
+    return colours.round().to(torch.uint8).numpy()
+
+
+def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: str) -> Image.Image:
+    """The (C, C) counts as a grid: rows the true class, columns the predicted one, each cell
+    shaded by its share of the row (the class's samples), its count written in it when the
+    count fits. Class names label the axes when there is room, else every few indices."""
+    font = _font()
+    n_classes = len(confusion)
+    cell = max(2, min(44, 600 // n_classes))  # pixels per cell
+    shares = confusion / confusion.sum(1, keepdim=True).clamp_min(1)  # (C, C) of each row
+    every = math.ceil(LINE / cell)  # label every class, or every few when cells are small
+    labels = [names[k][:NAME_LENGTH] if every == 1 else str(k) for k in range(n_classes)]
+    label_width = math.ceil(max(font.getlength(label) for label in labels[::every])) + MARGIN
+    matrix_size = cell * n_classes
+    left = MARGIN + LINE + label_width  # the axis title, then the row labels
+    top = MARGIN + 2 * LINE  # the title
+    size = (max(left + matrix_size, font.getlength(title)) + MARGIN,
+            top + matrix_size + label_width + LINE + MARGIN)  # fmt: skip
+    picture = Image.new("RGB", tuple(math.ceil(s) for s in size), BLANK)
+    draw = ImageDraw.Draw(picture)
+    draw.text((MARGIN, MARGIN), title, fill=INK, font=font)
+    draw.text((MARGIN, MARGIN + LINE), "shade: share of the true class's samples",
+              fill=INK, font=font)  # fmt: skip
+    shaded = Image.fromarray(_shades(shares)).resize((matrix_size,) * 2, Image.Resampling.NEAREST)
+    picture.paste(shaded, (left, top))
+    if cell >= LINE:  # room for lines between the cells and the counts in them
+        for k in range(1, n_classes):
+            draw.line((left + k * cell, top, left + k * cell, top + matrix_size), fill=GRID)
+            draw.line((left, top + k * cell, left + matrix_size, top + k * cell), fill=GRID)
+        for true, row in enumerate(confusion.tolist()):
+            for predicted, count in enumerate(row):
+                if count and font.getlength(str(count)) <= cell - 4:
+                    share = shares[true, predicted].item()
+                    middle = (left + predicted * cell + cell / 2, top + true * cell + cell / 2)
+                    draw.text(middle, str(count), anchor="mm", font=font,
+                              fill=BLANK if share > 0.5 else INK)  # fmt: skip
+    draw.rectangle((left - 1, top - 1, left + matrix_size, top + matrix_size), outline=INK)
+    for k in range(0, n_classes, every):
+        middle = k * cell + cell / 2
+        draw.text((left - MARGIN / 2, top + middle), labels[k], anchor="rm", fill=INK, font=font)
+        column = _rotated(labels[k], font)  # read bottom to top, below its column
+        picture.paste(column, (round(left + middle - column.width / 2), top + matrix_size + 4))
+    draw.text((left + matrix_size / 2, size[1] - MARGIN), "predicted class", anchor="md",
+              fill=INK, font=font)  # fmt: skip
+    axis = _rotated("true class", font)
+    picture.paste(axis, (MARGIN, round(top + matrix_size / 2 - axis.height / 2)))
+    return picture
+
+
+def _rotated(text: str, font: ImageFont.ImageFont) -> Image.Image:
+    """`text` turned a quarter to the left, on white."""
+    strip = Image.new("RGB", (math.ceil(font.getlength(text)) + 2, LINE), BLANK)
+    ImageDraw.Draw(strip).text((1, LINE / 2), text, anchor="lm", fill=INK, font=font)
+    return strip.rotate(90, expand=True)
+
+
+def mistakes_picture(mistakes: Mistakes, names: list[str], title: str) -> Image.Image:
+    """A grid of the mistakes' images (K, C, H, W) with 1, 3 or 4 channels, each scaled to
+    its own range and to about `TILE` pixels, captioned with its true class, the predicted
+    class and the probability the model gave that."""
+    font = _font()
+    images = _tiles(mistakes.inputs.float())  # (K, 3, h, w) in [0, 1]
+    images = F.pad(images, (0, 0, 0, 2 * LINE), value=1.0)  # white room for the captions
+    columns = math.ceil(math.sqrt(len(images)))
+    padding = 4
+    grid = make_grid(images, nrow=columns, padding=padding, pad_value=1.0)  # (3, H, W)
+    pixels = grid.mul(255).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+    header = MARGIN + LINE
+    width = max(grid.shape[2], math.ceil(font.getlength(title)) + 2 * MARGIN)
+    picture = Image.new("RGB", (width, grid.shape[1] + header), BLANK)
+    picture.paste(Image.fromarray(pixels), (0, header))
+    draw = ImageDraw.Draw(picture)
+    draw.text((MARGIN, MARGIN), title, fill=INK, font=font)
+    tile_height, tile_width = images.shape[2] + padding, images.shape[3] + padding
+    width = images.shape[3] - 2
+    for index, (true, predicted, confidence) in enumerate(zip(
+        mistakes.target.tolist(), mistakes.predicted.tolist(), mistakes.confidence.tolist(),
+        strict=True,
+    )):  # fmt: skip
+        x = padding + (index % columns) * tile_width + 1
+        y = header + padding + (index // columns) * tile_height + images.shape[2] - 2 * LINE + 1
+        draw.text((x, y), _fit(f"true: {names[true]}", width, font), fill=INK, font=font)
+        guess = _fit(f"pred: {names[predicted]}", width, font, after=f" {confidence:.2f}")
+        draw.text((x, y + LINE), guess, fill=INK, font=font)
+    return picture
+
+
+def _tiles(images: torch.Tensor) -> torch.Tensor:
+    """(K, C, H, W) -> (K, 3, h, w) in [0, 1]: each image scaled to its own range (the
+    inputs are normalised, their range unknown), grey or RGB (alpha dropped), and resized so
+    that its long side is about `TILE` pixels (enlarged by a whole factor, keeping pixels
+    sharp), and at least `TILE` wide."""
+    images = images[:, :3] if images.shape[1] == 4 else images.expand(-1, 3, -1, -1)
+    low = images.amin((1, 2, 3), keepdim=True)
+    high = images.amax((1, 2, 3), keepdim=True)
+    images = (images - low) / (high - low).clamp_min(1e-12)
+    long_side = max(images.shape[2:])
+    if long_side * 2 <= TILE:
+        images = F.interpolate(images, scale_factor=TILE // long_side, mode="nearest")
+    elif long_side > TILE:
+        size = [round(side * TILE / long_side) for side in images.shape[2:]]
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+    room = max(TILE - images.shape[3], 0)  # a narrow image gets white beside it (captions)
+    return F.pad(images, (room // 2, room - room // 2), value=1.0)
