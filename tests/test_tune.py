@@ -1,0 +1,288 @@
+"""tune.py and the search file: parsing and its refusals without Ray, then real searches
+(Ray started in a subprocess, so those are slow): end to end, killed and resumed, and the
+command-line refusals."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ray.tune")
+
+from conftest import ROOT, run_script, shrunk
+
+import tune
+from builder import build_trainer, trainer_keys
+from utils.config import load_run_config
+from utils.config_file import parse_value
+from utils.errors import UserError
+from utils.search_space import Space, check_edge_values, load_search, monitored, override
+
+CONFIG = str(ROOT / "config" / "config.json")
+
+
+def search_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_each_space_kind_and_the_defaults(tmp_path):
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  data_loader.args.batch_size: {choice: [32, 64]}
+  arch.args.dropout: {uniform: [0.0, 0.5]}
+  trainer.epochs: {randint: [2, 5]}
+  lr_scheduler.args.gamma: {grid: [0.1, 0.5]}
+""")  # fmt: skip
+    search = load_search(path)
+    assert search.spaces == (
+        Space("optimizer.args.lr", "loguniform", (1e-4, 1e-2)),
+        Space("data_loader.args.batch_size", "choice", (32, 64)),
+        Space("arch.args.dropout", "uniform", (0.0, 0.5)),
+        Space("trainer.epochs", "randint", (2, 5)),
+        Space("lr_scheduler.args.gamma", "grid", (0.1, 0.5)),
+    )
+    # randint's high is exclusive: the largest value a trial can get is high - 1.
+    assert [space.edge_values() for space in search.spaces] == [
+        [1e-4, 1e-2], [32, 64], [0.0, 0.5], [2, 4], [0.1, 0.5],
+    ]  # fmt: skip
+    assert (search.num_samples, search.scheduler, search.scheduler_args) == (1, "ASHA", {})
+    assert search.resources_per_trial == {"cpu": 1, "gpu": 0}
+    spaces = tune.ray_spaces(search)
+    assert spaces["lr_scheduler.args.gamma"] == {"grid_search": [0.1, 0.5]}
+    assert (spaces["trainer.epochs"].lower, spaces["trainer.epochs"].upper) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "space: {a.b: {choice: [1]}}\nnum_sample: 3",
+            "num_sample: unknown key; did you mean 'num_samples'",
+        ),
+        (
+            "space: {optimizer.args.lr: {logunifrm: [1, 2]}}",
+            "space.optimizer.args.lr: unknown space kind 'logunifrm'; did you mean 'loguniform'",
+        ),
+        (
+            "space: {optimizer.args.lr: {uniform: [0.1, 0.01]}}",
+            "space.optimizer.args.lr: [0.1, 0.01] is not valid; uniform takes [low, high]",
+        ),
+        (
+            "space: {optimizer.args.lr: {loguniform: [0, 0.1]}}",
+            "space.optimizer.args.lr: [0, 0.1] is not valid; loguniform takes",
+        ),
+        (
+            "space: {trainer.epochs: {randint: [1.5, 3]}}",
+            "space.trainer.epochs: [1.5, 3] is not valid; randint takes [low, high], integers",
+        ),
+        (
+            "space: {arch.args.dropout: {choice: []}}",
+            "space.arch.args.dropout: [] is not valid; choice takes a non-empty list",
+        ),
+        (
+            "space: {}",
+            "space: missing or empty",
+        ),
+        (
+            "space: {a..b: {choice: [1]}}",
+            "space.a..b: expected a dotted config key",
+        ),
+        (
+            "space: {a.b: {choice: [1]}}\nscheduler: {type: PBT}",
+            "scheduler.type: 'PBT' is not valid; expected 'ASHA' or 'FIFO'",
+        ),
+        (
+            "space: {a.b: {choice: [1]}}\nscheduler: {args: {max_t: 9}}",
+            "scheduler.args.max_t: set by tune.py",
+        ),
+        (
+            "space: {a.b: {choice: [1]}}\nscheduler: {args: {reduction_factor: 1}}",
+            "scheduler.args.reduction_factor: 1 is not valid; expected a number > 1",
+        ),
+        (
+            "space: {a.b: {choice: [1]}}\nresources_per_trial: {gpu: -1}",
+            "resources_per_trial.gpu: -1 is not valid; expected a number >= 0",
+        ),
+        (
+            "space: {a.b: {choice: [1]}}\nnum_samples: 0",
+            "num_samples: 0 is not valid; expected an integer >= 1",
+        ),
+    ],
+)
+def test_search_file_errors_name_the_key(tmp_path, text, message):
+    path = search_file(tmp_path, text)
+    with pytest.raises(UserError) as caught:
+        load_search(path)
+    assert str(caught.value).startswith(f"search file {path}: {message}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        (
+            "trainer.epochs: {randint: [0, 3]}",
+            "space.trainer.epochs: the value 0 is refused: trainer.epochs: 0 is not valid",
+        ),
+        (
+            "arch.args.dropot: {uniform: [0.1, 0.2]}",
+            "space.arch.args.dropot: the value 0.1 is refused: arch",
+        ),
+        (
+            "trainer.epochs.x: {choice: [1]}",
+            "space.trainer.epochs.x: the value 1 is refused: -o trainer.epochs.x: trainer.epochs "
+            "is not a mapping",
+        ),
+    ],
+)
+def test_values_the_config_refuses_name_the_space(tmp_path, space, message):
+    """Every edge of a space is checked against the config as a trial would build it."""
+    path = search_file(tmp_path, f"space: {{{space}}}")
+    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
+    with pytest.raises(UserError) as caught:
+        check_edge_values(load_search(path), path, lambda extra: tune.check_values(args, extra))
+    assert str(caught.value).startswith(f"search file {path}: {message}")
+
+
+def test_metric_and_mode_come_from_the_monitor():
+    assert monitored({"trainer": {"monitor": "min val_loss"}}) == ("val_loss", "min")
+    assert monitored({"trainer": {"monitor": "max val_accuracy"}}) == ("val_accuracy", "max")
+    with pytest.raises(UserError, match=r"^trainer.monitor: 'off', but a search needs"):
+        monitored({"trainer": {"monitor": "off"}})
+
+
+@pytest.mark.parametrize("value", [1e-05, 0.1, 64, "Adam", True, None, [1, 2], "1e-3"])
+def test_a_sampled_value_reaches_the_trial_unchanged(value):
+    key, _, text = override("optimizer.args.lr", value).partition("=")
+    assert key == "optimizer.args.lr" and parse_value(text) == value
+
+
+def trial_runs(search_dir: Path) -> list[Path]:
+    return sorted((search_dir / "models" / "Mnist_LeNet").iterdir())
+
+
+def read_trials(search_dir: Path) -> list[dict]:
+    with open(search_dir / "trials.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_two_trial_search_end_to_end(tmp_path):
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {loguniform: [1.0e-3, 3.0e-3]}
+  arch.args.dropout: {choice: [0.1, 0.3]}
+num_samples: 2
+""")  # fmt: skip
+    result = run_script("tune.py", "-c", CONFIG, "-s", str(path), *shrunk(tmp_path / "saved"))
+    assert result.returncode == 0, result.stderr
+    search_dir = tmp_path / "saved" / "search" / "Mnist_LeNet" / "search"
+    assert f"search directory: {search_dir}" in result.stdout
+    runs = trial_runs(search_dir)
+    assert len(runs) == 2
+    for run in runs:
+        assert (run / "config.json").is_file() and list(run.glob("checkpoint-epoch*.pth"))
+        log = search_dir / "log" / "Mnist_LeNet" / run.name
+        assert list(log.glob("events.out.tfevents.*")) and (log / "info.log").is_file()
+        config = json.loads((run / "config.json").read_text())
+        assert config["trainer"]["save_dir"] == str(search_dir.resolve())
+    rows = read_trials(search_dir)
+    assert list(rows[0]) == ["trial_id", "optimizer.args.lr", "arch.args.dropout",
+                             "best_val_loss", "epochs", "status", "run_dir"]  # fmt: skip
+    assert sorted(row["trial_id"] for row in rows) == [run.name for run in runs]
+    for row in rows:
+        assert 1e-3 <= float(row["optimizer.args.lr"]) <= 3e-3
+        assert row["arch.args.dropout"] in ("0.1", "0.3") and float(row["best_val_loss"]) > 0
+    best = min(rows, key=lambda row: float(row["best_val_loss"]))
+    best_config = json.loads((search_dir / "best_config.json").read_text())
+    assert best_config["optimizer"]["args"]["lr"] == float(best["optimizer.args.lr"])
+    assert best_config["trainer"]["save_dir"] == str(tmp_path / "saved")
+    assert best_config["trainer"]["progress_bar"] is True and "code_version" not in best_config
+    # train.py -c takes it: it resolves, and builds.
+    config = load_run_config(search_dir / "best_config.json", None, [], trainer_keys)
+    build_trainer(config, torch.device("cpu"))
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"tune.py ended (code {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_without_redoing_finished_trials(tmp_path):
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {grid: [0.001, 0.002, 0.003]}
+scheduler: {type: FIFO}
+max_concurrent_trials: 1
+""")  # fmt: skip
+    command = [
+        sys.executable,
+        "tune.py",
+        "-c",
+        CONFIG,
+        "-s",
+        str(path),
+        *shrunk(tmp_path / "saved"),
+    ]
+    search_dir = tmp_path / "saved" / "search" / "Mnist_LeNet" / "search"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        # Trials run one at a time: the second one's run directory means the first has ended.
+        models = search_dir / "models" / "Mnist_LeNet"
+        wait_for(lambda: models.is_dir() and len(list(models.iterdir())) >= 2,
+                 "a second trial", driver)  # fmt: skip
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait()
+    first = trial_runs(search_dir)[0]
+    saved = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.glob("*.pth")}
+    assert "checkpoint-epoch2.pth" in saved
+
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.glob("*.pth")} == saved
+    rows = read_trials(search_dir)
+    assert sorted(float(row["optimizer.args.lr"]) for row in rows) == [0.001, 0.002, 0.003]
+    assert [row["status"] for row in rows] == ["finished"] * 3
+    assert [row["epochs"] for row in rows] == ["2"] * 3
+    assert len(trial_runs(search_dir)) == 3
+
+
+def test_start_over_a_search_and_resume_of_none_are_refused(tmp_path):
+    path = search_file(tmp_path, "space: {optimizer.args.lr: {choice: [0.001]}}")
+    base = ["-c", CONFIG, "-s", str(path), *shrunk(tmp_path / "saved")]
+    search_dir = tmp_path / "saved" / "search" / "Mnist_LeNet" / "search"
+    with pytest.raises(UserError, match=f"^--resume: no search to resume in {search_dir}"):
+        tune.main([*base, "--resume"])
+    search_dir.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"exists; to go on with that search add --resume"):
+        tune.main(base)
+    assert list(search_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_bad_search_file_is_exit_2_and_one_line(tmp_path):
+    bad = search_file(tmp_path, "space: {optimizer.args.lr: {between: [1, 2]}}")
+    refused = run_script("tune.py", "-c", CONFIG, "-s", str(bad), *shrunk(tmp_path / "saved"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(
+        f"error: search file {bad}: space.optimizer.args.lr: unknown space kind 'between'"
+    )
+    assert not (tmp_path / "saved").exists()

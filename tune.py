@@ -1,0 +1,314 @@
+"""Search hyperparameters with Ray Tune: `python tune.py -c CONFIG -s SEARCH_FILE`.
+
+Each trial is a normal run of train.py (`train.run`), with the trial's sampled values as
+`-o` overrides, in its own run directory under the search's directory, reporting every epoch
+to Ray (`logger/tune_report.py`) so that ASHA can stop it. An interrupted search goes on
+with the same command and `--resume`: finished trials stay finished, the others resume from
+their own checkpoints. Needs the optional extra: `pip install -e ".[tune]"`.
+"""
+
+from utils.stop_signals import exit_on_stop_signals
+
+if __name__ == "__main__":
+    exit_on_stop_signals("(the search resumes with the same command and --resume)")
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import train
+from builder import build_trainer, trainer_keys
+from utils.checkpoint import newest_checkpoint, numbered_checkpoints, write_json
+from utils.cli import EXIT_INTERRUPTED, ArgumentParser, run_main
+from utils.config import config_changes, load_run_config
+from utils.config_file import load_config_file
+from utils.config_keys import is_path_component
+from utils.errors import TrainingFailed, UserError
+from utils.run_dir import readable_path
+from utils.search_results import best_config, trial_rows, trials_table, write_trials_csv
+from utils.search_space import Search, check_edge_values, load_search, monitored, override
+
+INSTALL_HINT = 'tune.py needs Ray Tune: pip install -e ".[tune]"'
+RECORD_NAME = "search.json"  # in the search directory: what the search was started with
+# Every trial saves each epoch (so that Ray's stop and a resume lose none) and shows no bar.
+TRIAL_SETTINGS = {"trainer.save_period": 1, "trainer.progress_bar": False}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(description="Search hyperparameters of a config with Ray Tune.")
+    parser.add_argument("-c", "--config", required=True, help="the base config (.json, .yaml)")
+    parser.add_argument("-s", "--search", required=True, help="the search file (.yaml, .json)")
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a base config value by dotted key, as in train.py (repeatable)",
+    )
+    parser.add_argument("--num-samples", type=int, help="trials to sample (default: the file's)")
+    parser.add_argument("--name", help="the search's directory name (default: the file's stem)")
+    parser.add_argument("--address", help="an existing Ray cluster to run on, e.g. auto")
+    parser.add_argument("--resume", action="store_true", help="go on with an interrupted search")
+    args = parser.parse_args(argv)
+    if args.num_samples is not None and args.num_samples < 1:
+        parser.error(f"--num-samples: {args.num_samples} is not valid; expected an integer >= 1")
+    return args
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.tune
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial needs to start or resume its run, the same for all of them."""
+
+    cwd: str  # the directory tune.py ran in: the config's relative paths are relative to it
+    train_args: tuple[str, ...]  # train.py's arguments, but for the trial's own values
+    models: str  # the directory holding each trial's run directory, by trial id
+    best_key: str  # the reported best monitored value, e.g. best_val_loss
+
+
+def run_trial(values: dict[str, Any], plan: TrialPlan) -> None:
+    """One trial, in a Ray worker: a train.py run with the sampled `values` as `-o`, or the
+    resumed run of this trial when its run directory exists (a restarted or resumed trial)."""
+    import ray.tune
+
+    from logger.tune_report import TuneReport
+
+    os.chdir(plan.cwd)
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_dir = Path(plan.models) / trial_id
+    if (run_dir / "config.json").is_file():
+        ended = ended_run_result(run_dir, plan.best_key)
+        if ended is not None:  # it had finished when the search was stopped
+            ray.tune.report(ended)
+            return
+        argv = ["-r", str(run_dir)]
+    else:
+        sampled = [part for key, value in values.items() for part in ("-o", override(key, value))]
+        argv = [*plan.train_args, *sampled, "--run-id", trial_id]
+    reporter = TuneReport(plan.best_key)
+    train.run(train.parse_args(argv), [reporter])
+    if reporter.final is not None:
+        ray.tune.report(reporter.final)
+
+
+def ended_run_result(run_dir: Path, best_key: str) -> dict[str, Any] | None:
+    """The result of a trial whose run had ended (all epochs, or early stopping) before its
+    end reached Ray, from its newest checkpoint; None if it has training left (or none)."""
+    if not numbered_checkpoints(run_dir):
+        return None
+    _, checkpoint = newest_checkpoint(run_dir)
+    options = checkpoint["config"]["trainer"]
+    patience_spent = 0 < options["early_stop"] <= checkpoint["not_improved_count"]
+    if checkpoint["epoch"] < options["epochs"] and not patience_spent:
+        return None
+    metric = best_key.removeprefix("best_")  # the epoch's own value is not kept: the best is
+    best = checkpoint["monitor_best"]
+    return {"epoch": checkpoint["epoch"], metric: best, best_key: best}
+
+
+def check_values(args: argparse.Namespace, extra: list[str]) -> None:
+    """Refuse (`UserError`) a config that the base config plus `extra` overrides makes:
+    validated and built, as a trial would build it (without data on a GPU)."""
+    config = load_run_config(args.config, None, [*args.override, *extra], trainer_keys)
+    build_trainer(config, torch.device("cpu"))
+
+
+def search_directory(config: dict, args: argparse.Namespace) -> Path:
+    """`<save_dir>/search/<config name>/<search name>/`: Ray's state and the trials' runs."""
+    name = args.name if args.name is not None else Path(args.search).stem
+    if not is_path_component(name):
+        raise UserError(f"--name: {name[:100]!r} is not valid; expected a directory name")
+    return readable_path(Path(config["trainer"]["save_dir"]) / "search" / config["name"] / name)
+
+
+def check_start(args: argparse.Namespace, directory: Path, record: dict, can_restore: bool) -> bool:
+    """Whether Ray restores the search in `directory` (else it starts one there); refuses a
+    start over an existing search, a resume of none, and a resume with other settings."""
+    command = "python " + " ".join(sys.argv) if sys.argv[0].endswith("tune.py") else "tune.py"
+    recorded = directory / RECORD_NAME
+    if not args.resume:
+        if directory.exists():
+            raise UserError(
+                f"search directory {directory} exists; to go on with that search add --resume "
+                f"({command} --resume), or give this one another --name"
+            )
+        return False
+    if not recorded.is_file():
+        raise UserError(f"--resume: no search to resume in {directory}; start it without --resume")
+    changes = config_changes(load_config_file(recorded), record)
+    if changes:
+        raise UserError(
+            f"--resume: the search in {directory} was started with other settings "
+            f"({'; '.join(changes[:3])}); resume with the same -c, -s, -o and --num-samples"
+        )
+    return can_restore  # else it was stopped before Ray saved anything: it starts again
+
+
+def ray_spaces(search: Search) -> dict[str, Any]:
+    """Ray Tune's search space objects for the search file's spaces, by dotted key."""
+    from ray import tune
+
+    makers = {
+        "choice": lambda values: tune.choice(list(values)),
+        "grid": lambda values: tune.grid_search(list(values)),
+        "uniform": lambda bounds: tune.uniform(*bounds),
+        "loguniform": lambda bounds: tune.loguniform(*bounds),
+        "randint": lambda bounds: tune.randint(*bounds),  # high exclusive, as in the file
+    }
+    return {space.key: makers[space.kind](space.values) for space in search.spaces}
+
+
+def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, restore: bool):
+    """Ray's Tuner for the search: a new one, or the one restored from `directory`."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, plan=plan), dict(search.resources_per_trial)
+    )
+    if restore:
+        return tune.Tuner.restore(str(directory.resolve()), trainable, resume_unfinished=True,
+                                  resume_errored=True)  # fmt: skip
+    metric, mode = monitored(config)
+    if search.scheduler == "ASHA":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=most_epochs(search, config),
+                                  **search.scheduler_args)  # fmt: skip
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=ray_spaces(search),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            scheduler=scheduler,
+            num_samples=search.num_samples,
+            max_concurrent_trials=search.max_concurrent_trials,
+            trial_dirname_creator=ray_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=directory.name,
+            storage_path=str(directory.parent.resolve()),
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def most_epochs(search: Search, config: dict) -> int:
+    """The most epochs a trial can run: `trainer.epochs`, or the largest it is searched over."""
+    spaces = [space for space in search.spaces if space.key == "trainer.epochs"]
+    return max(spaces[0].edge_values()) if spaces else config["trainer"]["epochs"]
+
+
+def ray_trial_dirname(trial: Any) -> str:
+    """Ray's own record of a trial (params.json, progress.csv), beside `models/` and `log/`."""
+    return f"ray_{trial.trial_id}"
+
+
+def start_ray(ray: Any, search: Search, address: str | None) -> None:
+    """Connect to the cluster at `address`, or start a small one on this machine."""
+    local = {}
+    if address is None:
+        cpus = os.cpu_count() or 1
+        wanted = search.resources_per_trial
+        if wanted["cpu"] > cpus or wanted["gpu"] > torch.cuda.device_count():
+            raise UserError(
+                f"resources_per_trial: {wanted} is more than this machine has ({cpus} CPUs, "
+                f"{torch.cuda.device_count()} GPUs); no trial could start"
+            )
+        local = {"num_cpus": cpus, "object_store_memory": 100 << 20}  # trials pass no data
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,  # each trial's log is its run's info.log
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+        **local,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    ray = import_ray()
+    search = load_search(args.search)
+    if args.num_samples is not None:
+        search = dataclasses.replace(search, num_samples=args.num_samples)
+    config = load_run_config(args.config, None, args.override, trainer_keys)
+    metric, mode = monitored(config)
+    check_edge_values(search, args.search, lambda extra: check_values(args, extra))
+    directory = search_directory(config, args)
+    record = {"config": config, "search": search.as_dict()}
+    can_restore = args.resume and ray.tune.Tuner.can_restore(str(directory.resolve()))
+    restore = check_start(args, directory, record, can_restore)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / RECORD_NAME, record)
+    print(f"search directory: {directory}", flush=True)
+
+    base_settings = [f"trainer.save_dir={directory.resolve()}"] + [
+        override(key, value) for key, value in TRIAL_SETTINGS.items()
+    ]
+    train_args = ["-c", args.config]
+    for item in [*args.override, *base_settings]:
+        train_args += ["-o", item]
+    plan = TrialPlan(
+        cwd=os.getcwd(),
+        train_args=tuple(train_args),
+        models=str((directory / "models" / config["name"]).resolve()),
+        best_key=f"best_{metric}",
+    )
+    start_ray(ray, search, args.address)
+    ours = signal.getsignal(signal.SIGINT)
+    try:
+        results = make_tuner(search, config, plan, directory, restore).fit()
+        # On Ctrl-C, Ray's handler (set by fit) stops the trials, saves the search's state
+        # and puts back the handler it found: fit then returns what it has.
+        interrupted = signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, ours)
+        ray.shutdown()
+    resume = f"python {' '.join(sys.argv)}" + ("" if args.resume else " --resume")
+    if interrupted:
+        print(f"search interrupted by SIGINT; to resume: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    keys = [space.key for space in search.spaces]
+    rows = trial_rows(results, keys, plan.best_key, Path(plan.models))
+    print(trials_table(rows, plan.best_key))
+    write_trials_csv(directory / "trials.csv", rows, plan.best_key)
+    finished = [row for row in rows if row.best is not None]
+    if not finished:
+        raise TrainingFailed(
+            f"no trial reported a result; see the trials' info.log under {directory}"
+        )
+    best = (min if mode == "min" else max)(finished, key=lambda row: row.best)
+    best_path = directory / "best_config.json"
+    write_json(best_path, best_config(Path(best.run_dir) / "config.json", config, TRIAL_SETTINGS))
+    print(f"best trial {best.trial_id}: {plan.best_key} {best.best:.6g}  ({best.run_dir})")
+    print(f"trials: {directory / 'trials.csv'}")
+    print(f"to train the best config: python train.py -c {best_path}")
+    print(f"to evaluate the best trial: python test.py -r {best.run_dir}")
+    if results.num_errors:
+        print(f"{results.num_errors} trial(s) failed; --resume retries them: {resume}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

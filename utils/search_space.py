@@ -1,0 +1,237 @@
+"""The search file of `tune.py`: which config keys to search, over what, and how.
+
+Read and checked here as plain data, without Ray, so that every mistake is one line before
+Ray starts (and this module is testable without it); tune.py turns a `Search` into Ray
+Tune's objects. A space's key is a dotted config key, as with `-o`, and a trial gets its
+value exactly as `-o KEY=VALUE` would set it (`override`).
+"""
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from utils.config_file import load_config_file, shown
+from utils.config_keys import parse_monitor
+from utils.errors import UserError, did_you_mean
+
+SEARCH_KEYS = ("space", "num_samples", "max_concurrent_trials", "scheduler",
+               "resources_per_trial", "max_failures")  # fmt: skip
+SPACE_KINDS = {  # kind -> what its value must be, for the error message
+    "choice": "a non-empty list of values, one picked at random per trial",
+    "grid": "a non-empty list of values, each tried (in every one of num_samples repeats)",
+    "uniform": "[low, high], numbers with low < high; a float drawn uniformly",
+    "loguniform": "[low, high], numbers with 0 < low < high; a float drawn uniformly in log",
+    "randint": "[low, high], integers with low < high; an integer from low to high - 1",
+}
+SCHEDULER_ARGS = {  # ASHA's arguments a search file may set; the others come from the config
+    "grace_period": (lambda v: _is_count(v, 1),
+                     "an integer >= 1 (epochs every trial runs before it may be stopped)"),
+    "reduction_factor": (lambda v: _is_number(v) and v > 1,
+                         "a number > 1 (1/reduction_factor of the trials go on at each rung)"),
+    "brackets": (lambda v: _is_count(v, 1),
+                 "an integer >= 1"),
+}  # fmt: skip
+SET_BY_TUNE = ("metric", "mode", "time_attr", "max_t")  # from trainer.monitor and epochs
+
+
+@dataclass(frozen=True)
+class Space:
+    """One searched config key: `kind` (a `SPACE_KINDS` name) over `values` (the choices,
+    or the bounds `low, high`)."""
+
+    key: str
+    kind: str
+    values: tuple
+
+    def edge_values(self) -> list[Any]:
+        """Values a trial may get that bound what it can get: every choice, else both ends
+        (randint's high is exclusive). Checking a config with each covers the space."""
+        if self.kind in ("choice", "grid"):
+            return list(self.values)
+        low, high = self.values
+        return [low, high - 1] if self.kind == "randint" else [low, high]
+
+
+@dataclass(frozen=True)
+class Search:
+    """A whole search file, checked, with defaults filled in."""
+
+    spaces: tuple[Space, ...]
+    num_samples: int = 1
+    max_concurrent_trials: int | None = None
+    scheduler: str = "ASHA"
+    scheduler_args: dict[str, Any] = field(default_factory=dict)
+    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    max_failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, as a search file would write it (what a resumed search compares)."""
+        return {
+            "space": {space.key: {space.kind: list(space.values)} for space in self.spaces},
+            "num_samples": self.num_samples,
+            "max_concurrent_trials": self.max_concurrent_trials,
+            "scheduler": {"type": self.scheduler, "args": self.scheduler_args},
+            "resources_per_trial": self.resources_per_trial,
+            "max_failures": self.max_failures,
+        }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: Any, least: int) -> bool:
+    return _is_int(value) and value >= least
+
+
+def load_search(path: str | Path) -> Search:
+    """Read and check a search file (JSON or YAML, read like a config file)."""
+    data = load_config_file(path)
+
+    def refuse(key: str, problem: str) -> UserError:
+        return UserError(f"search file {path}: {key}: {problem}")
+
+    for key in data:
+        if key not in SEARCH_KEYS:
+            raise refuse(str(key), f"unknown key{did_you_mean(str(key), SEARCH_KEYS)}")
+    space = data.get("space")
+    if not isinstance(space, dict) or not space:
+        raise refuse(
+            "space",
+            "missing or empty; expected a mapping of dotted config keys "
+            "to spaces, e.g. optimizer.args.lr: {loguniform: [1.0e-4, 1.0e-2]}",
+        )
+    spaces = tuple(_space(key, value, refuse) for key, value in space.items())
+    counts = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}
+    for key, least in counts.items():
+        value = data.get(key)
+        if value is not None and not _is_count(value, least):
+            raise refuse(key, f"{shown(value)} is not valid; expected an integer >= {least}")
+    scheduler, scheduler_args = _scheduler(data.get("scheduler"), refuse)
+    return Search(
+        spaces=spaces,
+        num_samples=data.get("num_samples") or 1,
+        max_concurrent_trials=data.get("max_concurrent_trials"),
+        scheduler=scheduler,
+        scheduler_args=scheduler_args,
+        resources_per_trial=_resources(data.get("resources_per_trial"), refuse),
+        max_failures=data.get("max_failures") or 0,
+    )
+
+
+def _space(key: Any, value: Any, refuse: Callable[[str, str], UserError]) -> Space:
+    where = f"space.{key}"
+    parts = key.split(".") if isinstance(key, str) else []
+    if not parts or not all(parts):
+        raise refuse(where, "expected a dotted config key, e.g. optimizer.args.lr")
+    if not isinstance(value, dict) or len(value) != 1:
+        raise refuse(
+            where, f"{shown(value)} is not valid; expected one of {{{', '.join(SPACE_KINDS)}: ...}}"
+        )
+    (kind, values), = value.items()  # fmt: skip
+    if kind not in SPACE_KINDS:
+        suggestion = did_you_mean(str(kind), SPACE_KINDS)
+        raise refuse(where, f"unknown space kind {shown(kind)}{suggestion}")
+    expected = f"{kind} takes {SPACE_KINDS[kind]}"
+    if not isinstance(values, list) or not values:
+        raise refuse(where, f"{shown(values)} is not valid; {expected}")
+    if kind in ("uniform", "loguniform", "randint"):
+        is_bound = _is_int if kind == "randint" else _is_number
+        valid = len(values) == 2 and all(is_bound(v) for v in values)
+        if not valid or values[0] >= values[1] or (kind == "loguniform" and values[0] <= 0):
+            raise refuse(where, f"{shown(values)} is not valid; {expected}")
+    return Space(key, kind, tuple(values))
+
+
+def _scheduler(node: Any, refuse: Callable[[str, str], UserError]) -> tuple[str, dict]:
+    if node is None:
+        return "ASHA", {}
+    if not isinstance(node, dict) or set(node) - {"type", "args"}:
+        raise refuse(
+            "scheduler",
+            f"{shown(node)} is not valid; expected {{type: ASHA or FIFO, args: {{...}}}}",
+        )
+    kind, args = node.get("type", "ASHA"), node.get("args") or {}
+    if kind not in ("ASHA", "FIFO"):
+        raise refuse("scheduler.type", f"{shown(kind)} is not valid; expected 'ASHA' or 'FIFO'")
+    if not isinstance(args, dict) or (kind == "FIFO" and args):
+        raise refuse(
+            "scheduler.args",
+            f"{shown(args)} is not valid; expected "
+            + ("no arguments for FIFO" if kind == "FIFO" else "a mapping"),
+        )
+    for name, value in args.items():
+        if name in SET_BY_TUNE:
+            raise refuse(
+                f"scheduler.args.{name}",
+                "set by tune.py (metric and mode from "
+                "trainer.monitor, time_attr epoch, max_t trainer.epochs); remove it",
+            )
+        if name not in SCHEDULER_ARGS:
+            raise refuse(
+                f"scheduler.args.{name}",
+                f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}",
+            )
+        check, valid = SCHEDULER_ARGS[name]
+        if not check(value):
+            raise refuse(f"scheduler.args.{name}", f"{shown(value)} is not valid; expected {valid}")
+    return kind, dict(args)
+
+
+def _resources(node: Any, refuse: Callable[[str, str], UserError]) -> dict[str, float]:
+    resources = {"cpu": 1, "gpu": 0}
+    if node is None:
+        return resources
+    if not isinstance(node, dict):
+        problem = f"{shown(node)} is not valid; expected {{cpu: N, gpu: N}}"
+        raise refuse("resources_per_trial", problem)
+    for name, value in node.items():
+        if name not in resources:
+            raise refuse(
+                f"resources_per_trial.{name}",
+                f"unknown key{did_you_mean(str(name), resources)}; valid: cpu, gpu",
+            )
+        if not _is_number(value) or value < 0 or (name == "cpu" and value == 0):
+            valid = "a number > 0" if name == "cpu" else "a number >= 0"
+            problem = f"{shown(value)} is not valid; expected {valid}"
+            raise refuse(f"resources_per_trial.{name}", problem)
+        resources[name] = value
+    return resources
+
+
+def monitored(config: dict) -> tuple[str, str]:
+    """The metric a search optimises and its mode, from the resolved config's
+    `trainer.monitor`: "min val_loss" -> ("val_loss", "min")."""
+    mode, metric = parse_monitor(config["trainer"]["monitor"])
+    if mode == "off":
+        raise UserError(
+            "trainer.monitor: 'off', but a search needs a monitored value to compare trials; "
+            "set it, e.g. -o 'trainer.monitor=min val_loss'"
+        )
+    return metric, mode
+
+
+def override(key: str, value: Any) -> str:
+    """`-o` text that sets `key` to `value`: JSON is YAML, so the value reads back as it is."""
+    return f"{key}={json.dumps(value)}"
+
+
+def check_edge_values(search: Search, path: str | Path, check: Callable[[list[str]], None]) -> None:
+    """Run `check` (which raises `UserError` for a config it refuses) on the overrides that
+    set each space to each of its `edge_values`, the others left as the config has them."""
+    for space in search.spaces:
+        for value in space.edge_values():
+            try:
+                check([override(space.key, value)])
+            except UserError as error:
+                raise UserError(
+                    f"search file {path}: space.{space.key}: the value {shown(value)} is "
+                    f"refused: {error}"
+                ) from None
