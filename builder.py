@@ -11,7 +11,8 @@ import importlib
 import inspect
 import math
 import pkgutil
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -28,16 +29,19 @@ import trainer.hooks as hooks
 from base import BaseTrainer, EpochLoader, Hook
 from trainer.hooks import (
     Checkpointer,
+    CSVLogger,
     EarlyStopping,
     LRSchedulerStep,
     ProgressBar,
     StopOnSignal,
     TensorBoardLogger,
+    WandbLogger,
 )
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.config import check_node, is_named_nodes
 from utils.config_keys import Key
 from utils.errors import UserError
+from utils.param_groups import build_param_groups
 
 SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
     "self", "args", "kwargs", "criterion", "metric_fns",
@@ -45,12 +49,12 @@ SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {
 # Trainer keys that are not the trainer's constructor arguments: the built-in hooks' (see
 # `build_hooks`), the run directory's and the console's, and the choice of trainer and hooks.
 NOT_TRAINER_ARGUMENTS = {"save_dir", "save_period", "keep_last", "save_every_steps",
-                         "early_stop", "tensorboard", "log_images", "progress_bar", "verbosity",
-                         "type", "hooks"}  # fmt: skip
+                         "early_stop", "tensorboard", "log_images", "metrics_csv", "progress_bar",
+                         "verbosity", "type", "hooks"}  # fmt: skip
 
 
-BUILT_IN = (Checkpointer, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
-            TensorBoardLogger)  # fmt: skip
+BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
+            TensorBoardLogger, WandbLogger)  # fmt: skip
 
 
 def package_modules(package: ModuleType) -> list[ModuleType]:
@@ -111,15 +115,22 @@ def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
     return node
 
 
-def build_models(config: dict) -> dict[str, nn.Module]:
+def build_models(config: dict, weights_from_checkpoint: bool = False) -> dict[str, nn.Module]:
+    """The models `arch` names; with `weights_from_checkpoint`, a model's own initial weights
+    (`BaseModel.initial_weights_argument`) are not loaded, since a checkpoint's replace them."""
     arch = config["arch"]
     nodes = arch if is_named_nodes(arch) else {"model": arch}
     accept = is_subclass_of(nn.Module)
-    return {
-        name: instantiate(path, lookup(path, node["type"], [models], accept), node["args"])
-        for name, node in nodes.items()
-        for path in [f"arch.{name}" if is_named_nodes(arch) else "arch"]
-    }
+    built = {}
+    for name, node in nodes.items():
+        path = f"arch.{name}" if is_named_nodes(arch) else "arch"
+        model_class = lookup(path, node["type"], [models], accept)
+        args = node["args"]
+        initial_weights = getattr(model_class, "initial_weights_argument", None)
+        if weights_from_checkpoint and args.get(initial_weights) is not None:
+            args = {**args, initial_weights: None}
+        built[name] = instantiate(path, model_class, args)
+    return built
 
 
 def build_loss(config: dict) -> Callable | None:
@@ -146,17 +157,24 @@ def build_metrics(config: dict) -> dict[str, Callable]:
 
 
 def build_optimizers(
-    config: dict, built_models: dict[str, nn.Module]
+    config: dict, built_models: dict[str, nn.Module], groups: bool = True
 ) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per model, over its trainable parameters (models without any get none)."""
+    """One optimizer per model, over its trainable parameters (models without any get none),
+    in the parameter groups its node's `param_groups` make (utils/param_groups.py); without
+    `groups` (stand-in models, whose names are not the config's), in one group."""
     nodes = named(config["optimizer"], built_models, "optimizer")
     accept = is_subclass_of(torch.optim.Optimizer)
     optimizers = {}
     for name, node in nodes.items():
-        parameters = [p for p in built_models[name].parameters() if p.requires_grad]
+        model = built_models[name]
+        parameters = [p for p in model.parameters() if p.requires_grad]
         if parameters:
             path = f"optimizer.{name}" if is_named_nodes(config["optimizer"]) else "optimizer"
             optimizer_class = lookup(path, node["type"], [torch.optim], accept)
+            if groups and node.get("param_groups"):
+                parameters = build_param_groups(model, node["param_groups"],
+                                                f"{path}.param_groups", optimizer_class,
+                                                node["args"])  # fmt: skip
             optimizers[name] = instantiate(path, optimizer_class, node["args"], parameters)
     return optimizers
 
@@ -216,26 +234,57 @@ def check_child(node: Any, path: str) -> dict:
 
 
 def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
-    """The built-in hooks the trainer keys ask for, with the user's `trainer.hooks` placed
-    before the ones that save (so a checkpoint includes their work) and log."""
+    """The built-in hooks the trainer keys (and the `wandb` key) ask for, with the user's
+    `trainer.hooks` placed before the ones that save (so a checkpoint includes their work)
+    and log. metrics.csv is written just before the `Checkpointer` saves, so that a
+    checkpoint never has an epoch whose row is not on disk."""
     options = config["trainer"]
     user = []
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
         modules, where = package_modules(hooks), "the modules of trainer/hooks/"
         hook_class = lookup(path, node["type"], modules, _is_hook, where)
-        user.append(instantiate(path, hook_class, node["args"]))
+        user.append(_instantiate_hook(path, hook_class, node["args"]))
     built = [LRSchedulerStep(intervals)] if intervals else []
     built += user
     if options["early_stop"] > 0:
         built.append(EarlyStopping(options["early_stop"]))
-    built += [StopOnSignal(), Checkpointer(options["save_period"], options["keep_last"],
-                                          options["save_every_steps"])]  # fmt: skip
+    built.append(StopOnSignal())
+    if options["metrics_csv"]:
+        built.append(CSVLogger())
+    built.append(Checkpointer(options["save_period"], options["keep_last"],
+                              options["save_every_steps"]))  # fmt: skip
     if options["tensorboard"]:
         built.append(TensorBoardLogger(options["log_images"]))
+    if config["wandb"] is not None:
+        built.append(_wandb_logger(config["wandb"], user))
     if options["progress_bar"]:
         built.append(ProgressBar())
     return built
+
+
+def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:
+    """`instantiate`, with the config path put before a hook's own one-line error (a missing
+    optional package)."""
+    try:
+        return instantiate(path, hook_class, args)
+    except UserError as error:
+        message = str(error)
+        raise UserError(message if message.startswith(path) else f"{path}: {message}") from None
+
+
+def _wandb_logger(args: dict, user_hooks: list[Hook]) -> WandbLogger:
+    """The `WandbLogger` of the top-level `wandb` key, whose keys are its arguments."""
+    for index, hook in enumerate(user_hooks):
+        if isinstance(hook, WandbLogger):
+            raise UserError(
+                f"wandb: trainer.hooks[{index}] is a WandbLogger too; turn W&B on one way "
+                "only (remove the wandb key or that hook)"
+            )
+    try:
+        return _instantiate_hook("wandb", WandbLogger, args)
+    except UserError as error:  # its keys are the arguments: wandb.project, not wandb.args.project
+        raise UserError(str(error).replace("wandb.args", "wandb", 1)) from None
 
 
 def trainer_options(config: dict) -> dict[str, Any]:
@@ -257,12 +306,17 @@ def build_trainer(
     data_loader: EpochLoader | None = None,
     valid_data_loader: Any = None,
     evaluation: bool = False,
+    extra_hooks: Sequence[Hook] = (),
+    weights_from_checkpoint: bool = False,
 ) -> BaseTrainer:
     """Build every part the config names and the trainer around them. A problem in one part
     does not hide the others: all of them are reported together (one line, ` | ` between).
 
     With `evaluation` (test.py), `data_loader` is the test split and the trainer gets only
-    the user's hooks (an EMA hook evaluates its weights; nothing writes).
+    the user's hooks (an EMA hook evaluates its weights; nothing writes). `extra_hooks`
+    (those of the program running the trainer, such as tune.py's reporter) come last, so
+    they see each epoch after it is saved and logged. With `weights_from_checkpoint` (resume,
+    fine-tuning a checkpoint; always with `evaluation`), models skip their own initial weights.
     """
     errors: list[str] = []
 
@@ -277,11 +331,11 @@ def build_trainer(
         data_loader = attempt(build_data_loader, config, device)
         valid_data_loader = data_loader and data_loader.split_validation()
     trainer_type = attempt(trainer_class, config["trainer"]["type"])
-    built_models = attempt(build_models, config)
+    built_models = attempt(build_models, config, weights_from_checkpoint or evaluation)
     criterion, metric_fns = attempt(build_loss, config), attempt(build_metrics, config)
     # Where a part failed, a stand-in still lets the arguments of the next ones be checked.
     stand_in = {name: nn.Linear(1, 1) for name in built_models or ["model"]}
-    optimizers = attempt(build_optimizers, config, built_models or stand_in)
+    optimizers = attempt(build_optimizers, config, built_models or stand_in, bool(built_models))
     n_steps = steps_per_epoch(config, data_loader) if data_loader is not None else 1
     stand_in_optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.1) for n, m in stand_in.items()}
     built = attempt(build_lr_schedulers, config, optimizers or stand_in_optimizers, n_steps)
@@ -293,6 +347,11 @@ def build_trainer(
     if evaluation:
         hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
         options["monitor"] = "off"  # nothing is monitored without training
+    if threading.current_thread() is not threading.main_thread():
+        # Python delivers signals to the main thread only: a run in another thread (a Ray
+        # Tune trial) is stopped by the program that owns that thread.
+        hook_list = [hook for hook in hook_list if not isinstance(hook, StopOnSignal)]
+    hook_list = [*hook_list, *extra_hooks]
     options.update(runtime_arguments(trainer_type, criterion, metric_fns))
     _check_model_names(trainer_type, built_models)
     return trainer_type(

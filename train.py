@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from base import BaseTrainer
+from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
@@ -98,8 +98,11 @@ def code_version() -> dict[str, str | bool]:
     return {"commit": commit or "unknown", "dirty": bool(changes)}
 
 
-def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
-    """Everything a run needs, built and checked; then (on the writing rank) its directories."""
+def build(
+    args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()
+) -> tuple[BaseTrainer, RunDirs | None]:
+    """Everything a run needs, built and checked; then (on the writing rank) its directories.
+    `extra_hooks` are the calling program's own (tune.py's reporter), after the config's."""
     checkpoint, restart = None, None
     if args.resume and Path(args.resume).is_dir():
         restart = run_to_restart(Path(args.resume)) if args.config is None else None
@@ -118,13 +121,17 @@ def build(args: argparse.Namespace) -> tuple[BaseTrainer, RunDirs | None]:
     device, device_ids = select_device(args.device, config["n_gpu"])
     if launched_by_torchrun():
         device, device_ids = init_distributed(device), []
+    # What the builder logs (frozen parameters, parameter groups) goes to the console now and
+    # into info.log once the run directory exists; other ranks show warnings only.
+    setup_logging(None, config["trainer"]["verbosity"] if is_main_process() else 0, hold=True)
     if config["seed"] is None:
         # Recorded in config.json, so the run can be redone; the same on every rank.
         config["seed"] = broadcast_from_main(secrets.randbits(31))
     seed_everything(config["seed"])
     config["code_version"] = code_version()  # recorded in config.json and the checkpoints
 
-    trainer = build_trainer(config, device, device_ids)
+    trainer = build_trainer(config, device, device_ids, extra_hooks=extra_hooks,
+                            weights_from_checkpoint=checkpoint is not None)  # fmt: skip
     with naming_checkpoint(args.resume):  # a malformed field names the file
         if fine_tune:
             trainer.load_weights(checkpoint)
@@ -244,10 +251,15 @@ def resume_position(trainer: BaseTrainer) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
+    """Build the run that `args` (parsed by `parse_args`) describe and train it; a tune.py
+    trial is this, with its reporter in `extra_hooks`."""
     run_dirs = None
     try:
-        trainer, run_dirs = build(args)
+        trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
         barrier()  # no rank leaves the process group while another still uses it
     except Stopped:

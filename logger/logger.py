@@ -7,13 +7,28 @@ from pathlib import Path
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
-def setup_logging(log_dir: Path | None, verbosity: int) -> None:
+class HeldRecords(logging.Handler):
+    """Keeps the records logged while a run is built, before its directory exists, for the
+    `info.log` that the next `setup_logging` call opens."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def setup_logging(log_dir: Path | None, verbosity: int, hold: bool = False) -> None:
     """Send project log records to the console and, when `log_dir` is given, to `info.log`.
 
     `verbosity` sets the console level (0 warnings, 1 info, 2 debug); the file always gets
-    everything from info up, so a quiet console still leaves a full record on disk.
+    everything from info up, so a quiet console still leaves a full record on disk. With
+    `hold`, the records are also kept until a later call gives `log_dir`, and written first
+    into its `info.log` (what the builder logged: frozen parameters, parameter groups).
     """
     root = logging.getLogger()
+    held = [r for h in root.handlers if isinstance(h, HeldRecords) for r in h.records]
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -26,7 +41,11 @@ def setup_logging(log_dir: Path | None, verbosity: int) -> None:
         file = logging.FileHandler(Path(log_dir) / "info.log")
         file.setLevel(min(logging.INFO, LEVELS[verbosity]))
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for record in held:
+            file.handle(record)
         root.addHandler(file)
+    if hold:
+        root.addHandler(HeldRecords())
     # Third-party libraries keep their own, quieter level.
     for noisy in ("PIL", "matplotlib", "urllib3", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

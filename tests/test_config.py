@@ -281,6 +281,8 @@ def test_defaults_are_filled_in():
     assert resolved["seed"] is None
     assert resolved["metrics"] == []
     assert resolved["lr_scheduler"] is None
+    assert resolved["wandb"] is None
+    assert resolved["optimizer"]["param_groups"] == []
     assert resolved["trainer"] == {
         "type": "Trainer",
         "hooks": [],
@@ -293,6 +295,7 @@ def test_defaults_are_filled_in():
         "monitor": "off",
         "early_stop": 0,
         "tensorboard": True,
+        "metrics_csv": True,
         "len_epoch": None,
         "log_step": 10,
         "progress_bar": True,
@@ -318,7 +321,7 @@ def test_given_values_are_kept():
     resolved = resolve_config(config)
     assert resolved["trainer"]["monitor"] == "min val_loss"
     assert resolved["trainer"]["save_period"] == 1
-    assert resolved["optimizer"] == config["optimizer"]
+    assert resolved["optimizer"] == {**config["optimizer"], "param_groups": []}
     assert resolved["lr_scheduler"] == {**config["lr_scheduler"], "interval": None}
 
 

@@ -31,6 +31,11 @@ SCHEDULER_KEYS = {  # beside "type" and "args" in an lr_scheduler node
         "'epoch', 'step' or null (OneCycleLR: step, others: epoch)",
     ),
 }
+OPTIMIZER_KEYS = {  # beside "type" and "args" in an optimizer node
+    # Per-pattern options; the entries are checked against the model where the optimizer is
+    # built (utils/param_groups.py).
+    "param_groups": Key((list,), [], valid="a list of {params: [PATTERN, ...], OPTION: VALUE}"),
+}
 _COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")
 
 
@@ -68,6 +73,7 @@ TOP_LEVEL_KEYS = {
     "lr_scheduler": Key((dict, type(None)), None),
     "trainer": Key((dict,)),
     "code_version": Key((dict, type(None)), None),  # written by train.py: git commit, dirty
+    "wandb": Key((dict, type(None)), None),  # the WandbLogger's arguments; null: no W&B
 }
 
 TRAINER_KEYS = {
@@ -86,6 +92,7 @@ TRAINER_KEYS = {
     "early_stop": Key((int,), 0, lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
     "tensorboard": Key((bool,), True),
     "log_images": Key((bool,), True),
+    "metrics_csv": Key((bool,), True),
     "len_epoch": Key(
         (int, type(None)), None, lambda v: v is None or v >= 1, "an integer >= 1 or null"
     ),
