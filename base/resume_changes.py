@@ -17,41 +17,21 @@ checkpoint, and their state would silently override changed config values. So:
   Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
 """
 
-import inspect
 import logging
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
 from base.base_trainer import BaseTrainer
-from utils.config import check_named_nodes, config_changes, is_named_nodes
-from utils.config_keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
+from base.optimizer_argument_changes import ArgumentChange, apply_change, argument_changes
+from base.resume_refusals import (
+    changed_lengths,
+    changed_order,
+    changed_param_groups,
+    changed_schedules,
+    contradictions,
+    one_cycle_lengths,
+    replaced_optimizers,
+)
+from utils.config import config_changes
 from utils.errors import UserError
-from utils.param_groups import group_parameters
-
-
-def _fine_tune(goal: str = "change it") -> str:
-    """The way to make a change the restored state cannot take."""
-    return (
-        f"to {goal}, fine-tune: python train.py -c CONFIG -r CHECKPOINT starts a new run from "
-        "the weights only (CONFIG may be this run's config.json)"
-    )
-
-
-_ABSENT = object()
-
-
-@dataclass(frozen=True)
-class ArgumentChange:
-    """One changed `optimizer.args` value, for one restored optimizer."""
-
-    key: str  # the config key, e.g. "optimizer.args.lr" or "optimizer.generator.args.lr"
-    name: str  # the optimizer's (its model's) name
-    argument: str
-    old: Any  # what the checkpoint ran with (the constructor's default where not given)
-    new: Any  # what this run gives it, as the optimizer's constructor stored it
 
 
 def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str]:
@@ -60,23 +40,23 @@ def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str
     the restored state contradicts is a `UserError`, raised before anything is written."""
     old, new = checkpoint["config"], trainer.config
     _refuse(
-        _replaced_optimizers(trainer, old, new)
-        + _changed_param_groups(trainer, old, new)
-        + _changed_schedules(trainer, old, new)
-        + _changed_order(checkpoint, old, new)
+        replaced_optimizers(trainer, old, new)
+        + changed_param_groups(trainer, old, new)
+        + changed_schedules(trainer, old, new)
+        + changed_order(checkpoint, old, new)
     )
-    lengths = {name: _lengths(s.state_dict()) for name, s in trainer.lr_schedulers.items()}
+    lengths = {name: one_cycle_lengths(s.state_dict()) for name, s in trainer.lr_schedulers.items()}
     trainer.load_state_dict(checkpoint)
-    _refuse(_changed_lengths(trainer, lengths, old, new))
-    changes = _argument_changes(trainer, old, new)
-    _refuse(_contradictions(trainer, changes, new))
+    _refuse(changed_lengths(trainer, lengths, old, new))
+    changes = argument_changes(trainer, old, new)
+    _refuse(contradictions(trainer, changes, new))
     by_key: dict[str, list[ArgumentChange]] = {}
     for change in changes:  # one key for several optimizers where they share one node
         by_key.setdefault(change.key, []).append(change)
     lines = {}
     for key, same in by_key.items():
         who = "{}: " if len(trainer.optimizers) > 1 else ""
-        details = [who.format(change.name) + _apply(trainer, change) for change in same]
+        details = [who.format(change.name) + apply_change(trainer, change) for change in same]
         lines[key] = (
             f"{key}: {same[0].old!r} -> {same[0].new!r}, applied to the restored "
             f"optimizer{'s' if len(same) > 1 else ''} ({'; '.join(details)})"
@@ -100,249 +80,3 @@ def resume_change_lines(old: dict, new: dict, applied: dict[str, str]) -> list[t
 def _refuse(errors: list[str]) -> None:
     if errors:
         raise UserError(" | ".join(dict.fromkeys(errors)))
-
-
-def _node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
-    """The config key path and node of `key` (optimizer, lr_scheduler) for one model's name,
-    resolved as the config loader resolves it (so a default written out compares equal)."""
-    node = config.get(key)
-    if node is None:
-        return key, None
-    extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
-    if is_named_nodes(node):
-        return f"{key}.{name}", check_named_nodes(node.get(name), f"{key}.{name}", [], extra_keys)
-    return key, check_named_nodes(node, key, [], extra_keys)
-
-
-def _changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
-    """A changed `seed` (it orders every epoch's samples), or data loader in the middle of an
-    epoch (its batches done were counted in the old loader's batches): the resumed run would
-    silently train other samples than the ones it skips."""
-    errors = []
-    done, epoch = checkpoint["batches_done"], checkpoint["epoch"] + 1
-    for change in config_changes(old, new):
-        if change.startswith("seed:"):
-            errors.append(f"{change} on resume: the run's sample order comes from its seed; "
-                          f"{_fine_tune('train with another seed')}")  # fmt: skip
-        elif change.startswith("data_loader.") and done > 0:
-            batches = f"{done} batch{'es' if done > 1 else ''}"
-            errors.append(f"{change} on resume {batches} into epoch {epoch}, which counted "
-                          "the old loader's batches; change it when resuming from an epoch "
-                          "checkpoint")  # fmt: skip
-    return errors
-
-
-def _replaced_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
-    """A changed `optimizer.type`: the restored state (Adam's moments, ...) is the old type's."""
-    errors = []
-    for name in trainer.optimizers:
-        path, node = _node(new, "optimizer", name)
-        was = _node(old, "optimizer", name)[1]["type"]
-        if node["type"] != was:
-            errors.append(
-                f"{path}.type: {was!r} -> {node['type']!r} on resume: the restored optimizer "
-                f"state is {was}'s; {_fine_tune('switch optimizer')}"
-            )
-    return errors
-
-
-def _changed_param_groups(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
-    """A changed `optimizer.param_groups`: the restored state numbers its parameters by the
-    old groups, and each group's hyperparameters (and schedule) are the old ones."""
-    errors = []
-    for name in trainer.optimizers:
-        path, node = _node(new, "optimizer", name)
-        was = _node(old, "optimizer", name)[1]["param_groups"]
-        if node["param_groups"] != was:
-            key = f"{path}.param_groups"
-            changes = "; ".join(config_changes({key: was}, {key: node["param_groups"]}))
-            errors.append(
-                f"{changes or key + ': reordered'} on resume: the restored optimizer state "
-                f"is in the old parameter groups, with their options; {_fine_tune()}"
-            )
-    return errors
-
-
-def _changed_schedules(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
-    """A changed `lr_scheduler` (added, removed, other type, args or interval): loading the
-    restored schedule's state would override most of it, and a new one would not know where
-    the run stands."""
-    errors = []
-    for name in trainer.optimizers:
-        path, node = _node(new, "lr_scheduler", name)
-        was = _node(old, "lr_scheduler", name)[1]
-        if node != was:
-            if was is None or node is None:
-                changes = f"{path}: {'added' if was is None else 'removed'}"
-            else:
-                changes = "; ".join(config_changes({path: was}, {path: node}))
-            errors.append(
-                f"{changes} on resume: the restored schedule cannot take a changed "
-                f"lr_scheduler; {_fine_tune()}"
-            )
-    return errors
-
-
-def _lengths(state: dict) -> list[int]:
-    """The `total_steps` of a scheduler's state (OneCycleLR's) and of those nested in it."""
-    own = [state["total_steps"]] if "total_steps" in state else []
-    return own + [n for child in state.get("_schedulers", []) for n in _lengths(child)]
-
-
-def _join(values: list) -> str:
-    return ", ".join(map(str, values))
-
-
-def _changed_lengths(
-    trainer: BaseTrainer, lengths: dict[str, list[int]], old: dict, new: dict
-) -> list[str]:
-    """A one-cycle schedule without `total_steps` of its own lasts `trainer.epochs` x the
-    optimizer steps per epoch, fixed when it starts: a resumed run cannot change that."""
-    errors = []
-    for name, scheduler in trainer.lr_schedulers.items():
-        restored = _lengths(scheduler.state_dict())
-        if restored == lengths[name]:
-            continue
-        path = _node(new, "lr_scheduler", name)[0]
-        epochs = old["trainer"]["epochs"], new["trainer"]["epochs"]
-        cause = (
-            f"trainer.epochs: {epochs[0]} -> {epochs[1]}"
-            if epochs[0] != epochs[1]
-            else f"{path}: the optimizer steps per epoch changed, which"
-        )
-        errors.append(
-            f"{cause} would change the length of the restored one-cycle schedule ({path}: "
-            f"total_steps {_join(restored)} -> {_join(lengths[name])}, trainer.epochs x "
-            f"optimizer steps per epoch), which is fixed when it starts; "
-            f"{_fine_tune('train with a new cycle')}"
-        )
-    return errors
-
-
-def _optimizer_arguments(config: dict, name: str) -> dict:
-    return _node(config, "optimizer", name)[1]["args"]
-
-
-def _argument_changes(trainer: BaseTrainer, old: dict, new: dict) -> list[ArgumentChange]:
-    """Every `optimizer.args` value that differs from the checkpoint's, per optimizer."""
-    changes = []
-    for name, optimizer in trainer.optimizers.items():
-        path = _node(new, "optimizer", name)[0]
-        was, now = _optimizer_arguments(old, name), _optimizer_arguments(new, name)
-        for argument in sorted(was.keys() | now.keys()):
-            if was.get(argument, _ABSENT) == now.get(argument, _ABSENT):
-                continue
-            default = inspect.signature(type(optimizer)).parameters[argument].default
-            before, after = was.get(argument, default), optimizer.defaults[argument]
-            if before != after:  # (not a value written out that was the default)
-                changes.append(
-                    ArgumentChange(f"{path}.args.{argument}", name, argument, before, after)
-                )
-    return changes
-
-
-def _schedulers(scheduler: Any) -> list[Any]:
-    """A scheduler and those nested in it (SequentialLR's, ChainedScheduler's)."""
-    if scheduler is None:
-        return []
-    return [scheduler, *(s for child in getattr(scheduler, "_schedulers", []) for s in
-                         _schedulers(child))]  # fmt: skip
-
-
-def _contradictions(trainer: BaseTrainer, changes: list[ArgumentChange], new: dict) -> list[str]:
-    """Why the restored state cannot follow some of `changes`, if it cannot."""
-    errors = []
-    for change in changes:
-        schedulers = _schedulers(trainer.lr_schedulers.get(change.name))
-        owners = [type(s).__name__ for s in schedulers if change.argument in _cycled(s)]
-        if owners:
-            errors.append(
-                f"{change.key}: {owners[0]} sets {change.argument} itself, from its own "
-                f"arguments, so {change.key} has no effect with it; "
-                f"{_fine_tune('change the schedule')}"
-            )
-        elif change.argument == "lr" and change.old == 0 and schedulers:
-            errors.append(
-                f"{change.key}: the restored run trained with lr 0, so the point its schedule "
-                f"reached cannot be carried over to lr {change.new!r}; {_fine_tune()}"
-            )
-    for name in dict.fromkeys(change.name for change in changes):
-        optimizer = trainer.optimizers[name]
-        missing = _missing_state(optimizer, _optimizer_arguments(new, name))
-        if missing:
-            keys = ", ".join(f"{c.key}: {c.old!r} -> {c.new!r}" for c in changes if c.name == name)
-            errors.append(
-                f"{keys} needs optimizer state the restored {type(optimizer).__name__} does "
-                f"not have ({', '.join(missing)}); {_fine_tune()}"
-            )
-    return errors
-
-
-def _cycled(scheduler: Any) -> set[str]:
-    """The optimizer arguments a cyclic schedule sets at every step, overriding the config:
-    the lr, and with `cycle_momentum` the momentum (SGD's `momentum`, Adam's `betas[0]`)."""
-    if not isinstance(scheduler, OneCycleLR | CyclicLR):
-        return set()
-    return {"lr", "momentum", "betas"} if scheduler.cycle_momentum else {"lr"}
-
-
-def _missing_state(optimizer: torch.optim.Optimizer, arguments: dict) -> list[str]:
-    """The per-parameter state that `optimizer`'s type keeps under `arguments` and its
-    restored state lacks (Adam's `max_exp_avg_sq` once `amsgrad` is on): one step of a new
-    optimizer of that type, on a stand-in for a restored parameter, shows what it keeps."""
-    restored = [(parameter, state) for parameter, state in optimizer.state.items() if state]
-    if not restored:
-        return []  # no step taken yet: the first one creates every entry it needs
-    parameter, state = restored[0]
-    stand_in = torch.zeros_like(parameter, requires_grad=True)
-    stand_in.grad = torch.zeros_like(parameter)
-    probe = type(optimizer)([stand_in], **arguments)
-    probe.step()
-    return sorted(set(probe.state[stand_in]) - set(state))
-
-
-def _own_options(trainer: BaseTrainer, name: str) -> list[set[str]]:
-    """The options each of an optimizer's parameter groups sets itself, by group number (the
-    groups are rebuilt from the config and the model as when the optimizer was built)."""
-    path, node = _node(trainer.config, "optimizer", name)
-    model = trainer.bare_models[name]
-    groups = group_parameters(model, node["param_groups"], f"{path}.param_groups")
-    return [set(group.options) for group in groups]
-
-
-def _apply(trainer: BaseTrainer, change: ArgumentChange) -> str:
-    """Set `change` in the restored optimizer's groups that do not set that argument
-    themselves (and, for `lr`, in their schedule); say what changed."""
-    optimizer = trainer.optimizers[change.name]
-    taking = [change.argument not in own for own in _own_options(trainer, change.name)]
-    kept = [str(index) for index, takes in enumerate(taking) if not takes]
-    where = f" (group {', '.join(kept)} keeps its own)" if kept else ""
-    if not any(taking):
-        return f"no parameter group: each sets its own {change.argument}"
-    if change.argument != "lr":
-        for group, takes in zip(optimizer.param_groups, taking, strict=True):
-            if takes:
-                group[change.argument] = change.new
-        return f"every parameter group{where}"
-    first = taking.index(True)
-    before = optimizer.param_groups[first]["lr"]
-
-    def rescale(lr: float) -> float:
-        if change.old == 0:  # no schedule (see `_contradictions`): nothing to carry over
-            return change.new
-        return change.new * (lr / change.old)  # exactly `new` where lr is the old base
-
-    for group, takes in zip(optimizer.param_groups, taking, strict=True):
-        for key in ("lr", "initial_lr"):
-            if key in group and takes:
-                group[key] = rescale(group[key])
-    schedulers = _schedulers(trainer.lr_schedulers.get(change.name))
-    for scheduler in schedulers:
-        for attribute in ("base_lrs", "_last_lr"):
-            if hasattr(scheduler, attribute):
-                rates = zip(getattr(scheduler, attribute), taking, strict=True)
-                setattr(scheduler, attribute, [rescale(lr) if t else lr for lr, t in rates])
-    after = optimizer.param_groups[first]["lr"]
-    rule = ", the schedule going on from where it stood" if schedulers else ""
-    group = f"group {first}'s " if len(taking) > 1 else ""
-    return f"new base lr: {group}current lr {before:.6g} -> {after:.6g}{rule}{where}"

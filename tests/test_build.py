@@ -1,4 +1,4 @@
-"""utils/build.py and builder.py: config nodes to objects, from designated modules."""
+"""utils/build.py and builder/: config nodes to objects, from designated modules."""
 
 import os
 import types
@@ -257,7 +257,7 @@ def test_build_callable_instantiates_a_class():
     assert loss.label_smoothing == 0.1
 
 
-# ---------------------------------------------------------------- builder.py
+# ---------------------------------------------------------------- builder/
 
 
 def build_model(config: dict) -> nn.Module:

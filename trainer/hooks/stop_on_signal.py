@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM stop the run after the current step, with a resumable checkpoint."""
 
 import signal
+import threading
 
 import torch
 
@@ -18,10 +19,13 @@ class StopOnSignal(Hook):
         self.signals = StopSignals()
 
     def before_train(self, trainer: BaseTrainer) -> None:
-        self.signals.__enter__()
+        # Python runs signal handlers in the main thread only (signal.signal raises elsewhere):
+        # a run in another thread (a Ray Tune trial) is stopped by the program that owns it.
+        if threading.current_thread() is threading.main_thread():
+            self.signals.__enter__()
 
     def after_train(self, trainer: BaseTrainer) -> None:
-        self.signals.__exit__()
+        self.signals.__exit__()  # puts back what before_train replaced, if anything
 
     def after_step(self, trainer: BaseTrainer) -> None:
         if trainer.window is not None or not is_distributed():

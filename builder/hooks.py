@@ -1,0 +1,81 @@
+"""The hooks of a run: the built-in ones its trainer keys (and the `wandb` key) ask for, and
+the user's `trainer.hooks`."""
+
+from typing import Any
+
+import trainer.hooks as hooks
+from base import Hook
+from builder.trainer_type import package_modules
+from trainer.hooks import (
+    Checkpointer,
+    CSVLogger,
+    EarlyStopping,
+    LRSchedulerStep,
+    ProgressBar,
+    StopOnSignal,
+    TensorBoardLogger,
+    WandbLogger,
+)
+from utils.build import instantiate, is_subclass_of, lookup
+from utils.errors import UserError
+
+BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
+            TensorBoardLogger, WandbLogger)  # fmt: skip
+
+
+def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
+    """The built-in hooks the trainer keys (and the `wandb` key) ask for, with the user's
+    `trainer.hooks` placed before the ones that save (so a checkpoint includes their work)
+    and log. metrics.csv is written just before the `Checkpointer` saves, so that a
+    checkpoint never has an epoch whose row is not on disk."""
+    options = config["trainer"]
+    user = []
+    for index, node in enumerate(options["hooks"]):
+        path = f"trainer.hooks[{index}]"
+        modules, where = package_modules(hooks), "the modules of trainer/hooks/"
+        hook_class = lookup(path, node["type"], modules, _is_hook, where)
+        user.append(_instantiate_hook(path, hook_class, node["args"]))
+    built = [LRSchedulerStep(intervals)] if intervals else []
+    built += user
+    if options["early_stop"] > 0:
+        built.append(EarlyStopping(options["early_stop"]))
+    built.append(StopOnSignal())
+    if options["metrics_csv"]:
+        built.append(CSVLogger())
+    built.append(Checkpointer(options["save_period"], options["keep_last"],
+                              options["save_every_steps"]))  # fmt: skip
+    if options["tensorboard"]:
+        built.append(TensorBoardLogger(options["log_images"]))
+    if config["wandb"] is not None:
+        built.append(_wandb_logger(config["wandb"], user))
+    if options["progress_bar"]:
+        built.append(ProgressBar())
+    return built
+
+
+def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:
+    """`instantiate`, with the config path put before a hook's own one-line error (a missing
+    optional package)."""
+    try:
+        return instantiate(path, hook_class, args)
+    except UserError as error:
+        message = str(error)
+        raise UserError(message if message.startswith(path) else f"{path}: {message}") from None
+
+
+def _wandb_logger(args: dict, user_hooks: list[Hook]) -> WandbLogger:
+    """The `WandbLogger` of the top-level `wandb` key, whose keys are its arguments."""
+    for index, hook in enumerate(user_hooks):
+        if isinstance(hook, WandbLogger):
+            raise UserError(
+                f"wandb: trainer.hooks[{index}] is a WandbLogger too; turn W&B on one way "
+                "only (remove the wandb key or that hook)"
+            )
+    try:
+        return _instantiate_hook("wandb", WandbLogger, args)
+    except UserError as error:  # its keys are the arguments: wandb.project, not wandb.args.project
+        raise UserError(str(error).replace("wandb.args", "wandb", 1)) from None
+
+
+def _is_hook(value: Any) -> bool:
+    return is_subclass_of(Hook)(value) and value is not Hook

@@ -1,0 +1,79 @@
+"""The data loader, the models, the loss and the metrics a config names."""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+import data_loader.data_loaders as data_loaders
+import model.loss as losses
+import model.metric as metrics
+import model.model as models
+from base import EpochLoader
+from utils.build import build_callable, instantiate, is_subclass_of, lookup
+from utils.config import is_named_nodes
+from utils.errors import UserError
+
+
+def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> EpochLoader:
+    """The configured data loader; `overrides` replace config args (test.py sets `training`).
+
+    A loader whose constructor takes `device` (the in-memory one) is told the training
+    device, where it keeps its tensors with `device_resident: true`.
+    """
+    node = config["data_loader"]
+    loader_class = lookup("data_loader", node["type"], [data_loaders], is_subclass_of(EpochLoader))
+    if "device" in inspect.signature(loader_class).parameters:
+        overrides["device"] = device
+    return instantiate("data_loader", loader_class, {**node["args"], **overrides})
+
+
+def build_models(config: dict, weights_from_checkpoint: bool = False) -> dict[str, nn.Module]:
+    """The models `arch` names; with `weights_from_checkpoint`, a model's own initial weights
+    (`BaseModel.initial_weights_argument`) are not loaded, since a checkpoint's replace them."""
+    arch = config["arch"]
+    nodes = arch if is_named_nodes(arch) else {"model": arch}
+    accept = is_subclass_of(nn.Module)
+    built = {}
+    for name, node in nodes.items():
+        path = f"arch.{name}" if is_named_nodes(arch) else "arch"
+        model_class = lookup(path, node["type"], [models], accept)
+        args = node["args"]
+        initial_weights = getattr(model_class, "initial_weights_argument", None)
+        if weights_from_checkpoint and args.get(initial_weights) is not None:
+            args = {**args, initial_weights: None}
+        built[name] = instantiate(path, model_class, args)
+    return built
+
+
+def build_loss(config: dict) -> Callable | None:
+    node = config["loss"]
+    if node is None:
+        return None
+    loss = lookup("loss", node["type"], [losses, nn], _is_loss)
+    return build_callable("loss", loss, node["args"], n_inputs=2)
+
+
+def build_metrics(config: dict) -> dict[str, Callable]:
+    """Metric functions by the name they are logged under (their `type`)."""
+    built: dict[str, Callable] = {}
+    for index, node in enumerate(config["metrics"]):
+        path = f"metrics[{index}]"
+        name = node["type"]
+        if name in built:
+            raise UserError(f"{path}.type: {name!r} is listed twice; each metric is logged once")
+        if name == "loss":
+            raise UserError(f"{path}.type: 'loss' is reserved for the training loss")
+        metric = lookup(path, name, [metrics], inspect.isfunction)
+        built[name] = build_callable(path, metric, node["args"], n_inputs=2)
+    return built
+
+
+def _is_loss(value: Any) -> bool:
+    """A torch.nn loss class, or a function or module of the project's (not torch's own)."""
+    if is_subclass_of(nn.modules.loss._Loss)(value):
+        return True
+    own = not getattr(value, "__module__", "torch").startswith("torch")
+    return own and (inspect.isfunction(value) or is_subclass_of(nn.Module)(value))
