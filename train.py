@@ -21,6 +21,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch.optim.lr_scheduler import OneCycleLR
+
 from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
@@ -276,11 +278,20 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
         early_stop = early_stop_override(trainer)
         if trainer.epoch < trainer.epochs:  # a hook ended it
             logger.info("to train on: python train.py -r %s%s", run_dirs.models, early_stop)
+        elif has_one_cycle(trainer):  # its length is fixed when it starts: a resume cannot
+            config = run_dirs.models / "config.json"
+            logger.info("to train longer, fine-tune the last weights with a new cycle in a "
+                        "new run: python train.py -c %s -r %s -o trainer.epochs=%d",
+                        config, run_dirs.models, trainer.epoch)  # fmt: skip
         else:
             logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
                         "python train.py -r %s -o trainer.epochs=%d%s",
                         trainer.epoch, run_dirs.models, 2 * trainer.epoch, early_stop)  # fmt: skip
     return 0
+
+
+def has_one_cycle(trainer: BaseTrainer) -> bool:
+    return any(isinstance(s, OneCycleLR) for s in trainer.lr_schedulers.values())
 
 
 if __name__ == "__main__":

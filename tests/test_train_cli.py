@@ -208,6 +208,31 @@ def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> 
     assert command.endswith("-o trainer.epochs=4 -o trainer.early_stop=0")
 
 
+def test_a_one_cycle_run_prints_a_command_that_trains_longer(tmp_path: Path) -> None:
+    """A one-cycle schedule's length is fixed when it starts, so resuming with more epochs is
+    refused: the printed command fine-tunes the last weights with a new cycle instead."""
+    config = str(ROOT / "config" / "mlp.json")
+    result = run_script("train.py", "-c", config, *shrunk(tmp_path / "saved"))
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if "to train longer" in line]
+    argv = command.split(": python ", 1)[1].split()
+    assert argv[:2] == ["train.py", "-c"] and "-r" in argv
+    result = run_script(*argv)
+    assert result.returncode == 0, result.stderr
+    assert "fine-tuning the weights of" in result.stdout and "epoch 2/2" in result.stdout
+
+
+def test_new_project_leaves_out_downloaded_weights_and_data() -> None:
+    import new_project
+
+    data = str(new_project.TEMPLATE / "data")
+    assert new_project._ignore(data, ["weights", "MNIST", "mnist_5k.csv.gz", "README.md"]) == {
+        "weights", "MNIST"
+    }  # fmt: skip
+    models = str(new_project.TEMPLATE / "model")  # elsewhere a "weights" is the user's own
+    assert new_project._ignore(models, ["weights", "model.py"]) == set()
+
+
 def test_new_project_trains_on_its_own(tmp_path: Path) -> None:
     target = tmp_path / "My Project"
     result = run_script("new_project.py", str(target))
