@@ -47,5 +47,5 @@ def setup_logging(log_dir: Path | None, verbosity: int, hold: bool = False) -> N
     if hold:
         root.addHandler(HeldRecords())
     # Third-party libraries keep their own, quieter level.
-    for noisy in ("PIL", "matplotlib", "urllib3", "h5py"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "h5py", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ from torch import nn
 
 from base import BaseTrainer, Hook, TensorDataLoader
 from builder import build_trainer, trainer_keys
-from logger.tensorboard import TensorboardWriter
+from logger.tensorboard import TensorboardWriter, hyperparameters
 from trainer import Trainer
 from utils.config import apply_overrides, load_config_file, resolve_config
 from utils.errors import TrainingFailed
@@ -266,3 +266,11 @@ def test_hparams_are_written_after_early_stopping_not_after_a_signal_or_error(
             trainer.train(run)
     assert (hparams_record(run) is not None) == written
     assert list(scalars(read_events(run), "epoch/loss")) == [STEPS_PER_EPOCH]
+
+
+def test_hyperparameters_are_the_values_that_shape_training() -> None:
+    config = {"optimizer": {"args": {"lr": 0.01, "betas": [0.9, 0.99]}}, "seed": None,
+              "trainer": {"amp": False, "save_dir": "s/"}, "wandb": {"project": "p"}}  # fmt: skip
+    assert hyperparameters(config) == {
+        "optimizer.args.lr": 0.01, "optimizer.args.betas": "[0.9, 0.99]", "trainer.amp": "false"
+    }  # fmt: skip

@@ -203,6 +203,22 @@ def test_wandb_config_mistakes_are_one_line_errors(wandb, tmp_path, capsys, over
     assert not save_dir.exists()
 
 
+def test_online_without_credentials_is_refused_before_the_run_directory(
+    wandb, tmp_path, capsys, monkeypatch
+) -> None:
+    """W&B would fail only when it starts, once the run directory exists: it is asked first."""
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_dir = tmp_path / "saved"
+    argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}"]
+    code, stderr = run_train([*argv, "-o", "wandb={project: toys}"], capsys)
+    assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
+    assert "not logged in; run `wandb login`, or set mode: 'offline'" in stderr
+    assert not save_dir.exists()
+
+
 @pytest.mark.parametrize(
     ("override", "path"), [("wandb={project: toys}", "wandb"), (HOOK, "trainer.hooks[0]")]
 )

@@ -2,6 +2,7 @@
 in one W&B run per run directory that a resumed run continues."""
 
 import math
+import os
 import re
 import sys
 from typing import Any
@@ -52,6 +53,15 @@ class WandbLogger(Hook):
         self.run_id: str | None = None  # the W&B run's id, once known
         self.run: Any = None  # the W&B run while this process logs into it
 
+    def check(self, trainer: BaseTrainer) -> None:
+        """Online W&B without credentials would fail in `before_train`, after the run directory
+        exists: refuse it now, before anything is written."""
+        if self.init_args["mode"] in (None, "online") and logged_in(self._wandb) is False:
+            raise UserError(
+                "wandb: W&B is online here but not logged in; run `wandb login`, or set mode: "
+                "'offline' in the WandbLogger's arguments (the `wandb` key or its hook entry)"
+            )
+
     def before_train(self, trainer: BaseTrainer) -> None:
         if trainer.run_dirs is None:
             return
@@ -67,7 +77,7 @@ class WandbLogger(Hook):
         except self._wandb.Error as error:
             raise UserError(
                 f"wandb: W&B did not start ({str(error).strip().splitlines()[0]}); log in with "
-                "`wandb login`, or set the WandbLogger's mode to 'offline'"
+                "`wandb login`, or set mode: 'offline' in the WandbLogger's arguments"
             ) from None
 
     def after_step(self, trainer: BaseTrainer) -> None:
@@ -99,6 +109,27 @@ class WandbLogger(Hook):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state["run_id"]
+
+
+def logged_in(wandb: Any) -> bool | None:
+    """False when W&B would run online and has no credentials (no `WANDB_API_KEY`, nothing
+    from `wandb login`), read without any network; None when this W&B version cannot tell."""
+    try:
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb_setup.singleton().settings  # (WANDB_MODE, `wandb offline`, ...)
+        if settings.mode != "online":
+            return None
+        host = settings.base_url
+        return bool(
+            os.environ.get("WANDB_API_KEY")
+            or settings.api_key
+            or wbauth.read_netrc_auth(host=host)
+            or wbauth.session_credentials(host=host)
+        )
+    except Exception:  # an internal API of W&B's that a later version may move: do not guess
+        return None
 
 
 def wandb_run_id(text: str) -> str:
