@@ -44,10 +44,12 @@ def distribution_name(target: Path) -> str:
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
-    """Skip the usual clutter, and everything inside `saved/` (run outputs)."""
+    """Skip the usual clutter, everything inside `saved/` (run outputs), and the pretrained
+    weights put in `data/weights/` (large downloads, like MNIST's files)."""
     if Path(directory) == TEMPLATE / "saved":
         return set(names)
-    return SKIPPED(directory, names)
+    skipped = SKIPPED(directory, names)
+    return skipped | {"weights"} & set(names) if Path(directory) == TEMPLATE / "data" else skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
 from logger.evaluation_report import picture_paths, report_table, tensorboard_dir, write_pictures
@@ -81,6 +82,16 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
     return path, load_checkpoint(path)
 
 
+def class_names(data_loader: Any) -> list | None:
+    """The loader's own `classes` (set one on a loader of tensors), else its dataset's
+    (torchvision's data sets have one), else None: the classes are then named by index."""
+    for holder in (data_loader, data_loader.dataset):
+        names = getattr(holder, "classes", None)
+        if names is not None:
+            return list(names)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     path, checkpoint = checkpoint_to_evaluate(args.resume)
@@ -116,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%-12s %.6g", name, value)
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
                **results}  # fmt: skip
-    report = recorder.report(getattr(data_loader.dataset, "classes", None))
+    report = recorder.report(class_names(data_loader))
     if report is not None:
         logger.info("%s", report_table(report))
         summary.update(report.as_json())

@@ -35,7 +35,14 @@ from utils.config_keys import is_path_component
 from utils.errors import TrainingFailed, UserError
 from utils.run_dir import readable_path
 from utils.search_results import best_config, trial_rows, trials_table, write_trials_csv
-from utils.search_space import Search, check_edge_values, load_search, monitored, override
+from utils.search_space import (
+    Search,
+    check_edge_values,
+    check_searched_lr,
+    load_search,
+    monitored,
+    override,
+)
 
 INSTALL_HINT = 'tune.py needs Ray Tune: pip install -e ".[tune]"'
 RECORD_NAME = "search.json"  # in the search directory: what the search was started with
@@ -254,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         search = dataclasses.replace(search, num_samples=args.num_samples)
     config = load_run_config(args.config, None, args.override, trainer_keys)
     metric, mode = monitored(config)
+    check_searched_lr(search, config, args.search)
     check_edge_values(search, args.search, lambda extra: check_values(args, extra))
     directory = search_directory(config, args)
     record = {"config": config, "search": search.as_dict()}

@@ -51,8 +51,8 @@ class BaseModel(nn.Module, ABC):
             parameter.requires_grad_(False)
         if frozen:
             count, total = (sum(p.numel() for p in ps) for ps in (frozen, self.parameters()))
-            logger.info("%s: %s of %s parameters frozen (%d tensors)", key, f"{count:,}",
-                        f"{total:,}", len(frozen))  # fmt: skip
+            logger.info("%s: %s of %s parameters frozen (%d tensors matching %s)", key,
+                        f"{count:,}", f"{total:,}", len(frozen), ", ".join(patterns))  # fmt: skip
         self.train(self.training)  # frozen batch-norm layers go to eval mode now
 
     def train(self, mode: bool = True) -> "BaseModel":

@@ -95,7 +95,8 @@ class MLP(BaseModel):
 
 class DeepCNN(BaseModel):
     """A deeper CNN than LeNet: three conv/batch-norm/pool stages, then three linear layers
-    with dropout between them. Returns log-probabilities, so it pairs with `nll_loss`.
+    with dropout between them. Returns log-probabilities, so it pairs with `nll_loss`. Takes
+    images of any size from 24x24 up (28x28 MNIST as it is; larger ones are pooled to 3x3).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3) -> None:
@@ -104,6 +105,8 @@ class DeepCNN(BaseModel):
             *_conv_stage(in_channels, 32),  # (B, 32, 14, 14)
             *_conv_stage(32, 64),  # (B, 64, 7, 7)
             *_conv_stage(64, 128),  # (B, 128, 3, 3)
+            # The identity on 28x28 input; other sizes (32x32, 64x64) are pooled to 3x3 too.
+            nn.AdaptiveMaxPool2d(3),  # (B, 128, 3, 3)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),  # (B, 128 * 3 * 3)
@@ -116,7 +119,7 @@ class DeepCNN(BaseModel):
             nn.Linear(128, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, 28, 28)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W), e.g. (B, 1, 28, 28)
         return F.log_softmax(self.classifier(self.features(x)), dim=1)  # (B, num_classes)
 
 

@@ -2,6 +2,7 @@
 file (or, when the config names them, torchvision's own download), a new head for
 `num_classes`, a first convolution for `in_channels`, and frozen parameters by name."""
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from torchvision.models import get_model, get_model_weights, list_models
 from base import BaseModel
 from utils.errors import UserError, did_you_mean, error_summary
 from utils.saved_states import load_weights
+
+logger = logging.getLogger(__name__)
 
 KEY = "arch.args"  # where this model's arguments sit in a one-model config
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt")
@@ -52,8 +55,14 @@ class TorchvisionModel(BaseModel):
             network = get_model(name, weights=None, num_classes=num_classes)
         else:
             network = _pretrained(name, weights)
-            if _head(network)[1] != num_classes:  # (a head of that size keeps its weights)
+            head, classes = _head(network)
+            if classes != num_classes:  # (a head of that size keeps its weights)
                 network.set_submodule(*_new_head(network, num_classes))
+            stem, conv = _first_conv(network)
+            kept = "kept" if classes == num_classes else f"new, for {num_classes} classes"
+            logger.info("%s.weights: %s loaded into %s; head %s (%d classes): %s; first "
+                        "convolution %s: %d -> %d input channels", KEY, weights, name, head,
+                        classes, kept, stem, conv.in_channels, in_channels)  # fmt: skip
         _adapt_first_conv(network, in_channels)
         self._parameters, self._buffers = network._parameters, network._buffers
         self._non_persistent_buffers_set = network._non_persistent_buffers_set

@@ -248,3 +248,14 @@ def test_test_py_writes_the_report_pictures_and_tensorboard_images(
     assert "test/per_class/text_summary" in events.Tags()["tensors"]
     assert run_events.read_bytes() == before  # the run's own events untouched
     assert list(log.glob("events.out.tfevents.*")) == [run_events]
+
+
+def test_class_names_come_from_the_loader_else_its_dataset() -> None:
+    features, labels = torch.randn(8, 3), torch.arange(8) % 2
+    loader = TensorDataLoader((features, labels), batch_size=4, shuffle=False)
+    assert test_script.class_names(loader) is None  # a loader of tensors has none of its own
+    loader.classes = ("cat", "dog")  # what a user sets on such a loader
+    assert test_script.class_names(loader) == ["cat", "dog"]
+    dataset = torch.utils.data.TensorDataset(features, labels)
+    dataset.classes = ["even", "odd"]  # as torchvision's data sets have them
+    assert test_script.class_names(torch.utils.data.DataLoader(dataset)) == ["even", "odd"]

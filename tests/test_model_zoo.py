@@ -83,9 +83,10 @@ def test_deep_cnn_has_three_convolutions_three_linear_layers_batch_norm_and_drop
     assert dropouts and all(m.p == 0.4 for m in dropouts)
 
 
-def test_deep_cnn_takes_other_channel_counts() -> None:
+def test_deep_cnn_takes_other_channel_counts_and_image_sizes() -> None:
     model = DeepCNN(in_channels=3, num_classes=4).eval()
-    assert model(torch.randn(2, 3, 28, 28)).shape == (2, 4)
+    for size in (24, 28, 32, 64):
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 4)
 
 
 def test_lstm_reads_28_rows_of_28_pixels() -> None:

@@ -67,7 +67,8 @@ def test_frozen_weights_do_not_change_and_the_others_do(caplog) -> None:
     assert frozen and all(n.startswith(("conv1.", "bn1.", "layer1.")) for n in frozen)
     count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    line = f"arch.args.freeze: {count:,} of {total:,} parameters frozen ({len(frozen)} tensors)"
+    line = (f"arch.args.freeze: {count:,} of {total:,} parameters frozen ({len(frozen)} tensors "
+            "matching conv1.*, bn1.*, layer1.*)")  # fmt: skip
     assert line in caplog.messages
     assert f"({count:,} frozen in {len(frozen)} tensors)" in str(model)
 

@@ -23,7 +23,14 @@ from builder import build_trainer, trainer_keys
 from utils.config import load_run_config
 from utils.config_file import parse_value
 from utils.errors import UserError
-from utils.search_space import Space, check_edge_values, load_search, monitored, override
+from utils.search_space import (
+    Space,
+    check_edge_values,
+    check_searched_lr,
+    load_search,
+    monitored,
+    override,
+)
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -159,6 +166,18 @@ def test_metric_and_mode_come_from_the_monitor():
     assert monitored({"trainer": {"monitor": "max val_accuracy"}}) == ("val_accuracy", "max")
     with pytest.raises(UserError, match=r"^trainer.monitor: 'off', but a search needs"):
         monitored({"trainer": {"monitor": "off"}})
+
+
+def test_a_searched_lr_that_a_cyclic_schedule_overrides_is_refused(tmp_path):
+    path = search_file(tmp_path, "space:\n  optimizer.args.lr: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    search = load_search(path)
+    one_cycle = {"lr_scheduler": {"type": "OneCycleLR", "args": {"max_lr": 0.003}}}
+    with pytest.raises(UserError, match=r"space.optimizer.args.lr: OneCycleLR sets the learning"):
+        check_searched_lr(search, one_cycle, path)
+    check_searched_lr(search, {"lr_scheduler": {"type": "StepLR", "args": {}}}, path)
+    check_searched_lr(search, {"lr_scheduler": None}, path)
+    max_lr = search_file(tmp_path, "space:\n  lr_scheduler.args.max_lr: {uniform: [0.001, 0.01]}\n")
+    check_searched_lr(load_search(max_lr), one_cycle, max_lr)
 
 
 @pytest.mark.parametrize("value", [1e-05, 0.1, 64, "Adam", True, None, [1, 2], "1e-3"])

@@ -235,3 +235,19 @@ def check_edge_values(search: Search, path: str | Path, check: Callable[[list[st
                     f"search file {path}: space.{space.key}: the value {shown(value)} is "
                     f"refused: {error}"
                 ) from None
+
+
+def check_searched_lr(search: Search, config: dict, path: str | Path) -> None:
+    """Refuse a searched `optimizer.args.lr` that the config's schedule overrides: OneCycleLR
+    and CyclicLR set every step's rate from their own arguments, so every trial would train
+    alike while trials.csv showed an "optimal" lr."""
+    node = config["lr_scheduler"]
+    cyclic = {"OneCycleLR": "max_lr", "CyclicLR": "base_lr and max_lr"}
+    if not isinstance(node, dict) or node.get("type") not in cyclic:
+        return
+    if any(space.key == "optimizer.args.lr" for space in search.spaces):
+        raise UserError(
+            f"search file {path}: space.optimizer.args.lr: {node['type']} sets the learning "
+            f"rate from lr_scheduler.args.{cyclic[node['type']]} at every step, so the "
+            "optimizer's lr changes nothing; search lr_scheduler.args.max_lr instead"
+        )
