@@ -28,7 +28,7 @@ import torch
 import train
 from builder import build_trainer, trainer_keys
 from utils.checkpoint import newest_checkpoint, numbered_checkpoints, write_json
-from utils.cli import EXIT_INTERRUPTED, ArgumentParser, run_main
+from utils.cli import EXIT_INTERRUPTED, ArgumentParser, add_override_option, run_main
 from utils.config import config_changes, load_run_config
 from utils.config_file import load_config_file
 from utils.config_keys import is_path_component
@@ -54,14 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Search hyperparameters of a config with Ray Tune.")
     parser.add_argument("-c", "--config", required=True, help="the base config (.json, .yaml)")
     parser.add_argument("-s", "--search", required=True, help="the search file (.yaml, .json)")
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a base config value by dotted key, as in train.py (repeatable)",
-    )
+    add_override_option(parser, "set a base config value by dotted key, as in train.py")
     parser.add_argument("--num-samples", type=int, help="trials to sample (default: the file's)")
     parser.add_argument("--name", help="the search's directory name (default: the file's stem)")
     parser.add_argument("--address", help="an existing Ray cluster to run on, e.g. auto")

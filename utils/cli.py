@@ -27,14 +27,13 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cpu, cuda, cuda:N or a GPU list like 0,1 (default: CUDA if available)",
     )
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a config value by dotted key, e.g. trainer.epochs=3 (repeatable)",
-    )
+    add_override_option(parser, "set a config value by dotted key, e.g. trainer.epochs=3")
+
+
+def add_override_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`-o KEY=VALUE`, repeatable: train.py's, test.py's and tune.py's."""
+    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"{help} (repeatable)")  # fmt: skip
 
 
 def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
