@@ -148,8 +148,11 @@ def test_frozen_parameters_are_in_no_group() -> None:
                                                                   "weight_decay": 0}]}  # fmt: skip
     optimizer = optimizer_of(model, node)
     assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]  # head.weight; biases
-    with pytest.raises(UserError, match=r"optimizer.param_groups\[0\].params\[0\]: 'body.\*'"):
+    with pytest.raises(UserError, match=r"params\[0\]: 'body.\*' matches only frozen param"):
         node["param_groups"] = [{"params": ["body.*"], "lr": 0.01}]
+        optimizer_of(model, node)
+    with pytest.raises(UserError, match=r"optimizer.param_groups\[0\].params: missing"):
+        node["param_groups"] = [{"lr": 0.01}]
         optimizer_of(model, node)
 
 

@@ -73,10 +73,14 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
             else:
                 matched = fnmatch.filter(trainable, pattern)
             if not matched:
+                frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+                why = ("only frozen parameters (arch.args.freeze), which are in no group"
+                       if pattern != NORM_AND_BIAS and fnmatch.filter(frozen, pattern)
+                       else "no trainable parameter")  # fmt: skip
                 raise UserError(
-                    f"{where}.params[{number}]: {pattern!r} matches no trainable parameter; "
-                    f"names look like {', '.join(trainable[:3])} (fnmatch patterns, or "
-                    f"{NORM_AND_BIAS!r} for every bias and normalisation-layer parameter)"
+                    f"{where}.params[{number}]: {pattern!r} matches {why}; names look like "
+                    f"{', '.join(trainable[:3])} (fnmatch patterns, or {NORM_AND_BIAS!r} for "
+                    "every bias and normalisation-layer parameter)"
                 )
             for name in matched:
                 options[name].update({k: v for k, v in entry.items() if k != "params"})
@@ -98,7 +102,10 @@ def _patterns(entry: Any, where: str) -> list[str]:
     if not isinstance(entry, dict):
         raise UserError(f"{where}: {entry!r} is not valid; expected a mapping "
                         '{"params": [PATTERN, ...], OPTION: VALUE, ...}')  # fmt: skip
-    patterns = entry.get("params")
+    if "params" not in entry:
+        raise UserError(f"{where}.params: missing; each entry names its parameters with a list "
+                        f"of parameter-name patterns (fnmatch) or {NORM_AND_BIAS!r}")  # fmt: skip
+    patterns = entry["params"]
     if (
         not isinstance(patterns, list)
         or not patterns
