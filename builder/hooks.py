@@ -23,11 +23,12 @@ BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar
             TensorBoardLogger, WandbLogger)  # fmt: skip
 
 
-def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
+def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = False) -> list[Hook]:
     """The built-in hooks the trainer keys (and the `wandb` key) ask for, with the user's
     `trainer.hooks` placed before the ones that save (so a checkpoint includes their work)
     and log. metrics.csv is written just before the `Checkpointer` saves, so that a
-    checkpoint never has an epoch whose row is not on disk."""
+    checkpoint never has an epoch whose row is not on disk. With `evaluation` (test.py),
+    only the user's: the built-in ones train, save and log a training run."""
     options = config["trainer"]
     user = []
     for index, node in enumerate(options["hooks"]):
@@ -35,6 +36,8 @@ def build_hooks(config: dict, intervals: dict[str, str]) -> list[Hook]:
         modules, where = package_modules(hooks), "the modules of trainer/hooks/"
         hook_class = lookup(path, node["type"], modules, _is_hook, where)
         user.append(_instantiate_hook(path, hook_class, node["args"]))
+    if evaluation:
+        return user
     built = [LRSchedulerStep(intervals)] if intervals else []
     built += user
     if options["early_stop"] > 0:

@@ -66,11 +66,11 @@ def build_trainer(
     stand_in_optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.1) for n, m in stand_in.items()}
     built = attempt(build_lr_schedulers, config, optimizers or stand_in_optimizers, n_steps)
     lr_schedulers, intervals = built or ({}, {})
-    hook_list = attempt(build_hooks, config, intervals)
+    hook_list = attempt(build_hooks, config, intervals, evaluation)
     if errors:
         raise UserError(" | ".join(errors))
     options = trainer_options(config)
-    if evaluation:
+    if evaluation:  # (a built-in hook listed in trainer.hooks is dropped too)
         hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
         options["monitor"] = "off"  # nothing is monitored without training
     hook_list = [*hook_list, *extra_hooks]

@@ -235,3 +235,19 @@ def test_a_missing_wandb_package_is_a_one_line_install_hint(
     hint = f'error: {path}: WandbLogger needs the wandb package: pip install -e ".[wandb]"\n'
     assert stderr == hint
     assert not save_dir.exists()
+
+
+def test_evaluating_a_wandb_run_needs_no_wandb(shrunk_run, tmp_path, capsys, monkeypatch) -> None:
+    """test.py builds no logger, so a run that logged to W&B is evaluated where W&B is not
+    installed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+    test_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_script)
+    models = shrunk_run.copy_to(tmp_path).models
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda _: test_script.main(["-r", str(models), "-o", "wandb={project: toys}"]))
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert (models / "model_best.test_metrics.json").is_file()
