@@ -94,6 +94,7 @@ class BaseTrainer(TrainerState, ABC):
         self.epoch_log: dict[str, float] = {}  # the last epoch's means (val_ for validation)
         self.run_dirs: RunDirs | None = None  # None on ranks that do not write
         self.stop_requested = False
+        self.failure: BaseException | None = None  # what ended the run, if not its normal end
         self._stop: BaseException = StopTraining()
         self._rng_state: dict | None = None
 
@@ -134,6 +135,9 @@ class BaseTrainer(TrainerState, ABC):
                 self._train_epoch(epoch)
         except StopTraining:
             logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
+        except BaseException as error:  # an error or a stop signal: `after_train` sees it
+            self.failure = error
+            raise
         finally:
             self._call("after_train")
 

@@ -19,6 +19,7 @@ class Hook:
             before_validation  after_validation
           after_epoch
         after_train                          also when the run ends with an error or a signal
+                                             (then `trainer.failure` holds it)
 
     Each event gets the trainer, from which a hook reads what it needs (`trainer.step`,
     `trainer.epoch_log`, `trainer.models`, ...). A hook ends the run with

@@ -3,7 +3,6 @@ the config, input images, parameter histograms."""
 
 import json
 import math
-import sys
 import time
 
 from base import BaseTrainer, Hook
@@ -97,8 +96,7 @@ class TensorBoardLogger(Hook):
         resumed, and TensorBoard keeps only a run's first hparams record."""
         if self.writer is None:
             return
-        # Called from the trainer's `finally`: an exception on its way out ended the run.
-        if trainer.epoch_log and sys.exc_info()[1] is None:
+        if trainer.epoch_log and trainer.failure is None:
             metric_tags = [f"epoch/{name}" for name in trainer.epoch_log]
             monitor = trainer.monitor
             if monitor.enabled and math.isfinite(monitor.best):

@@ -4,7 +4,6 @@ in one W&B run per run directory that a resumed run continues."""
 import math
 import os
 import re
-import sys
 from typing import Any
 
 from base import BaseTrainer, Hook
@@ -98,8 +97,7 @@ class WandbLogger(Hook):
     def after_train(self, trainer: BaseTrainer) -> None:
         if self.run is None:
             return
-        # Called from the trainer's `finally`: an exception on its way out ended the run.
-        error = sys.exc_info()[1]
+        error = trainer.failure
         exit_code = 0 if error is None else error.exit_code if isinstance(error, Stopped) else 1
         self.run.finish(exit_code=exit_code)
         self.run = None
