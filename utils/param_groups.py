@@ -152,13 +152,13 @@ def build_param_groups(
     check_options(groups, entries, path, optimizer_class, args)
     parameters = dict(model.named_parameters())
     for index, group in enumerate(groups):
-        logger.info("%s: %s", path, describe(group, index, model))
+        logger.info("%s: %s", path, describe(group, index, parameters))
     return [{"params": [parameters[n] for n in g.names], **g.options} for g in groups]
 
 
-def describe(group: ParamGroup, index: int, model: nn.Module) -> str:
-    """One log line: what the group sets, which patterns chose it, how much it holds."""
-    parameters = dict(model.named_parameters())
+def describe(group: ParamGroup, index: int, parameters: dict[str, nn.Parameter]) -> str:
+    """One log line: what the group sets, which patterns chose it, how much it holds
+    (`parameters`: the model's, by name)."""
     count = sum(parameters[name].numel() for name in group.names)
     options = ", ".join(f"{k} {v}" for k, v in group.options.items()) or "the optimizer's args"
     chosen = f" ({', '.join(group.selectors)})" if group.selectors else " (no entry matches)"

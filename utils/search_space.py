@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from utils.checkpoint_fields import is_int, is_number
 from utils.config_file import load_config_file, shown
 from utils.config_keys import parse_monitor
 from utils.errors import UserError, did_you_mean
@@ -80,15 +81,11 @@ class Search:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_number(value) and math.isfinite(value)  # (a YAML file may hold .inf)
 
 
 def _is_count(value: Any, least: int) -> bool:
-    return _is_int(value) and value >= least
+    return is_int(value) and value >= least
 
 
 def load_search(path: str | Path) -> Search:
@@ -143,7 +140,7 @@ def _space(key: Any, value: Any, refuse: Callable[[str, str], UserError]) -> Spa
     if not isinstance(values, list) or not values:
         raise refuse(where, f"{shown(values)} is not valid; {expected}")
     if kind in ("uniform", "loguniform", "randint"):
-        is_bound = _is_int if kind == "randint" else _is_number
+        is_bound = is_int if kind == "randint" else _is_number
         valid = len(values) == 2 and all(is_bound(v) for v in values)
         if not valid or values[0] >= values[1] or (kind == "loguniform" and values[0] <= 0):
             raise refuse(where, f"{shown(values)} is not valid; {expected}")
