@@ -84,8 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def code_version() -> dict[str, str | bool]:
-    """The git commit the template's code is at, and whether tracked files differ from it
-    (`dirty`); the commit is "unknown" outside a git checkout."""
+    """The git commit the project's code is at, and whether tracked files differ from it
+    (`dirty`); outside a git checkout the commit is "unknown" and `dirty` null (not known)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -97,7 +97,7 @@ def code_version() -> dict[str, str | bool]:
 
     commit = git("rev-parse", "--short", "HEAD")
     changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit or "unknown", "dirty": bool(changes)}
+    return {"commit": commit or "unknown", "dirty": bool(changes) if commit else None}
 
 
 def build(

@@ -30,6 +30,11 @@ class Hook:
     `load_state_dict`.
     """
 
+    # Whether test.py builds the hook from `trainer.hooks` when it evaluates a run; False for
+    # a hook that only records training (a logger of an outside service), so that evaluating
+    # needs neither its package nor its service.
+    in_evaluation = True
+
     @property
     def state_key(self) -> str:
         """The hook's entry in a checkpoint: its class name, plus (in a subclass) the arguments

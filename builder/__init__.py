@@ -1,8 +1,8 @@
 """Build the parts of a run that the config names, each only from its designated modules.
 
 This is the one table of where a config `type` may come from:
-`arch` from `model.model`, `data_loader` from `data_loader.data_loaders`, `loss` from
-`model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric`, `optimizer`
+`arch` from the modules of the `model` package, `data_loader` from `data_loader.data_loaders`,
+`loss` from `model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric`, `optimizer`
 from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type` from the
 modules of the `trainer` package, `trainer.hooks` from the modules of `trainer.hooks`.
 

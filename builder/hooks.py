@@ -1,5 +1,5 @@
-"""The hooks of a run: the built-in ones its trainer keys (and the `wandb` key) ask for, and
-the user's `trainer.hooks`."""
+"""The hooks of a run: the built-in ones its trainer keys ask for, and the user's
+`trainer.hooks`."""
 
 from typing import Any
 
@@ -14,28 +14,29 @@ from trainer.hooks import (
     ProgressBar,
     StopOnSignal,
     TensorBoardLogger,
-    WandbLogger,
 )
 from utils.build import instantiate, is_subclass_of, lookup
 from utils.errors import UserError
 
 BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
-            TensorBoardLogger, WandbLogger)  # fmt: skip
+            TensorBoardLogger)  # fmt: skip
 
 
 def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = False) -> list[Hook]:
-    """The built-in hooks the trainer keys (and the `wandb` key) ask for, with the user's
-    `trainer.hooks` placed before the ones that save (so a checkpoint includes their work)
-    and log. metrics.csv is written just before the `Checkpointer` saves, so that a
-    checkpoint never has an epoch whose row is not on disk. With `evaluation` (test.py),
-    only the user's: the built-in ones train, save and log a training run."""
+    """The built-in hooks the trainer keys ask for, with the user's `trainer.hooks` placed
+    before the ones that save (so a checkpoint includes their work) and log. metrics.csv is
+    written just before the `Checkpointer` saves, so that a checkpoint never has an epoch
+    whose row is not on disk. With `evaluation` (test.py), only the user's hooks that take
+    part in an evaluation (`Hook.in_evaluation`): the built-in ones train, save and log a
+    training run."""
     options = config["trainer"]
     user = []
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
         modules, where = package_modules(hooks), "the modules of trainer/hooks/"
         hook_class = lookup(path, node["type"], modules, _is_hook, where)
-        user.append(_instantiate_hook(path, hook_class, node["args"]))
+        if hook_class.in_evaluation or not evaluation:
+            user.append(_instantiate_hook(path, hook_class, node["args"]))
     if evaluation:
         return user
     built = [LRSchedulerStep(intervals)] if intervals else []
@@ -49,8 +50,6 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
                               options["save_every_steps"]))  # fmt: skip
     if options["tensorboard"]:
         built.append(TensorBoardLogger(options["log_images"]))
-    if config["wandb"] is not None:
-        built.append(_wandb_logger(config["wandb"], user))
     if options["progress_bar"]:
         built.append(ProgressBar())
     return built
@@ -64,20 +63,6 @@ def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:
     except UserError as error:
         message = str(error)
         raise UserError(message if message.startswith(path) else f"{path}: {message}") from None
-
-
-def _wandb_logger(args: dict, user_hooks: list[Hook]) -> WandbLogger:
-    """The `WandbLogger` of the top-level `wandb` key, whose keys are its arguments."""
-    for index, hook in enumerate(user_hooks):
-        if isinstance(hook, WandbLogger):
-            raise UserError(
-                f"wandb: trainer.hooks[{index}] is a WandbLogger too; turn W&B on one way "
-                "only (remove the wandb key or that hook)"
-            )
-    try:
-        return _instantiate_hook("wandb", WandbLogger, args)
-    except UserError as error:  # its keys are the arguments: wandb.project, not wandb.args.project
-        raise UserError(str(error).replace("wandb.args", "wandb", 1)) from None
 
 
 def _is_hook(value: Any) -> bool:

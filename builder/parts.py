@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 import data_loader.data_loaders as data_loaders
+import model
 import model.loss as losses
 import model.metric as metrics
-import model.model as models
 from base import EpochLoader
+from builder.trainer_type import package_modules
 from utils.build import build_callable, instantiate, is_subclass_of, lookup
 from utils.config import is_named_nodes
 from utils.errors import UserError
@@ -35,11 +36,11 @@ def build_models(config: dict, weights_from_checkpoint: bool = False) -> dict[st
     (`BaseModel.initial_weights_argument`) are not loaded, since a checkpoint's replace them."""
     arch = config["arch"]
     nodes = arch if is_named_nodes(arch) else {"model": arch}
-    accept = is_subclass_of(nn.Module)
+    accept, modules = is_subclass_of(nn.Module), package_modules(model)
     built = {}
     for name, node in nodes.items():
         path = f"arch.{name}" if is_named_nodes(arch) else "arch"
-        model_class = lookup(path, node["type"], [models], accept)
+        model_class = lookup(path, node["type"], modules, accept, "the modules of model/")
         args = node["args"]
         initial_weights = getattr(model_class, "initial_weights_argument", None)
         if weights_from_checkpoint and args.get(initial_weights) is not None:

@@ -9,7 +9,7 @@ import torch
 # Config keys that say where or how loudly a run ran, not what it trained: no hyperparameters.
 NOT_HYPERPARAMETERS = ("code_version", "data_loader.args.data_dir", "trainer.save_dir",
                        "trainer.verbosity", "trainer.progress_bar", "trainer.tensorboard",
-                       "trainer.log_images", "trainer.metrics_csv", "wandb")  # fmt: skip
+                       "trainer.log_images", "trainer.metrics_csv")  # fmt: skip
 
 
 def hyperparameters(config: dict, prefix: str = "") -> dict[str, float | int | str]:

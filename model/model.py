@@ -1,12 +1,11 @@
-"""The models a config can name in `arch.type`."""
+"""The default example's model. A config's `arch.type` names a model class defined in any
+module of `model/` (add a file there for models of your own)."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from base import BaseModel
-from data_loader.mnist5k import MEAN, STD
-from model.torchvision_model import TorchvisionModel  # noqa: F401 (an arch for configs)
 
 
 class LeNet(BaseModel):
@@ -30,129 +29,3 @@ class LeNet(BaseModel):
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # (B, 64, 5, 5)
         x = self.dropout(F.relu(self.fc1(x.flatten(1))))  # (B, 256)
         return F.log_softmax(self.fc2(x), dim=1)  # (B, num_classes)
-
-
-class Generator(BaseModel):
-    """The GAN example's generator: a latent vector to a 28x28 image, by an MLP.
-
-    Pixels come out of a sigmoid in [0, 1] and are then normalised like the data
-    (`data_loader/mnist5k.py`), so that real and generated images share one range.
-    """
-
-    def __init__(self, latent_dim: int = 64, hidden: int = 256) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim  # the trainer and the sample hook draw noise of this size
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 28 * 28),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # z: (B, latent_dim)
-        pixels = torch.sigmoid(self.net(z)).view(-1, 1, 28, 28)  # (B, 1, 28, 28) in [0, 1]
-        return (pixels - MEAN) / STD  # (B, 1, 28, 28), normalised like the data
-
-
-class Discriminator(BaseModel):
-    """The GAN example's discriminator: a 28x28 image to one logit, real (> 0) or generated."""
-
-    def __init__(self, hidden: int = 256) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(28 * 28, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
-        return self.net(x).squeeze(1)  # (B,) logits
-
-
-class MLP(BaseModel):
-    """The simplest baseline: the image flattened to one vector, one hidden layer.
-
-    It sees no spatial structure, so it shows what the convolutions of LeNet add.
-    Returns log-probabilities, so it pairs with `nll_loss`.
-    """
-
-    def __init__(
-        self, num_classes: int = 10, in_features: int = 28 * 28, hidden: int = 512,
-        dropout: float = 0.5,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28) or (B, 784)
-        return F.log_softmax(self.net(x), dim=1)  # (B, num_classes)
-
-
-class DeepCNN(BaseModel):
-    """A deeper CNN than LeNet: three conv/batch-norm/pool stages, then three linear layers
-    with dropout between them. Returns log-probabilities, so it pairs with `nll_loss`. Takes
-    images of any size from 24x24 up (28x28 MNIST as it is; larger ones are pooled to 3x3).
-    """
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            *_conv_stage(in_channels, 32),  # (B, 32, 14, 14)
-            *_conv_stage(32, 64),  # (B, 64, 7, 7)
-            *_conv_stage(64, 128),  # (B, 128, 3, 3)
-            # The identity on 28x28 input; other sizes (32x32, 64x64) are pooled to 3x3 too.
-            nn.AdaptiveMaxPool2d(3),  # (B, 128, 3, 3)
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),  # (B, 128 * 3 * 3)
-            nn.Linear(128 * 3 * 3, 256),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(256, 128),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(128, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W), e.g. (B, 1, 28, 28)
-        return F.log_softmax(self.classifier(self.features(x)), dim=1)  # (B, num_classes)
-
-
-def _conv_stage(in_channels: int, out_channels: int) -> list[nn.Module]:
-    """A 3x3 convolution that keeps the size, batch norm, ReLU, then a 2x2 max-pool that halves
-    it (rounding down)."""
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),  # has its own bias, so the convolution needs none
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    ]
-
-
-class LSTMClassifier(BaseModel):
-    """Reads an image as a sequence, one row of pixels per time step, with a stacked LSTM;
-    the last step's output, which has seen every row, is classified.
-
-    Shows a recurrent model in the same template. Returns log-probabilities for `nll_loss`.
-    """
-
-    def __init__(
-        self, input_size: int = 28, hidden_size: int = 256, num_layers: int = 2,
-        dropout: float = 0.2, num_classes: int = 10,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        # `dropout` applies between stacked layers, not after the last one
-        self.lstm = nn.LSTM(
-            input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True
-        )
-        self.head = nn.Linear(hidden_size, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28) or (B, 28, 28)
-        rows = x.flatten(1, -2)  # (B, 28, 28): 28 time steps of 28 pixels
-        outputs, _ = self.lstm(rows)  # (B, 28, hidden_size)
-        return F.log_softmax(self.head(outputs[:, -1]), dim=1)  # (B, num_classes)

@@ -515,7 +515,6 @@ def test_bad_scheduler_nodes_are_user_errors(node, reported):
     ("changes", "reported"),
     [
         ({"loss": None}, "loss: missing; Trainer needs a loss"),
-        ({"trainer": {"epochs": 1, "type": "GANTrainer"}}, "metrics: GANTrainer takes no metrics"),
         ({"trainer": {"epochs": 1, "type": "Trainr"}}, "trainer.type: 'Trainr' is not in"),
     ],
 )

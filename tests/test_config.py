@@ -281,7 +281,6 @@ def test_defaults_are_filled_in():
     assert resolved["seed"] is None
     assert resolved["metrics"] == []
     assert resolved["lr_scheduler"] is None
-    assert resolved["wandb"] is None
     assert resolved["optimizer"]["param_groups"] == []
     assert resolved["trainer"] == {
         "type": "Trainer",

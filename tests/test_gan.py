@@ -1,17 +1,24 @@
 """The GAN example (`config/gan.json`, `GANTrainer`): two models train through the CLI, their
-checkpoint holds both, a resumed run ends bit for bit where an uninterrupted one ends, and
-test.py refuses a trainer without validation."""
+checkpoint holds both, a resumed run ends bit for bit where an uninterrupted one ends,
+test.py refuses a trainer without validation, and the parts of the framework that only a
+run of several models meets (named nodes in the trial step, a gradient norm per optimizer)."""
 
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
+from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_cli_errors import assert_refused
+from test_tensorboard import read_events
+from test_trial_step import assert_trial_undone, overrides
 
+import train
 from builder import build_trainer, trainer_keys
 from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.errors import UserError
+from utils.run_dir import create_run_dirs
 
 CONFIG = str(ROOT / "config" / "gan.json")
 NAME = "Mnist_GAN"
@@ -112,3 +119,34 @@ def test_test_script_refuses_a_gan_checkpoint_in_one_line(trained: Path) -> None
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "GANTrainer has no validation_step" in result.stderr
+
+
+def test_the_trainer_takes_no_metrics(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    config = {**load_config_file(CONFIG), "metrics": ["accuracy"]}
+    with pytest.raises(UserError, match="metrics: GANTrainer takes no metrics"):
+        build_trainer(resolve_config(config, trainer_keys), torch.device("cpu"))
+
+
+def test_the_trial_step_of_both_models_is_undone() -> None:
+    assert_trial_undone(CONFIG, [])
+
+
+def test_a_named_node_of_the_trial_step_is_named(tmp_path: Path, capsys) -> None:
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, *shrunk(save_dir), "-o", "trainer.len_epoch=1",
+            *overrides("lr_scheduler.discriminator.args.step_size=0")]  # fmt: skip
+    assert_refused(train.main, argv, capsys, "lr_scheduler.discriminator: StepLR.step")
+    assert not (save_dir / "models").exists()
+
+
+def test_each_optimizer_of_a_gan_has_its_gradient_norm(tmp_path: Path) -> None:
+    overrides = [f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=8",
+                 "trainer.epochs=1", "trainer.len_epoch=2", "trainer.log_step=1",
+                 "trainer.progress_bar=false", f"trainer.save_dir={tmp_path}"]  # fmt: skip
+    raw = apply_overrides(load_config_file(CONFIG), overrides)
+    trainer = build_trainer(resolve_config(raw, trainer_keys), torch.device("cpu"))
+    run = create_run_dirs(tmp_path, "gan", "run")
+    trainer.train(run)
+    tags = {tag for tag in read_events(run).Tags()["scalars"] if "grad_norm" in tag}
+    assert tags == {"train/grad_norm_generator", "train/grad_norm_discriminator"}

@@ -1,4 +1,4 @@
-"""The example models in model/model.py and their shipped configs: shapes, structure, that each
+"""The example models in model/zoo.py and their shipped configs: shapes, structure, that each
 one learns, and that each config trains and evaluates through the entry scripts."""
 
 import json
@@ -11,7 +11,8 @@ from conftest import ROOT, run_dir, run_script, shrunk
 from torch import nn
 
 from data_loader.mnist5k import load_mnist5k
-from model.model import MLP, DeepCNN, LeNet, LSTMClassifier
+from model.model import LeNet
+from model.zoo import MLP, DeepCNN, LSTMClassifier
 
 MODELS = [LeNet, MLP, DeepCNN, LSTMClassifier]
 ZOO_CONFIGS = ["config.json", "mlp.json", "deep_cnn.json", "lstm.json"]

@@ -211,8 +211,8 @@ def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> 
 def test_a_one_cycle_run_prints_a_command_that_trains_longer(tmp_path: Path) -> None:
     """A one-cycle schedule's length is fixed when it starts, so resuming with more epochs is
     refused: the printed command fine-tunes the last weights with a new cycle instead."""
-    config = str(ROOT / "config" / "mlp.json")
-    result = run_script("train.py", "-c", config, *shrunk(tmp_path / "saved"))
+    one_cycle = "lr_scheduler={type: OneCycleLR, args: {max_lr: 0.003}}"
+    result = run_script("train.py", "-c", CONFIG, *shrunk(tmp_path / "saved"), "-o", one_cycle)
     assert result.returncode == 0, result.stderr
     (command,) = [line for line in result.stdout.splitlines() if "to train longer" in line]
     argv = command.split(": python ", 1)[1].split()
@@ -220,37 +220,6 @@ def test_a_one_cycle_run_prints_a_command_that_trains_longer(tmp_path: Path) -> 
     result = run_script(*argv)
     assert result.returncode == 0, result.stderr
     assert "fine-tuning the weights of" in result.stdout and "epoch 2/2" in result.stdout
-
-
-def test_new_project_leaves_out_downloaded_weights_and_data() -> None:
-    import new_project
-
-    data = str(new_project.TEMPLATE / "data")
-    assert new_project._ignore(data, ["weights", "MNIST", "mnist_5k.csv.gz", "README.md"]) == {
-        "weights", "MNIST"
-    }  # fmt: skip
-    models = str(new_project.TEMPLATE / "model")  # elsewhere a "weights" is the user's own
-    assert new_project._ignore(models, ["weights", "model.py"]) == set()
-
-
-def test_new_project_trains_on_its_own(tmp_path: Path) -> None:
-    target = tmp_path / "My Project"
-    result = run_script("new_project.py", str(target))
-    assert result.returncode == 0, result.stderr
-    assert not (target / ".git").exists()
-    assert [p.name for p in (target / "saved").iterdir()] == [".gitkeep"]
-    caches = {".pytest_cache", ".hypothesis", "__pycache__", ".ruff_cache", ".venv"}
-    assert not [p for p in target.rglob("*") if p.name in caches]
-    assert 'name = "my-project"' in (target / "pyproject.toml").read_text()
-    result = run_script("train.py", "-c", "config/config.json", "-o", "trainer.epochs=1",
-                        "-o", "trainer.len_epoch=2", cwd=target)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert list((target / "saved" / "models" / "Mnist_LeNet").glob("*/checkpoint-epoch1.pth"))
-    assert run_script("new_project.py", str(target)).returncode == 2  # not empty any more
-    # A copy of the copy is named after its own directory too.
-    result = run_script("new_project.py", str(tmp_path / "second_copy"), cwd=target)
-    assert result.returncode == 0, result.stderr
-    assert 'name = "second-copy"' in (tmp_path / "second_copy" / "pyproject.toml").read_text()
 
 
 def test_the_installed_project_claims_no_top_level_names(tmp_path: Path) -> None:

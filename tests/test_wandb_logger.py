@@ -1,5 +1,5 @@
 """The Weights & Biases logger, offline: what it logs, the W&B run a resumed run continues,
-the two ways to turn it on, and the hint when the package is missing."""
+its config mistakes, and the hint when the package is missing."""
 
 import json
 import sys
@@ -13,11 +13,9 @@ from torch import nn
 
 import train
 from base import BaseTrainer, Hook, TensorDataLoader
-from builder import build_hooks
 from trainer import Trainer
-from trainer.hooks import Checkpointer, WandbLogger
+from trainer.hooks.wandb_logger import WandbLogger
 from utils.cli import run_main
-from utils.config import resolve_config
 from utils.errors import TrainingFailed, UserError
 from utils.run_dir import RunDirs, create_run_dirs
 
@@ -161,37 +159,28 @@ def test_a_failed_run_finishes_its_wandb_run_as_failed(wandb, tmp_path: Path) ->
     assert offline["exit_code"] == 1 and max(offline["history"]) == STEPS_PER_EPOCH
 
 
-def test_the_wandb_key_builds_the_same_hook_after_the_checkpointer(wandb) -> None:
-    config = resolve_config({
-        "name": "toy", "arch": {"type": "Linear"}, "data_loader": {"type": "None"},
-        "optimizer": {"type": "SGD"}, "loss": "cross_entropy", "trainer": {"epochs": 1},
-        "wandb": {"project": "toys", "tags": ["a"], "mode": "offline"},
-    })  # fmt: skip
-    hooks = build_hooks(config, {})
-    (logger,) = [hook for hook in hooks if isinstance(hook, WandbLogger)]
-    assert logger.init_args == WandbLogger(project="toys", tags=["a"], mode="offline").init_args
-    checkpointer = next(i for i, hook in enumerate(hooks) if isinstance(hook, Checkpointer))
-    assert hooks.index(logger) > checkpointer
-
-
 def run_train(argv: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         run_main(lambda _: train.main(argv))
     return exit_info.value.code, capsys.readouterr().err
 
 
-HOOK = "trainer.hooks=[{type: WandbLogger, args: {mode: offline}}]"
+def wandb_hook(args: str) -> str:
+    return f"trainer.hooks=[{{type: WandbLogger, args: {args}}}]"
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["wandb={mode: offline}", HOOK], "wandb: trainer.hooks[0] is a WandbLogger too"),
         (
-            ["wandb={projct: toys}"],
-            "wandb.projct: WandbLogger takes no argument 'projct'; did you mean 'project'?",
+            [wandb_hook("{projct: toys}")],
+            "trainer.hooks[0].args.projct: WandbLogger takes no argument 'projct'; "
+            "did you mean 'project'?",
         ),
-        (["wandb={mode: cloud}"], "wandb: WandbLogger rejected its arguments: mode: 'cloud'"),
+        (
+            [wandb_hook("{mode: cloud}")],
+            "trainer.hooks[0].args: WandbLogger rejected its arguments: mode: 'cloud'",
+        ),
     ],
 )
 def test_wandb_config_mistakes_are_one_line_errors(wandb, tmp_path, capsys, overrides, message):
@@ -213,26 +202,23 @@ def test_online_without_credentials_is_refused_before_the_run_directory(
     monkeypatch.setenv("HOME", str(tmp_path))
     save_dir = tmp_path / "saved"
     argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}"]
-    code, stderr = run_train([*argv, "-o", "wandb={project: toys}"], capsys)
+    code, stderr = run_train([*argv, "-o", wandb_hook("{project: toys}")], capsys)
     assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
     assert "not logged in; run `wandb login`, or set mode: 'offline'" in stderr
     assert not save_dir.exists()
 
 
-@pytest.mark.parametrize(
-    ("override", "path"), [("wandb={project: toys}", "wandb"), (HOOK, "trainer.hooks[0]")]
-)
-def test_a_missing_wandb_package_is_a_one_line_install_hint(
-    tmp_path, capsys, monkeypatch, override: str, path: str
-) -> None:
+def test_a_missing_wandb_package_is_a_one_line_install_hint(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     with pytest.raises(UserError, match=r"needs the wandb package"):
         WandbLogger()
     save_dir = tmp_path / "saved"
     argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}"]
-    code, stderr = run_train([*argv, "-o", override], capsys)
+    code, stderr = run_train([*argv, "-o", wandb_hook("{mode: offline}")], capsys)
     assert code == 2
-    hint = f'error: {path}: WandbLogger needs the wandb package: pip install -e ".[wandb]"\n'
+    hint = (
+        'error: trainer.hooks[0]: WandbLogger needs the wandb package: pip install -e ".[wandb]"\n'
+    )
     assert stderr == hint
     assert not save_dir.exists()
 
@@ -248,6 +234,8 @@ def test_evaluating_a_wandb_run_needs_no_wandb(shrunk_run, tmp_path, capsys, mon
     models = shrunk_run.copy_to(tmp_path).models
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda _: test_script.main(["-r", str(models), "-o", "wandb={project: toys}"]))
+        run_main(
+            lambda _: test_script.main(["-r", str(models), "-o", wandb_hook("{project: toys}")])
+        )
     assert exit_info.value.code == 0, capsys.readouterr().err
     assert (models / "model_best.test_metrics.json").is_file()

@@ -73,7 +73,6 @@ TOP_LEVEL_KEYS = {
     "lr_scheduler": Key((dict, type(None)), None),
     "trainer": Key((dict,)),
     "code_version": Key((dict, type(None)), None),  # written by train.py: git commit, dirty
-    "wandb": Key((dict, type(None)), None),  # the WandbLogger's arguments; null: no W&B
 }
 
 TRAINER_KEYS = {

@@ -6,22 +6,18 @@ from trainer.hooks.checkpointer import Checkpointer
 from trainer.hooks.csv_logger import CSVLogger
 from trainer.hooks.early_stopping import EarlyStopping
 from trainer.hooks.ema import EMA
-from trainer.hooks.generated_samples import GeneratedSamples
 from trainer.hooks.lr_scheduler_step import LRSchedulerStep
 from trainer.hooks.progress_bar import ProgressBar
 from trainer.hooks.stop_on_signal import StopOnSignal
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
-from trainer.hooks.wandb_logger import WandbLogger
 
 __all__ = [
     "EMA",
     "CSVLogger",
     "Checkpointer",
     "EarlyStopping",
-    "GeneratedSamples",
     "LRSchedulerStep",
     "ProgressBar",
     "StopOnSignal",
     "TensorBoardLogger",
-    "WandbLogger",
 ]

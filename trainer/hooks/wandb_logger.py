@@ -27,6 +27,8 @@ class WandbLogger(Hook):
     directory) logs into the same W&B run.
     """
 
+    in_evaluation = False  # test.py's report is not a training run's history
+
     def __init__(
         self,
         project: str | None = None,
@@ -58,7 +60,7 @@ class WandbLogger(Hook):
         if self.init_args["mode"] in (None, "online") and logged_in(self._wandb) is False:
             raise UserError(
                 "wandb: W&B is online here but not logged in; run `wandb login`, or set mode: "
-                "'offline' in the WandbLogger's arguments (the `wandb` key or its hook entry)"
+                "'offline' in the WandbLogger's arguments (its trainer.hooks entry)"
             )
 
     def before_train(self, trainer: BaseTrainer) -> None:
