@@ -5,6 +5,9 @@
 #   make train CONFIG=config/fast.json ARGS="-o trainer.epochs=3"
 #   make test ARGS="-m 'not slow'"         # the fast part of the suite
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   # a CPU-only torch build
+#
+# In a project made from the template, `make update` merges the template's later changes
+# (update_project.py): TEMPLATE=PATH_OR_URL where it has moved, WITH=UNIT[,UNIT...] to add units.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,11 +16,13 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 CONFIG ?= config/config.json
 ARGS ?=
+TEMPLATE ?=
+WITH ?=
 
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install train test lint clean
+.PHONY: install train test lint update clean
 
 install: $(INSTALLED)
 
@@ -36,6 +41,10 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+update: $(INSTALLED)
+	@$(BIN)/python -c "import copier" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[update]"
+	@$(BIN)/python update_project.py $(if $(TEMPLATE),--template "$(TEMPLATE)") $(if $(WITH),--with "$(WITH)")
 
 clean:
 	rm -rf $(VENV)

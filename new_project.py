@@ -1,63 +1,124 @@
 """Start a new project from this template: `python new_project.py ../MyProject`.
 
-Copies the template's code, configs, bundled data, tests and docs; leaves out run outputs
-(`saved/`), downloaded datasets, caches, virtual environments and version control.
+The copy is lean: the framework, the default example and their tests. Optional features are
+units (copier.yml lists them) that a copy has or lacks whole: `--with tune,wandb` adds some,
+`--all` every one, `--list` says what each adds. copier makes the copy and records where the
+template is, so that `make update` in the copy merges the template's later fixes. The copy
+starts as a git repository whose first commit names the template's commit.
 """
 
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from update_project import ANSWERS, check_units, git, run_copier, unit_catalogue
 from utils.cli import ArgumentParser, run_main
 from utils.errors import UserError
 
 TEMPLATE = Path(__file__).resolve().parent
-SKIPPED = shutil.ignore_patterns(
-    ".git", "__pycache__", "*.pyc", "*.egg-info", ".venv", "venv", ".pytest_cache",
-    ".ruff_cache", ".hypothesis", "MNIST", ".ipynb_checkpoints",
-)  # fmt: skip
+# The first commit's author when git knows none: the copy can be made before git is set up.
+FALLBACK_IDENTITY = ["-c", "user.name=new_project.py", "-c", "user.email=new_project.py@localhost"]
 
 
-def copy_template(target: Path) -> None:
-    """Copy the template into `target`, which must not exist yet or be empty."""
-    target = target.resolve()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target}: exists and is not an empty directory; choose a new path")
-    if target == TEMPLATE or TEMPLATE in target.parents:
-        raise UserError(f"{target}: is inside the template; choose a path outside {TEMPLATE}")
-    shutil.copytree(TEMPLATE, target, ignore=_ignore, dirs_exist_ok=True)
-    (target / "saved").mkdir(exist_ok=True)
-    (target / "saved" / ".gitkeep").touch()
-    project = target / "pyproject.toml"
-    project.write_text(
-        re.sub(r'^name = ".*"$', f'name = "{distribution_name(target)}"', project.read_text(),
-               count=1, flags=re.MULTILINE)
-    )  # fmt: skip
+def new_project(target: Path, units: list[str]) -> Path:
+    """Make the copy in `target` (new, or an empty directory) with `units`; leave nothing
+    behind if that fails."""
+    target = checked_target(target)
+    created = not target.exists()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        data = {"project_name": distribution_name(target), "units": units}
+        run_copier("run_copy", src_path=str(TEMPLATE), dst_path=str(target), data=data)
+        first_commit(target, units)
+    except BaseException as error:  # Ctrl-C, a full disk, a copier error: undo the copy
+        remove_copy(target, created)
+        if isinstance(error, OSError):
+            message = f"{target}: {error.strerror or error}; nothing was left there"
+            raise UserError(message) from None
+        raise
+    return target
+
+
+def checked_target(target: Path) -> Path:
+    """`target` resolved, once it is seen to be a place for a new project."""
+    try:
+        resolved = target.resolve(strict=False)
+    except (OSError, RuntimeError) as error:  # a symlink loop
+        raise UserError(f"{target}: cannot be resolved ({error}); choose another path") from None
+    if resolved == TEMPLATE or TEMPLATE in resolved.parents:
+        raise UserError(f"{resolved}: is inside the template; choose a path outside {TEMPLATE}")
+    for parent in resolved.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{resolved}: {parent} is a file, not a directory; choose another path")
+    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
+        raise UserError(f"{resolved}: exists and is not an empty directory; choose a new path")
+    return resolved
+
+
+def first_commit(target: Path, units: list[str]) -> None:
+    """Make the copy a git repository, its files committed, the message naming the template's
+    commit, so that runs record their code version and `make update` can merge."""
+    commit = git("rev-parse", "HEAD", cwd=TEMPLATE).strip()
+    dirty = " with uncommitted changes" if git("status", "--porcelain", cwd=TEMPLATE) else ""
+    git("init", "--quiet", cwd=target)
+    git("add", "--all", cwd=target)
+    identity = [] if git_identity(target) else FALLBACK_IDENTITY
+    with_units = f" with {', '.join(units)}" if units else ""
+    message = f"New project from pytorch-template {commit}{dirty}{with_units}"
+    git(*identity, "commit", "--quiet", "-m", message, cwd=target)
+
+
+def git_identity(directory: Path) -> bool:
+    try:
+        return bool(git("config", "user.email", cwd=directory).strip())
+    except UserError:  # git config exits 1 when the key is not set
+        return False
+
+
+def remove_copy(target: Path, created: bool) -> None:
+    """Remove what was made: `target` itself, or (when it was an empty directory before) what
+    is now inside it."""
+    if created:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir() if target.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def distribution_name(target: Path) -> str:
     """The copy's name in pyproject.toml, from its directory's name ("My Project" gives
     "my-project"), so that two projects installed in one environment do not replace each other."""
-    name = "".join(c if c.isalnum() else "-" for c in target.name.lower())
-    return re.sub("-+", "-", name).strip("-") or "project"
-
-
-def _ignore(directory: str, names: list[str]) -> set[str]:
-    """Skip the usual clutter, everything inside `saved/` (run outputs), and the pretrained
-    weights put in `data/weights/` (large downloads, like MNIST's files)."""
-    if Path(directory) == TEMPLATE / "saved":
-        return set(names)
-    skipped = SKIPPED(directory, names)
-    return skipped | {"weights"} & set(names) if Path(directory) == TEMPLATE / "data" else skipped
+    name = "".join(c if c.isalnum() and c.isascii() else "-" for c in target.name.lower())
+    return "-".join(part for part in name.split("-") if part) or "project"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description="Copy this template into a new project directory.")
-    parser.add_argument("target", help="directory for the new project (must not exist yet)")
+    parser.add_argument("target", nargs="?", help="directory for the new project (new or empty)")
+    parser.add_argument("--with", dest="units", default="", metavar="UNIT[,UNIT...]",
+                        help="optional units to add (see --list)")  # fmt: skip
+    parser.add_argument("--all", action="store_true", help="add every unit")
+    parser.add_argument("--list", action="store_true", help="list the units and what each adds")
     args = parser.parse_args(argv)
-    copy_template(Path(args.target))
-    print(f"new project in {Path(args.target).resolve()}")
+    catalogue = unit_catalogue(TEMPLATE)
+    if args.list:
+        for name, unit in catalogue.items():
+            print(f"{name:<12}{unit['about']}")
+        return 0
+    if args.target is None:
+        parser.error("the target directory is required (or --list)")
+    if args.all and args.units:
+        parser.error("--with and --all: give one of them")
+    wanted = list(catalogue) if args.all else [name for name in args.units.split(",") if name]
+    check_units(wanted, catalogue, "--with")
+    units = [name for name in catalogue if name in wanted]  # in the catalogue's order
+    target = new_project(Path(args.target), units)
+    has = f" with {', '.join(units)}" if units else " (lean: no optional units)"
+    print(f"new project in {target}{has}; {ANSWERS} records the template for make update")
+    print(f"next: cd {target} && make test")
     return 0
 
 

@@ -1,0 +1,120 @@
+"""Bring the template's later changes into this project: `make update` (this script).
+
+A project made by new_project.py records in `.copier-answers.yml` where its template is, the
+template commit it was made from (or last updated to) and its units. copier renders the copy
+as that commit made it and as the template's newest commit makes it, and merges the
+difference into this project three ways: your own commits survive, and where both changed
+the same lines git's conflict markers are left for you. `--with NAME` adds units.
+"""
+
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from utils.cli import EXIT_FAILED, ArgumentParser, run_main
+from utils.errors import UserError, did_you_mean, first_line
+
+PROJECT = Path(__file__).resolve().parent
+ANSWERS = ".copier-answers.yml"
+GIT_TIMEOUT = 60  # seconds for git to reach a template, so an unreachable one is an error
+
+
+def git(*args: str, cwd: Path, timeout: float | None = None) -> str:
+    """Run git, returning its output; a failure is a UserError with git's first line."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    except FileNotFoundError:
+        raise UserError("git is not installed; new projects and updates need it") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"git {args[0]}: no answer within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        raise UserError(f"git {args[0]}: {first_line(Exception(done.stderr)) or 'failed'}")
+    return done.stdout
+
+
+def unit_catalogue(template: Path) -> dict[str, dict]:
+    """The template's units by name, each with its `about` line and `files` (copier.yml)."""
+    questions = yaml.safe_load((template / "copier.yml").read_text())
+    return questions["unit_catalogue"]["default"]
+
+
+def check_units(names: Sequence[str], catalogue: dict[str, dict], option: str) -> None:
+    for name in names:
+        if name not in catalogue:
+            raise UserError(f"{option}: no unit {name!r}{did_you_mean(name, catalogue)}")
+
+
+def run_copier(action: str, **options) -> None:
+    """Call copier (imported here: only new projects and updates need it), its errors one line."""
+    try:
+        import copier
+    except ImportError:
+        raise UserError('this needs copier: pip install -e ".[update]"') from None
+    try:
+        warnings.filterwarnings("ignore", category=copier.errors.DirtyLocalWarning)
+        getattr(copier, action)(defaults=True, overwrite=True, quiet=True, vcs_ref="HEAD",
+                                unsafe=False, **options)  # fmt: skip
+    except (copier.errors.CopierError, ValueError) as error:
+        raise UserError(f"copier: {first_line(error)}") from None
+
+
+def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
+    """Update this project from `template` (default: where it was made from), adding
+    `new_units`; returns the exit code and the line to tell the user."""
+    if not (PROJECT / ANSWERS).is_file():
+        raise UserError(f"{PROJECT}: no {ANSWERS}; only a project made by new_project.py "
+                        "can be updated from the template")  # fmt: skip
+    changed = git("status", "--porcelain", cwd=PROJECT).splitlines()
+    if changed:
+        files = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
+        raise UserError(f"uncommitted changes ({files}); commit or stash them first, so that "
+                        "the update cannot mix with them")  # fmt: skip
+    answers = yaml.safe_load((PROJECT / ANSWERS).read_text())
+    source = template or answers["_src_path"]
+    with tempfile.TemporaryDirectory() as scratch:  # reach the template, read its units
+        git("clone", "--quiet", "--depth", "1", source, scratch, cwd=PROJECT, timeout=GIT_TIMEOUT)
+        check_units(new_units, unit_catalogue(Path(scratch)), "WITH")
+    units = answers["units"] + [name for name in new_units if name not in answers["units"]]
+    if source != answers["_src_path"]:  # copier reads the old template from the answers
+        answers["_src_path"] = source
+        (PROJECT / ANSWERS).write_text(yaml.safe_dump(answers, sort_keys=False))
+        git("commit", "--quiet", "-m", f"The template is at {source}", ANSWERS, cwd=PROJECT)
+    run_copier("run_update", dst_path=str(PROJECT), data={"units": units}, conflict="inline",
+               skip_answered=True)  # fmt: skip
+    conflicts = git("diff", "--name-only", "--diff-filter=U", cwd=PROJECT).split()
+    if conflicts:
+        return (
+            EXIT_FAILED,
+            f"conflicts in {', '.join(conflicts)}: resolve the <<<<<<< markers, then commit",
+        )
+    if not git("status", "--porcelain", cwd=PROJECT).strip():
+        return 0, f"already up to date with {source}"
+    commit = yaml.safe_load((PROJECT / ANSWERS).read_text())["_commit"]
+    return 0, f"updated from {source} at {commit}: review with git diff, then commit"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(description="Merge the template's later changes into this project.")
+    parser.add_argument("--template", help="the template's path or git URL (default: the "
+                        "one this project was made from)")  # fmt: skip
+    parser.add_argument(
+        "--with",
+        dest="units",
+        default="",
+        metavar="UNIT[,UNIT...]",
+        help="units to add (python new_project.py --list in the template)",
+    )
+    args = parser.parse_args(argv)
+    code, message = update(args.template, [name for name in args.units.split(",") if name])
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+if __name__ == "__main__":
+    run_main(main)
