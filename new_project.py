@@ -24,14 +24,15 @@ def new_project(target: Path, units: list[str]) -> Path:
     """Make the copy in `target` (new, or an empty directory) with `units`; leave nothing
     behind if that fails."""
     target = checked_target(target)
-    created = not target.exists()
+    commit = template_commit()
+    made = next((p for p in reversed([target, *target.parents]) if not p.exists()), None)
     try:
         target.mkdir(parents=True, exist_ok=True)
         data = {"project_name": distribution_name(target), "units": units}
         run_copier("run_copy", src_path=str(TEMPLATE), dst_path=str(target), data=data)
-        first_commit(target, units)
+        first_commit(target, units, commit)
     except BaseException as error:  # Ctrl-C, a full disk, a copier error: undo the copy
-        remove_copy(target, created)
+        remove_copy(made or target, emptied=made is None)
         if isinstance(error, OSError):
             message = f"{target}: {error.strerror or error}; nothing was left there"
             raise UserError(message) from None
@@ -55,16 +56,25 @@ def checked_target(target: Path) -> Path:
     return resolved
 
 
-def first_commit(target: Path, units: list[str]) -> None:
+def template_commit() -> str:
+    """The template's commit, and whether it has uncommitted changes (which the copy gets)."""
+    if not (TEMPLATE / ".git").exists():
+        raise UserError(f"{TEMPLATE}: the template is not a git repository (a downloaded "
+                        "archive?); clone it with git, so that make update can merge its "
+                        "later changes")  # fmt: skip
+    commit = git("rev-parse", "HEAD", cwd=TEMPLATE).strip()
+    dirty = git("status", "--porcelain", cwd=TEMPLATE)
+    return f"{commit} with uncommitted changes" if dirty else commit
+
+
+def first_commit(target: Path, units: list[str], commit: str) -> None:
     """Make the copy a git repository, its files committed, the message naming the template's
     commit, so that runs record their code version and `make update` can merge."""
-    commit = git("rev-parse", "HEAD", cwd=TEMPLATE).strip()
-    dirty = " with uncommitted changes" if git("status", "--porcelain", cwd=TEMPLATE) else ""
     git("init", "--quiet", cwd=target)
     git("add", "--all", cwd=target)
     identity = [] if git_identity(target) else FALLBACK_IDENTITY
     with_units = f" with {', '.join(units)}" if units else ""
-    message = f"New project from pytorch-template {commit}{dirty}{with_units}"
+    message = f"New project from pytorch-template {commit}{with_units}"
     git(*identity, "commit", "--quiet", "-m", message, cwd=target)
 
 
@@ -75,13 +85,13 @@ def git_identity(directory: Path) -> bool:
         return False
 
 
-def remove_copy(target: Path, created: bool) -> None:
-    """Remove what was made: `target` itself, or (when it was an empty directory before) what
-    is now inside it."""
-    if created:
-        shutil.rmtree(target, ignore_errors=True)
+def remove_copy(path: Path, emptied: bool) -> None:
+    """Remove what was made: `path`, the first directory made for the copy, or, with
+    `emptied` (the copy's directory was there, empty, before), what is now inside it."""
+    if not emptied:
+        shutil.rmtree(path, ignore_errors=True)
         return
-    for child in target.iterdir() if target.is_dir() else ():
+    for child in path.iterdir() if path.is_dir() else ():
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:
