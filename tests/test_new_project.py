@@ -21,10 +21,11 @@ GIT_USER = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@localhost",
             "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@localhost"}  # fmt: skip
 
 
-def run(*command: str | Path, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(*command: str | Path, cwd: Path, env: dict | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
     environment = {**os.environ, **GIT_USER, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     return subprocess.run([str(part) for part in command], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 def git(directory: Path, *args: str) -> str:
@@ -260,7 +261,9 @@ def test_make_test_installs_a_lean_copy_and_its_suite_passes(lean: Path, tmp_pat
     venv = tmp_path / "venv"
     environment_of_this_python(venv)
     tests = "-x -q -p no:cacheprovider -m 'not slow'"
-    result = run("make", "test", f"VENV={venv}", f"ARGS={tests}", cwd=copy, env=OFFLINE)
+    result = run(
+        "make", "test", f"VENV={venv}", f"ARGS={tests}", cwd=copy, env=OFFLINE, timeout=1800
+    )  # a whole suite, on a busy machine too
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
     listed = run(f"{venv}/bin/python", "-m", "pip", "list", "--format=freeze", cwd=copy)
