@@ -18,7 +18,6 @@ from builder.parts import build_data_loader, build_loss, build_metrics, build_mo
 from builder.trainer import build_trainer, steps_per_epoch
 from builder.trainer_type import (
     accepted_arguments,
-    package_modules,
     runtime_arguments,
     trainer_class,
     trainer_keys,
@@ -37,7 +36,6 @@ __all__ = [
     "build_models",
     "build_optimizers",
     "build_trainer",
-    "package_modules",
     "runtime_arguments",
     "steps_per_epoch",
     "trainer_class",

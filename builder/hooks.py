@@ -5,7 +5,6 @@ from typing import Any
 
 import trainer.hooks as hooks
 from base import Hook
-from builder.trainer_type import package_modules
 from trainer.hooks import (
     Checkpointer,
     CSVLogger,
@@ -15,7 +14,7 @@ from trainer.hooks import (
     StopOnSignal,
     TensorBoardLogger,
 )
-from utils.build import instantiate, is_subclass_of, lookup
+from utils.build import instantiate, is_subclass_of, lookup_in_package
 from utils.errors import UserError
 
 BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
@@ -33,8 +32,7 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
     user = []
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
-        modules, where = package_modules(hooks), "the modules of trainer/hooks/"
-        hook_class = lookup(path, node["type"], modules, _is_hook, where)
+        hook_class = lookup_in_package(path, node["type"], hooks, _is_hook)
         if hook_class.in_evaluation or not evaluation:
             user.append(_instantiate_hook(path, hook_class, node["args"]))
     if evaluation:

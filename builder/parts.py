@@ -12,8 +12,7 @@ import model
 import model.loss as losses
 import model.metric as metrics
 from base import EpochLoader
-from builder.trainer_type import package_modules
-from utils.build import build_callable, instantiate, is_subclass_of, lookup
+from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
 from utils.config import is_named_nodes
 from utils.errors import UserError
 
@@ -36,11 +35,11 @@ def build_models(config: dict, weights_from_checkpoint: bool = False) -> dict[st
     (`BaseModel.initial_weights_argument`) are not loaded, since a checkpoint's replace them."""
     arch = config["arch"]
     nodes = arch if is_named_nodes(arch) else {"model": arch}
-    accept, modules = is_subclass_of(nn.Module), package_modules(model)
+    accept = is_subclass_of(nn.Module)
     built = {}
     for name, node in nodes.items():
         path = f"arch.{name}" if is_named_nodes(arch) else "arch"
-        model_class = lookup(path, node["type"], modules, accept, "the modules of model/")
+        model_class = lookup_in_package(path, node["type"], model, accept)
         args = node["args"]
         initial_weights = getattr(model_class, "initial_weights_argument", None)
         if weights_from_checkpoint and args.get(initial_weights) is not None:

@@ -1,16 +1,13 @@
 """The trainer class `trainer.type` names, and which config keys are its constructor's
 arguments: the trainer keys beyond the shared ones, the loss and the metrics."""
 
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import trainer
 from base import BaseTrainer
-from utils.build import is_subclass_of, lookup
+from utils.build import is_subclass_of, lookup_in_package
 from utils.config_keys import Key
 from utils.errors import UserError
 
@@ -24,15 +21,8 @@ NOT_TRAINER_ARGUMENTS = {"save_dir", "save_period", "keep_last", "save_every_ste
                          "verbosity", "type", "hooks"}  # fmt: skip
 
 
-def package_modules(package: ModuleType) -> list[ModuleType]:
-    """The package and each module directly in it: where its classes may be looked up."""
-    names = [info.name for info in pkgutil.iter_modules(package.__path__)]
-    return [package, *(importlib.import_module(f"{package.__name__}.{name}") for name in names)]
-
-
 def trainer_class(name: str) -> type[BaseTrainer]:
-    modules = package_modules(trainer)
-    return lookup("trainer", name, modules, is_subclass_of(BaseTrainer), "the modules of trainer/")
+    return lookup_in_package("trainer", name, trainer, is_subclass_of(BaseTrainer))
 
 
 def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:

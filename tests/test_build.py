@@ -23,7 +23,7 @@ from builder import (
     trainer_keys,
 )
 from model.model import LeNet
-from utils.build import build_callable, instantiate, is_subclass_of, lookup
+from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
 from utils.config import load_config_file, resolve_config
 from utils.errors import UserError
 
@@ -523,3 +523,28 @@ def test_the_trainer_gets_only_the_parts_it_takes(changes, reported, monkeypatch
     config = {**load_config_file(ROOT / "config" / "config.json"), **changes}
     with pytest.raises(UserError, match=reported):
         build_trainer(resolve_config(config, trainer_keys), CPU)
+
+
+def test_a_name_two_modules_of_a_package_define_is_an_error(tmp_path, monkeypatch) -> None:
+    """A user's `MLP` beside the zoo's: neither silently wins by its file's name."""
+    package = tmp_path / "models_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shared = "from torch import nn\n\n\nclass Shared(nn.Module):\n    pass\n"
+    (package / "mine.py").write_text(shared + "\n\nclass Net(nn.Module):\n    pass\n")
+    (package / "zoo.py").write_text(
+        shared.replace(
+            "from torch import nn", "from torch import nn\nfrom models_package.mine import Net"
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import models_package
+
+    accept = is_subclass_of(torch.nn.Module)
+    with pytest.raises(
+        UserError,
+        match=r"arch.type: 'Shared' is defined in models_package/mine"
+        r".py and models_package/zoo.py; rename one of them",
+    ):
+        lookup_in_package("arch", "Shared", models_package, accept)
+    assert lookup_in_package("arch", "Net", models_package, accept).__name__ == "Net"  # imported

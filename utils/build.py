@@ -7,7 +7,9 @@ passed in by the caller, never written in the config.
 """
 
 import functools
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -37,6 +39,24 @@ def lookup(
     if name not in candidates:
         raise UserError(f"{path}.type: {name!r} is not in {where}{did_you_mean(name, candidates)}")
     return candidates[name]
+
+
+def lookup_in_package(path: str, name: str, package: ModuleType,
+                      accept: Callable[[Any], bool]) -> Callable:  # fmt: skip
+    """`lookup` in a package and each module directly in it (add a file there for a class of
+    your own). Its modules are peers: a name that two of them define differently is an
+    error naming both, never a silent choice by file name."""
+    modules = [package] + [importlib.import_module(f"{package.__name__}.{info.name}")
+                           for info in pkgutil.iter_modules(package.__path__)]  # fmt: skip
+    where = f"the modules of {package.__name__.replace('.', '/')}/"
+    found = lookup(path, name, modules, accept, where)
+    defined = {vars(m)[name] for m in modules if name in vars(m) and accept(vars(m)[name])}
+    if len(defined) > 1:
+        where = " and ".join(
+            sorted(f"{value.__module__.replace('.', '/')}.py" for value in defined)
+        )
+        raise UserError(f"{path}.type: {name!r} is defined in {where}; rename one of them")
+    return found
 
 
 def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime: dict) -> None:
