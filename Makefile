@@ -7,7 +7,8 @@
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   # a CPU-only torch build
 #
 # In a project made from the template, `make update` merges the template's later changes
-# (update_project.py): TEMPLATE=PATH_OR_URL where it has moved, WITH=UNIT[,UNIT...] to add units.
+# (update_project.py): TEMPLATE=PATH_OR_URL where it has moved, WITH=UNIT[,UNIT...] to add units;
+# `make units` lists the template's units.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,11 +19,12 @@ CONFIG ?= config/config.json
 ARGS ?=
 TEMPLATE ?=
 WITH ?=
+COPIER ?= copier>=9.4,<10
 
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install train test lint update clean
+.PHONY: install train test lint update units clean
 
 install: $(INSTALLED)
 
@@ -42,9 +44,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-update: $(INSTALLED)
-	@$(BIN)/python -c "import copier" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[update]"
-	@$(BIN)/python update_project.py $(if $(TEMPLATE),--template "$(TEMPLATE)") $(if $(WITH),--with "$(WITH)")
+# `make update` and `make units` need only copier, not the project's own packages (torch).
+update units:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import copier" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(COPIER)"
+	@$(BIN)/python update_project.py $(if $(filter units,$@),--list) $(if $(TEMPLATE),--template "$(TEMPLATE)") $(if $(WITH),--with "$(WITH)")
 
 clean:
 	rm -rf $(VENV)

@@ -51,7 +51,9 @@ def checked_target(target: Path) -> Path:
     for parent in resolved.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{resolved}: {parent} is a file, not a directory; choose another path")
-    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())):
+    if resolved.exists() and not resolved.is_dir():
+        raise UserError(f"{resolved}: is a file; choose a new path or an empty directory")
+    if resolved.exists() and any(resolved.iterdir()):
         raise UserError(f"{resolved}: exists and is not an empty directory; choose a new path")
     return resolved
 
@@ -114,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the units and what each adds")
     args = parser.parse_args(argv)
     catalogue = unit_catalogue(TEMPLATE)
+    if args.list and args.target is not None:
+        parser.error("--list takes no target directory")
     if args.list:
         for name, unit in catalogue.items():
             print(f"{name:<12}{unit['about']}")

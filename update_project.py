@@ -55,7 +55,7 @@ def run_copier(action: str, **options) -> None:
     try:
         import copier
     except ImportError:
-        raise UserError('this needs copier: pip install -e ".[update]"') from None
+        raise UserError('this needs copier: pip install "copier>=9.4,<10"') from None
     try:
         warnings.filterwarnings("ignore", category=copier.errors.DirtyLocalWarning)
         getattr(copier, action)(defaults=True, overwrite=True, quiet=True, vcs_ref="HEAD",
@@ -64,27 +64,56 @@ def run_copier(action: str, **options) -> None:
         raise UserError(f"copier: {first_line(error)}") from None
 
 
+def recorded_answers() -> dict:
+    """What the last copy or update recorded: `_src_path`, `_commit`, `units`, ..."""
+    if not (PROJECT / ANSWERS).is_file():
+        raise UserError(f"{PROJECT}: no {ANSWERS}; only a project made from the template "
+                        "can be updated from it")  # fmt: skip
+    return yaml.safe_load((PROJECT / ANSWERS).read_text())
+
+
+def template_units(source: str) -> dict[str, dict]:
+    """Reach the template at `source` (a path or git URL) and read its units."""
+    with tempfile.TemporaryDirectory() as scratch:
+        git("clone", "--quiet", "--depth", "1", source, scratch, cwd=PROJECT, timeout=GIT_TIMEOUT)
+        return unit_catalogue(Path(scratch))
+
+
+def list_units(template: str | None) -> str:
+    """The template's units, one a line, with those this project has marked."""
+    answers = recorded_answers()
+    units = template_units(template or answers["_src_path"])
+    return "\n".join(f"{'*' if name in answers['units'] else ' '} {name:<12}{unit['about']}"
+                     for name, unit in units.items())  # fmt: skip
+
+
+def record_location(answers: dict, source: str) -> None:
+    """Commit the template's new location to the answers file; on failure (git knows no
+    author, say) put the file back as it was."""
+    (PROJECT / ANSWERS).write_text(
+        yaml.safe_dump({**answers, "_src_path": source}, sort_keys=False)
+    )
+    try:
+        git("commit", "--quiet", "-m", f"The template is at {source}", ANSWERS, cwd=PROJECT)
+    except UserError:
+        git("checkout", "--", ANSWERS, cwd=PROJECT)
+        raise
+
+
 def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     """Update this project from `template` (default: where it was made from), adding
     `new_units`; returns the exit code and the line to tell the user."""
-    if not (PROJECT / ANSWERS).is_file():
-        raise UserError(f"{PROJECT}: no {ANSWERS}; only a project made by new_project.py "
-                        "can be updated from the template")  # fmt: skip
+    answers = recorded_answers()
     changed = git("status", "--porcelain", cwd=PROJECT).splitlines()
     if changed:
         files = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
         raise UserError(f"uncommitted changes ({files}); commit or stash them first, so that "
                         "the update cannot mix with them")  # fmt: skip
-    answers = yaml.safe_load((PROJECT / ANSWERS).read_text())
     source = template or answers["_src_path"]
-    with tempfile.TemporaryDirectory() as scratch:  # reach the template, read its units
-        git("clone", "--quiet", "--depth", "1", source, scratch, cwd=PROJECT, timeout=GIT_TIMEOUT)
-        check_units(new_units, unit_catalogue(Path(scratch)), "WITH")
+    check_units(new_units, template_units(source), "WITH")
     units = answers["units"] + [name for name in new_units if name not in answers["units"]]
     if source != answers["_src_path"]:  # copier reads the old template from the answers
-        answers["_src_path"] = source
-        (PROJECT / ANSWERS).write_text(yaml.safe_dump(answers, sort_keys=False))
-        git("commit", "--quiet", "-m", f"The template is at {source}", ANSWERS, cwd=PROJECT)
+        record_location(answers, source)
     run_copier("run_update", dst_path=str(PROJECT), data={"units": units}, conflict="inline",
                skip_answered=True)  # fmt: skip
     conflicts = git("diff", "--name-only", "--diff-filter=U", cwd=PROJECT).split()
@@ -103,14 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(description="Merge the template's later changes into this project.")
     parser.add_argument("--template", help="the template's path or git URL (default: the "
                         "one this project was made from)")  # fmt: skip
+    parser.add_argument("--with", dest="units", default="", metavar="UNIT[,UNIT...]",
+                        help="units to add (see --list)")  # fmt: skip
     parser.add_argument(
-        "--with",
-        dest="units",
-        default="",
-        metavar="UNIT[,UNIT...]",
-        help="units to add (python new_project.py --list in the template)",
+        "--list",
+        action="store_true",
+        help="list the template's units (* marks those this project has)",
     )
     args = parser.parse_args(argv)
+    if args.list:
+        print(list_units(args.template))
+        return 0
     code, message = update(args.template, [name for name in args.units.split(",") if name])
     print(message, file=sys.stderr if code else sys.stdout)
     return code
