@@ -110,6 +110,8 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
         raise UserError(f"uncommitted changes ({files}); commit or stash them first, so that "
                         "the update cannot mix with them")  # fmt: skip
     source = template or answers["_src_path"]
+    if Path(source).exists():  # a path: recorded whole, whichever directory it was given from
+        source = str(Path(source).resolve())
     check_units(new_units, template_units(source), "WITH")
     units = answers["units"] + [name for name in new_units if name not in answers["units"]]
     if source != answers["_src_path"]:  # copier reads the old template from the answers

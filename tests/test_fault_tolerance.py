@@ -140,6 +140,26 @@ def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(
     assert_same_run(load(models / "checkpoint-epoch2.pth"), uninterrupted)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_stop_mid_epoch_with_loader_workers_exits(tmp_path: Path, attempt: int) -> None:
+    """Epochs of `len_epoch` batches leave the loader's iterator and its two workers mid-pass;
+    the workers ignore stop signals, and the stopped run once waited for them forever."""
+    options = overrides(tmp_path / "saved", 2, *SMALL_BATCHES, "trainer.len_epoch=40",
+                        "trainer.save_every_steps=3")  # fmt: skip
+    process = start("-c", CONFIG, *options)
+    wait_for("models/*/*/checkpoint-step3.pth", tmp_path / "saved", process)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("the stopped run did not exit within 120 s")
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+
+
 def test_a_second_signal_stops_at_once_without_a_partial_file(tmp_path: Path) -> None:
     """Two SIGTERMs in a row: exit 143 straight away; whatever is on disk loads."""
     process = start_training(tmp_path / "saved", "trainer.save_every_steps=1")

@@ -1,6 +1,7 @@
 """What the entry scripts share: an argument parser with one-line errors, and exit codes."""
 
 import argparse
+import multiprocessing
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,4 +53,14 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
     except KeyboardInterrupt:  # Ctrl-C in a script without `exit_on_stop_signals`
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    end_loader_workers()
     sys.exit(code)
+
+
+def end_loader_workers() -> None:
+    """Kill the data loader workers still running: those of a loader left mid-pass by a stop
+    or an error. They ignore stop signals (the main process saves first), so the exit of
+    `multiprocessing`, which sends them SIGTERM and waits, would wait forever."""
+    for worker in multiprocessing.active_children():
+        worker.kill()
+        worker.join()
