@@ -283,8 +283,8 @@ def test_a_copy_with_one_unit_passes_that_units_tests(template, tmp_path, name) 
     assert new_project(template, copy, "--with", name).returncode == 0
     own = sorted(f for f in unit_files(template, name) if f.startswith("tests/"))
     if own:
-        result = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
-                     "not slow", *own, cwd=copy)  # fmt: skip
+        fast = ["-q", "-n", "0", "-p", "no:cacheprovider", "-m", "not slow"]  # one process
+        result = run(sys.executable, "-m", "pytest", *fast, *own, cwd=copy)
         assert result.returncode == 0, result.stdout[-3000:]
         assert " passed" in result.stdout
     else:  # the benchmarks: their scripts start in the copy
