@@ -15,7 +15,8 @@ confident mistakes as PNGs (also in TensorBoard, under the run's log directory).
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
-    exit_on_stop_signals("before the test metrics were written")
+    STOPPED = "before the test metrics were written"  # what the one line says
+    exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
 import logging
@@ -140,4 +141,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_stop_signals(STOPPED)  # imported: unwind from now on
     run_main(main)

@@ -12,7 +12,8 @@ fine-tune those weights under a new config in a new run. Under
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
-    exit_on_stop_signals("outside the training loop (this stop saves no checkpoint)")
+    STOPPED = "outside the training loop (this stop saves no checkpoint)"  # what the one line says
+    exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
 import logging
@@ -295,4 +296,5 @@ def has_one_cycle(trainer: BaseTrainer) -> bool:
 
 
 if __name__ == "__main__":
+    exit_on_stop_signals(STOPPED)  # imported: unwind from now on
     run_main(main)

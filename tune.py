@@ -10,7 +10,8 @@ their own checkpoints. Needs the optional extra: `pip install -e ".[tune]"`.
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
-    exit_on_stop_signals("(the search resumes with the same command and --resume)")
+    STOPPED = "(the search resumes with the same command and --resume)"  # what the one line says
+    exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
 import dataclasses
@@ -312,4 +313,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_stop_signals(STOPPED)  # imported: unwind from now on
     run_main(main)

@@ -70,6 +70,37 @@ def test_a_stop_signal_while_torch_is_imported_is_one_line(
     assert not save_dir.exists()  # stopped before anything was built
 
 
+# Modules whose import (one line of `python -X importtime` each, as it completes) marks a
+# moment in the middle of numpy's and torch's imports, where a stop once raised an
+# exception inside a C extension's import: swallowed (the run trained on), or an abort.
+IMPORT_MOMENTS = ["numpy._core.multiarray", "numpy", "torch._C", "torch._tensor", "torch.nn"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", IMPORT_MOMENTS)
+@pytest.mark.parametrize(
+    ("script", "when"),
+    [pytest.param("train.py", OUTSIDE_TRAINING, id="train"),
+     pytest.param("test.py", BEFORE_METRICS, id="test")],
+)  # fmt: skip
+def test_a_stop_in_the_middle_of_the_imports_ends_the_process(
+    tmp_path: Path, script: str, when: str, module: str
+) -> None:
+    save_dir = tmp_path / "saved"
+    options = ["-c", CONFIG, *shrunk(save_dir)] if script == "train.py" else ["-r", "none.pth"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    process = subprocess.Popen([sys.executable, "-X", "importtime", script, *options], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    while (line := process.stderr.readline()).rsplit("|", 1)[-1].strip() != module:
+        assert line, f"{module} was never imported: {process.communicate()}"
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+    assert (process.returncode, lines) == (143, [f"stopped by SIGTERM {when}"]), stderr[-2000:]
+    assert stdout == "" and not save_dir.exists()
+
+
 def test_sigterm_as_the_run_starts_is_one_line_on_either_side_of_the_hand_over(
     tmp_path: Path,
 ) -> None:

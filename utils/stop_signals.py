@@ -11,6 +11,7 @@ save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
 """
 
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -57,21 +58,27 @@ class StopSignals:
         )
 
 
-def exit_on_stop_signals(when: str) -> None:
+def exit_on_stop_signals(when: str, at_once: bool = False) -> None:
     """From now on, SIGINT or SIGTERM ends the program at once: one line on stderr,
     `stopped by SIGTERM <when>`, and exit code 128 + the signal number (130, 143).
 
-    Entry scripts call it first, before importing torch, which takes seconds: without it,
-    Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without a word. The
-    trainer's `StopSignals` replaces it for the training loop and puts it back after. The
-    exit unwinds like `sys.exit`, so `finally` blocks run and a file being written
-    atomically is abandoned without a trace; a second signal meanwhile kills at once.
+    Entry scripts call it first with `at_once`, before importing torch, which takes seconds:
+    without it, Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without
+    a word. `at_once` leaves the process without unwinding: an exception raised in the
+    middle of a C extension's import (numpy's, torch's) can be swallowed there, or leave
+    the module half made and abort the process, and nothing is being written yet. Once
+    imported, the scripts call it again without: the exit then unwinds like `sys.exit`, so
+    `finally` blocks run and a file being written atomically is abandoned without a trace;
+    a second signal meanwhile kills at once. The trainer's `StopSignals` replaces it for the
+    training loop and puts it back after.
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:
         for each in STOP_SIGNALS:
             signal.signal(each, signal.SIG_DFL)
         print(f"stopped by {signal.Signals(signum).name} {when}", file=sys.stderr, flush=True)
+        if at_once:
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
     for signum in STOP_SIGNALS:
