@@ -24,7 +24,11 @@ GIT_USER = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@localhost",
 
 def run(*command: str | Path, cwd: Path, env: dict | None = None,
         timeout: float = 600) -> subprocess.CompletedProcess:  # fmt: skip
-    environment = {**os.environ, **GIT_USER, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    # Without this session's PYTEST_ variables: a pytest run inside a copy that inherited
+    # PYTEST_XDIST_WORKER would take itself for a worker of this session and share its
+    # once-per-session directories (conftest's computed_once) with other sessions.
+    own = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    environment = {**own, **GIT_USER, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     return subprocess.run([str(part) for part in command], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
