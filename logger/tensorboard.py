@@ -1,6 +1,7 @@
 """A TensorBoard writer that can be switched off without `if` statements at every call site."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,16 @@ def hyperparameters(config: dict, prefix: str = "") -> dict[str, float | int | s
     return flat
 
 
+def wait_past_newest_event_file(log_dir: Path) -> None:
+    """TensorBoard reads a directory's event files in name order, and a name is the second it
+    was made in, then the process id and a counter as unpadded numbers: a resumed run's file
+    made in the same second as an earlier one can sort before it, and its purge would then
+    hide the wrong events. Wait (under a second) until the clock is past that second."""
+    seconds = [int(p.name.split(".")[3]) for p in log_dir.glob("events.out.tfevents.*")]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.01)
+
+
 class TensorboardWriter:
     """Thin wrapper over `SummaryWriter`; when disabled every method does nothing.
 
@@ -45,6 +56,7 @@ class TensorboardWriter:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # slow import, only when used
 
+            wait_past_newest_event_file(Path(log_dir))
             self._writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
