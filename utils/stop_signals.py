@@ -10,13 +10,10 @@ Outside training (while torch is imported, the run is built, after it ends) noth
 save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
 """
 
-import logging
 import os
 import signal
 import sys
 from types import FrameType
-
-logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -50,12 +47,8 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
             raise Stopped(signum)
-        self.received = signum
-        logger.warning(
-            "%s received: stopping after this step with a checkpoint (send it again to stop "
-            "at once, without one)",
-            signal.Signals(signum).name,
-        )
+        self.received = signum  # logged by whoever reads it: logging here could reenter a
+        # handler's write that the signal interrupted (a "reentrant call" logging error)
 
 
 def exit_on_stop_signals(when: str, at_once: bool = False) -> None:

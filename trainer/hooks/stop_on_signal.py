@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM stop the run after the current step, with a resumable checkpoint."""
 
+import logging
 import signal
 import threading
 
@@ -8,6 +9,8 @@ import torch
 from base import BaseTrainer, Hook
 from utils.distributed import all_reduce_sum, is_distributed
 from utils.stop_signals import Stopped, StopSignals
+
+logger = logging.getLogger(__name__)
 
 
 class StopOnSignal(Hook):
@@ -40,4 +43,8 @@ class StopOnSignal(Hook):
             flag = torch.tensor([float(signalled)], device=trainer.device)
             signalled = bool(all_reduce_sum(flag).item())
         if signalled:
-            trainer.request_stop(Stopped(self.signals.received or signal.SIGTERM))
+            signum = self.signals.received or signal.SIGTERM
+            logger.warning("%s received: stopping with a checkpoint of step %d (send it again "
+                           "to stop at once, without one)", signal.Signals(signum).name,
+                           trainer.step)  # fmt: skip
+            trainer.request_stop(Stopped(signum))
