@@ -18,6 +18,8 @@ from utils.stop_signals import StopSignals, exit_on_stop_signals
 CONFIG = str(ROOT / "config" / "config.json")
 OUTSIDE_TRAINING = "outside the training loop (this stop saves no checkpoint)"  # train.py's
 BEFORE_METRICS = "before the test metrics were written"  # test.py's
+SCRIPTS = [pytest.param("train.py", OUTSIDE_TRAINING, id="train"),
+           pytest.param("test.py", BEFORE_METRICS, id="test")]  # fmt: skip
 
 
 def start(script: str, *args: str) -> subprocess.Popen:
@@ -46,11 +48,7 @@ def read_until(process: subprocess.Popen, prefix: str) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
-@pytest.mark.parametrize(
-    ("script", "when"),
-    [pytest.param("train.py", OUTSIDE_TRAINING, id="train"),
-     pytest.param("test.py", BEFORE_METRICS, id="test")],
-)  # fmt: skip
+@pytest.mark.parametrize(("script", "when"), SCRIPTS)
 def test_a_stop_signal_while_torch_is_imported_is_one_line(
     tmp_path: Path, script: str, when: str, signum: int
 ) -> None:
@@ -78,11 +76,7 @@ IMPORT_MOMENTS = ["numpy._core.multiarray", "numpy", "torch._C", "torch._tensor"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module", IMPORT_MOMENTS)
-@pytest.mark.parametrize(
-    ("script", "when"),
-    [pytest.param("train.py", OUTSIDE_TRAINING, id="train"),
-     pytest.param("test.py", BEFORE_METRICS, id="test")],
-)  # fmt: skip
+@pytest.mark.parametrize(("script", "when"), SCRIPTS)
 def test_a_stop_in_the_middle_of_the_imports_ends_the_process(
     tmp_path: Path, script: str, when: str, module: str
 ) -> None:
