@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from base.epoch_batches import EpochBatches
+from base.epoch_batches import BatchFailed, EpochBatches
 from base.epoch_loader import EpochLoader
 from base.gradient_updates import GradientUpdates, NonFiniteLoss
 from base.hook import Hook, check_state_keys
@@ -17,7 +17,7 @@ from base.monitor import Monitor
 from base.trainer_state import TrainerState
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
-from utils.errors import TrainingFailed, UserError
+from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.metric_tracker import MetricTracker
 from utils.run_dir import RunDirs
 
@@ -97,6 +97,7 @@ class BaseTrainer(TrainerState, ABC):
         self.failure: BaseException | None = None  # what ended the run, if not its normal end
         self._stop: BaseException = StopTraining()
         self._rng_state: dict | None = None
+        self.group_start: dict[str, int] = {}  # the position before the current group of batches
 
     @abstractmethod
     def logged_names(self) -> list[str]:
@@ -135,6 +136,15 @@ class BaseTrainer(TrainerState, ABC):
                 self._train_epoch(epoch)
         except StopTraining:
             logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
+        except BatchFailed as failed:  # the user's data: its traceback, then where to resume
+            saved = self._save_group_start()
+            self.failure = UserCodeFailed(
+                f"the data loader raised {failed.summary()} at epoch "
+                f"{self.epoch + 1}, batch {failed.batch} (its traceback is above); the last "
+                f"step's state is in {saved}: fix the data, then resume with "
+                f"python train.py -r {saved}"
+            )
+            raise self.failure from failed.__cause__
         except BaseException as error:  # an error or a stop signal: `after_train` sees it
             self.failure = error
             raise
@@ -148,7 +158,7 @@ class BaseTrainer(TrainerState, ABC):
             self.tracker.reset()  # (a resumed epoch restored its totals instead)
         self._call("before_epoch")
         n_batches, group = self.batches.batches_per_epoch, self.updates.accumulate_steps
-        group_start, group_values = self.batches.position(), []
+        self.group_start, group_values = self.batches.position(), []
         for index, batch in enumerate(self.batches.remaining(epoch), self.batches.batches_done):
             first = index - index % group
             if index == first:
@@ -162,11 +172,11 @@ class BaseTrainer(TrainerState, ABC):
                 with self.updates.no_sync(self.models):
                     group_values.append((self.train_step(self.batch), batch_size(self.batch)))
             except NonFiniteLoss:
-                self._stop_on_nonfinite(group_start, epoch, index)
+                self._stop_on_nonfinite(epoch, index)
             self.batches.batches_done = index + 1
             if self.updates.group_end:
                 self._end_group(group_values, logs)
-                group_start, group_values = self.batches.position(), []
+                self.group_start, group_values = self.batches.position(), []
         self._end_epoch(epoch)
 
     def _end_group(self, group_values: list[tuple[dict, int]], logs: bool) -> None:
@@ -224,10 +234,15 @@ class BaseTrainer(TrainerState, ABC):
         if self.stop_requested and event != "after_train":
             raise self._stop
 
-    def _stop_on_nonfinite(self, group_start: dict[str, int], epoch: int, index: int) -> None:
+    def _save_group_start(self) -> str:
+        """Save the state from before the current group of batches as a step checkpoint (a
+        resumed run replays the group); where it is."""
+        self.batches.load_position(self.group_start)
+        return str(self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)")
+
+    def _stop_on_nonfinite(self, epoch: int, index: int) -> None:
         """`on_nonfinite: "stop"`: save the state from before this group, then fail."""
-        self.batches.load_position(group_start)  # a resumed run replays the group
-        saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
+        saved = self._save_group_start()
         raise TrainingFailed(
             f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {index + 1}); "
             f"the last good state is in {saved}. Lower the learning rate, or set "

@@ -5,7 +5,24 @@ from typing import Any
 
 from base.epoch_loader import EpochLoader
 from utils.distributed import world_size
-from utils.errors import UserError
+from utils.errors import UserError, error_summary
+
+
+class BatchFailed(Exception):
+    """The data loader raised (the user's dataset, in a worker or not) while giving batch
+    `batch` (from 1) of the epoch; that error is the `__cause__`."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(f"the data loader raised while giving batch {batch}")
+        self.batch = batch
+
+    def summary(self) -> str:
+        """`Type: message` of the error raised, also when a worker raised it: torch then
+        raises the same type with the worker's traceback as its message, the error last."""
+        text = str(self.__cause__)
+        if "\nOriginal Traceback" in text:
+            return text.strip().splitlines()[-1]
+        return error_summary(self.__cause__)
 
 
 class EpochBatches:
@@ -30,7 +47,17 @@ class EpochBatches:
         self._batches: Iterator | None = None
 
     def remaining(self, epoch: int) -> Iterator[Any]:
-        """This epoch's batches from `batches_done` on (those done are skipped unloaded)."""
+        """This epoch's batches from `batches_done` on (those done are skipped unloaded). An
+        error from the loader comes out as `BatchFailed`, so that the trainer tells it from
+        one of its own step: the state from before the batch is then whole, and worth saving."""
+        try:
+            yield from self._remaining(epoch)
+        except UserError:
+            raise
+        except Exception as error:
+            raise BatchFailed(self.batches_done + 1) from error
+
+    def _remaining(self, epoch: int) -> Iterator[Any]:
         if not self.iteration_based:
             self.data_loader.set_epoch(epoch, skip_batches=self.batches_done)
             yield from self.data_loader

@@ -343,3 +343,74 @@ def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
     assert process.returncode == 0, stderr
     assert len(set(reached)) >= 3, f"the kills did not land during training: {reached}"
     assert_same_run(load(models / "checkpoint-epoch2.pth"), uninterrupted)
+
+
+FAILING_LOADER = """
+
+class FailingDataset(torch.utils.data.Dataset):
+    def __init__(self, corrupt: str) -> None:
+        self.corrupt = Path(corrupt)
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, index: int):
+        if index == 37 and self.corrupt.exists():
+            raise ValueError(f"sample {index} is corrupt")
+        return torch.full((1, 28, 28), index / 64), index % 10
+
+
+class FailingLoader(BaseDataLoader):
+    def __init__(self, corrupt: str, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__(FailingDataset(corrupt), batch_size, False, 0.0, num_workers)
+"""
+
+
+def code_copy(tmp_path: Path) -> Path:
+    """The project's code (not its data, runs or environment) copied into `tmp_path/project`."""
+    skipped = shutil.ignore_patterns(".*", "data", "saved", "*.egg-info", "__pycache__")
+    return Path(shutil.copytree(ROOT, tmp_path / "project", ignore=skipped))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_dataset_that_raises_mid_epoch_saves_and_names_batch_and_checkpoint(
+    tmp_path: Path, workers: int
+) -> None:
+    """Sample 37, in batch 5 of 8, raises while a file says it is corrupt: the traceback is
+    the user's to read, then our line; the saved state, resumed once the data is fixed, ends
+    like an uninterrupted run."""
+    project = code_copy(tmp_path)
+    with open(project / "data_loader" / "data_loaders.py", "a") as file:
+        file.write(FAILING_LOADER)
+    corrupt = tmp_path / "corrupt"
+    corrupt.touch()
+
+    def train(save_dir: Path) -> subprocess.CompletedProcess:
+        loader = {"type": "FailingLoader", "args": {"corrupt": str(corrupt), "batch_size": 8,
+                                                     "num_workers": workers}}  # fmt: skip
+        options = [f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.monitor=min loss",
+                   "trainer.progress_bar=false", f"data_loader={json.dumps(loader)}"]  # fmt: skip
+        return run_script("train.py", "-c", CONFIG, *[part for option in options
+                          for part in ("-o", option)], cwd=project)  # fmt: skip
+
+    failed = train(tmp_path / "saved")
+    assert failed.returncode == 1, failed.stderr
+    models = run_dir(tmp_path / "saved")
+    checkpoint = models / "checkpoint-step4.pth"
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "Traceback (most recent call last)" in failed.stderr and "__getitem__" in failed.stderr
+    assert last == (
+        "error: the data loader raised ValueError: sample 37 is corrupt at epoch 1, batch 5 "
+        f"(its traceback is above); the last step's state is in {checkpoint}: fix the data, "
+        f"then resume with python train.py -r {checkpoint}"
+    )
+    saved = load(checkpoint)
+    assert (saved["epoch"], saved["step"], saved["batches_done"]) == (0, 4, 4)
+
+    corrupt.unlink()
+    resumed = run_script("train.py", "-r", str(checkpoint), cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = train(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    assert_same_run(load(models / "checkpoint-epoch2.pth"),
+                    load(run_dir(tmp_path / "whole") / "checkpoint-epoch2.pth"))  # fmt: skip

@@ -3,9 +3,10 @@
 import argparse
 import multiprocessing
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
-from utils.errors import TrainingFailed, UserError
+from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.stop_signals import Stopped
 
 EXIT_FAILED = 1  # training could not go on
@@ -45,6 +46,8 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_USAGE
     except TrainingFailed as error:
+        if isinstance(error, UserCodeFailed):
+            traceback.print_exception(error.__cause__)
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_FAILED
     except Stopped as stop:

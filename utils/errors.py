@@ -10,6 +10,11 @@ class TrainingFailed(Exception):
     which checkpoint holds the last good state."""
 
 
+class UserCodeFailed(TrainingFailed):
+    """Training stopped because the user's own code raised (their dataset): the entry script
+    shows that error's traceback (the `__cause__`), which they need, before the line."""
+
+
 class UserError(Exception):
     """A mistake in the user's config, command line or files, not a bug in the template.
 
