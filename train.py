@@ -28,7 +28,13 @@ from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import load_checkpoint, newest_checkpoint, numbered_checkpoints, write_json
+from utils.checkpoint import (
+    check_writable,
+    load_checkpoint,
+    newest_checkpoint,
+    numbered_checkpoints,
+    write_json,
+)
 from utils.checkpoint_fields import check_config, naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
@@ -195,6 +201,7 @@ def take_run_dirs(
         if resuming:
             notes.append("the checkpoint is not in a run directory: the run continues in a new one")
         run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
+    check_writable(run_dirs.models / "config.json")  # a refusal leaves no lock or log behind
     lock_run_dir(run_dirs.models)  # before anything in it changes
     make_log_dir(run_dirs.log)  # gone from a copied or moved run
     if resuming and not notes:

@@ -282,3 +282,18 @@ def test_a_run_whose_checkpoints_are_all_damaged_says_what_to_do(shrunk_run, tmp
     assert code == 2 and len(warnings) == 2 and all("warning: skipping" in w for w in warnings)
     assert "none of its checkpoints is readable" in error and "move them aside" in error
     assert files_under(models) == before
+
+
+def test_a_resume_refused_for_an_unwritable_config_leaves_nothing_behind(shrunk_run, tmp_path,
+                                                                         capsys):  # fmt: skip
+    """`config.json` is a directory (and the log directory is gone, as in a moved run): the
+    refusal comes before the lock file or a log directory is made."""
+    run = shrunk_run.copy_to(tmp_path)
+    (run.models / "config.json").unlink()
+    (run.models / "train.lock").unlink()
+    (run.models / "config.json").mkdir()
+    shutil.rmtree(run.save_dir / "log")
+    before = sorted(run.save_dir.rglob("*"))
+    assert_refused(train.main, ["-r", str(run.models), "-o", "trainer.epochs=3"], capsys,
+                   f"{run.models / 'config.json'} (Is a directory)")  # fmt: skip
+    assert sorted(run.save_dir.rglob("*")) == before
