@@ -36,6 +36,13 @@ SCHEDULER_ARGS = {  # ASHA's arguments a search file may set; the others come fr
                  "an integer >= 1"),
 }  # fmt: skip
 SET_BY_TUNE = ("metric", "mode", "time_attr", "max_t")  # from trainer.monitor and epochs
+FIXED_IN_A_SEARCH = {  # config keys every trial shares, and why
+    "name": "it names the search's run directories",
+    "trainer.save_dir": "every trial's run is in the search directory",
+    "trainer.monitor": "it is what trials are compared on",
+    "trainer.save_period": "every trial saves each epoch, for ASHA's stops and --resume",
+    "trainer.progress_bar": "trials show no progress bar",
+}
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,11 @@ def load_search(path: str | Path) -> Search:
 def _space(key: Any, value: Any, refuse: Callable[[str, str], UserError]) -> Space:
     where = f"space.{key}"
     parts = key.split(".") if isinstance(key, str) else []
-    if not parts or not all(parts):
-        raise refuse(where, "expected a dotted config key, e.g. optimizer.args.lr")
+    if not parts or not all(part.isidentifier() for part in parts):
+        raise refuse(where, "expected a dotted config key of names, e.g. optimizer.args.lr")
+    for fixed, why in FIXED_IN_A_SEARCH.items():
+        if f"{fixed}.".startswith(f"{key}.") or key.startswith(f"{fixed}."):
+            raise refuse(where, f"a search cannot vary {fixed} ({why}); set it in the config")
     if not isinstance(value, dict) or len(value) != 1:
         raise refuse(
             where, f"{shown(value)} is not valid; expected one of {{{', '.join(SPACE_KINDS)}: ...}}"
