@@ -7,7 +7,7 @@ with the same command and `--resume`: finished trials stay finished, the others 
 their own checkpoints. Needs the optional extra: `pip install -e ".[tune]"`.
 """
 
-from utils.stop_signals import exit_on_stop_signals
+from utils.stop_signals import STOP_SIGNALS, exit_on_stop_signals
 
 if __name__ == "__main__":
     STOPPED = "(the search resumes with the same command and --resume)"  # what the one line says
@@ -15,7 +15,6 @@ if __name__ == "__main__":
 
 import argparse
 import dataclasses
-import logging
 import os
 import signal
 import sys
@@ -29,12 +28,14 @@ import torch
 import train
 from builder import build_trainer, trainer_keys
 from utils.checkpoint import newest_checkpoint, numbered_checkpoints, write_json
-from utils.cli import EXIT_INTERRUPTED, ArgumentParser, add_override_option, run_main
+from utils.cli import ArgumentParser, add_override_option, run_main
 from utils.config import config_changes, load_run_config
 from utils.config_file import load_config_file
 from utils.config_keys import is_path_component
 from utils.errors import TrainingFailed, UserError
+from utils.ray_cluster import check_machine, import_ray, start_ray
 from utils.run_dir import readable_path
+from utils.run_lock import lock_directory
 from utils.search_results import best_config, trial_rows, trials_table, write_trials_csv
 from utils.search_space import (
     Search,
@@ -45,7 +46,6 @@ from utils.search_space import (
     override,
 )
 
-INSTALL_HINT = 'tune.py needs Ray Tune: pip install -e ".[tune]"'
 RECORD_NAME = "search.json"  # in the search directory: what the search was started with
 # Every trial saves each epoch (so that Ray's stop and a resume lose none) and shows no bar.
 TRIAL_SETTINGS = {"trainer.save_period": 1, "trainer.progress_bar": False}
@@ -64,15 +64,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.num_samples is not None and args.num_samples < 1:
         parser.error(f"--num-samples: {args.num_samples} is not valid; expected an integer >= 1")
     return args
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-        import ray.tune
-    except ImportError:
-        raise UserError(INSTALL_HINT) from None
-    return ray
 
 
 @dataclass(frozen=True)
@@ -225,28 +216,6 @@ def ray_trial_dirname(trial: Any) -> str:
     return f"ray_{trial.trial_id}"
 
 
-def start_ray(ray: Any, search: Search, address: str | None) -> None:
-    """Connect to the cluster at `address`, or start a small one on this machine."""
-    local = {}
-    if address is None:
-        cpus = os.cpu_count() or 1
-        wanted = search.resources_per_trial
-        if wanted["cpu"] > cpus or wanted["gpu"] > torch.cuda.device_count():
-            raise UserError(
-                f"resources_per_trial: {wanted} is more than this machine has ({cpus} CPUs, "
-                f"{torch.cuda.device_count()} GPUs); no trial could start"
-            )
-        local = {"num_cpus": cpus, "object_store_memory": 100 << 20}  # trials pass no data
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=False,  # each trial's log is its run's info.log
-        logging_level=logging.WARNING,
-        runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
-        **local,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ray = import_ray()
@@ -257,11 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     metric, mode = monitored(config)
     check_searched_lr(search, config, args.search)
     check_edge_values(search, args.search, lambda extra: check_values(args, extra))
+    address = args.address or os.environ.get("RAY_ADDRESS") or None  # as ray.init reads it
+    check_machine(search, address)
     directory = search_directory(config, args)
     record = {"config": config, "search": search.as_dict()}
     can_restore = args.resume and ray.tune.Tuner.can_restore(str(directory.resolve()))
     restore = check_start(args, directory, record, can_restore)
     directory.mkdir(parents=True, exist_ok=True)
+    lock_directory(directory, "search.lock", "search directory",
+                   "two processes must not run one search")  # fmt: skip
     write_json(directory / RECORD_NAME, record)
     print(f"search directory: {directory}", flush=True)
 
@@ -277,20 +250,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=str((directory / "models" / config["name"]).resolve()),
         best_key=f"best_{metric}",
     )
-    start_ray(ray, search, args.address)
-    ours = signal.getsignal(signal.SIGINT)
+    ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
+        stopped_by = start_ray(ray, address)
         results = make_tuner(search, config, plan, directory, restore).fit()
-        # On Ctrl-C, Ray's handler (set by fit) stops the trials, saves the search's state
-        # and puts back the handler it found: fit then returns what it has.
-        interrupted = signal.getsignal(signal.SIGINT) is ours
     finally:
-        signal.signal(signal.SIGINT, ours)
+        for signum, handler in ours.items():
+            signal.signal(signum, handler)
         ray.shutdown()
     resume = f"python {' '.join(sys.argv)}" + ("" if args.resume else " --resume")
-    if interrupted:
-        print(f"search interrupted by SIGINT; to resume: {resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if stopped_by:  # fit returned what it had, with the search's state saved
+        name = signal.Signals(stopped_by[0]).name
+        print(f"stopped by {name}; to resume: {resume}", file=sys.stderr)
+        return 128 + stopped_by[0]
     keys = [space.key for space in search.spaces]
     rows = trial_rows(results, keys, plan.best_key, Path(plan.models))
     print(trials_table(rows, plan.best_key))

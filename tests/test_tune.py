@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import torch
 pytest.importorskip("ray.tune")
 
 from conftest import ROOT, run_script, shrunk
+from test_cli_errors import assert_refused
 
 import tune
 from builder import build_trainer, trainer_keys
@@ -103,6 +105,31 @@ space:
         (
             "space: {a..b: {choice: [1]}}",
             "space.a..b: expected a dotted config key",
+        ),
+        (  # the value after '=' would be what every trial trains with
+            "space: {'optimizer.args.lr=0.5 #': {choice: [0.001]}}",
+            "space.optimizer.args.lr=0.5 #: expected a dotted config key of names",
+        ),
+        (
+            "space: {trainer.monitor: {choice: [max val_accuracy]}}",
+            "space.trainer.monitor: a search cannot vary trainer.monitor (it is what trials are "
+            "compared on)",
+        ),
+        (
+            "space: {name: {choice: [a, b]}}",
+            "space.name: a search cannot vary name",
+        ),
+        (
+            "space: {trainer.save_dir: {choice: [/tmp/a]}}",
+            "space.trainer.save_dir: a search cannot vary trainer.save_dir",
+        ),
+        (  # the whole trainer node would replace save_dir too
+            "space: {trainer: {choice: [{epochs: 1}]}}",
+            "space.trainer: a search cannot vary trainer.save_dir",
+        ),
+        (
+            "space: {trainer.save_period.x: {choice: [1]}}",
+            "space.trainer.save_period.x: a search cannot vary trainer.save_period",
         ),
         (
             "space: {a.b: {choice: [1]}}\nscheduler: {type: PBT}",
@@ -294,6 +321,111 @@ def test_start_over_a_search_and_resume_of_none_are_refused(tmp_path):
     with pytest.raises(UserError, match=r"exists; to go on with that search add --resume"):
         tune.main(base)
     assert list(search_dir.iterdir()) == []
+
+
+def nothing_listening() -> str:
+    """HOST:PORT where nothing listens: a port just given by the system, then closed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    "search, extra, message",
+    [
+        ("resources_per_trial: {cpu: 100000}", [], "resources_per_trial: {'cpu': 100000, 'gpu': "
+         "0} is more than this machine has"),
+        ("", ["--address", "NOTHING"], "--address NOTHING: no Ray cluster answers there "
+         "(Connection refused); start one with `ray start --head`"),
+        ("", ["--address", "nowhere"], "--address: 'nowhere' is not valid; expected auto, "
+         "HOST:PORT"),
+    ],
+)  # fmt: skip
+def test_a_search_that_cannot_start_is_refused_before_anything_is_written(
+    tmp_path, capsys, search, extra, message
+):
+    """Without these checks the first left its search directory behind, and the second did
+    not end within 120 s (Ray retries an address for minutes)."""
+    address = nothing_listening()
+    path = search_file(tmp_path, f"space: {{optimizer.args.lr: {{choice: [0.001]}}}}\n{search}")
+    argv = ["-c", CONFIG, "-s", str(path), *shrunk(tmp_path / "saved"),
+            *[part.replace("NOTHING", address) for part in extra]]  # fmt: skip
+    assert_refused(tune.main, argv, capsys, message.replace("NOTHING", address))
+    assert not (tmp_path / "saved").exists()
+
+
+def start_search(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str], Path]:
+    """tune.py over a grid of two 3-epoch trials, one at a time, in the background (its
+    output in files under tmp_path): the process, its command, and the search directory."""
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {grid: [0.001, 0.003]}
+scheduler: {type: FIFO}
+max_concurrent_trials: 1
+""")  # fmt: skip
+    command = [sys.executable, "tune.py", "-c", CONFIG, "-s", str(path),
+               *shrunk(tmp_path / "saved"), "-o", "trainer.epochs=3", *extra]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+    return process, command, tmp_path / "saved" / "search" / "Mnist_LeNet" / "search"
+
+
+def stopped_output(process: subprocess.Popen, tmp_path: Path, signum: int) -> list[str]:
+    """Send `signum`, wait for the end: its stderr lines, but Ray's start-up warnings."""
+    process.send_signal(signum)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"tune.py did not end within 120 s of {signal.Signals(signum).name}")
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    return [line for line in lines if "WARNING authentication_token_setup" not in line]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_a_running_search_with_one_line_and_it_resumes(tmp_path, signum):
+    """Once trials run: a second `--resume` is refused (it once trained the trials again,
+    trials.csv then showing other values than the runs had); the signal saves the search and
+    ends it with 128 + the signal and one line (SIGTERM once gave codes 15, -6 or -15 and a
+    native stack dump). Resumed (after SIGTERM; SIGINT's stop is the same), it ends with
+    each trial's own values in trials.csv."""
+    process, command, search_dir = start_search(tmp_path)
+    models = search_dir / "models" / "Mnist_LeNet"
+    wait_for(lambda: any(models.glob("*/checkpoint-epoch1.pth")), "a trial's checkpoint", process)
+    second = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"search directory {search_dir} is in use by pid {process.pid}" in second.stderr
+
+    lines = stopped_output(process, tmp_path, signum)
+    name = signal.Signals(signum).name
+    assert process.returncode == 128 + signum, lines
+    assert lines == [f"stopped by {name}; to resume: python {' '.join(command[1:])} --resume"]
+    if signum == signal.SIGINT:
+        return
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_trials(search_dir)
+    assert [row["status"] for row in rows] == ["finished"] * 2
+    for row in rows:
+        config = json.loads((Path(row["run_dir"]) / "config.json").read_text())
+        assert float(row["optimizer.args.lr"]) == config["optimizer"]["args"]["lr"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", range(2))
+def test_a_stop_signal_while_ray_starts_is_one_line(tmp_path, attempt):
+    """SIGTERM just after the search directory is made, while Ray starts: Ray's handlers
+    once exited 15 without a word, or dumped a native stack and aborted (exit 134)."""
+    process = start_search(tmp_path)[0]
+    wait_for(lambda: "search directory:" in (tmp_path / "stdout").read_text(),
+             "the search directory", process)  # fmt: skip
+    lines = stopped_output(process, tmp_path, signal.SIGTERM)
+    assert process.returncode == 143, lines
+    assert len(lines) == 1 and lines[0].startswith("stopped by SIGTERM"), lines
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
-"""One process per run directory: a lock held for the life of the run.
+"""One process per run directory (and per search directory): a lock held for its life.
 
 Two processes resuming one run (a job started twice on a cluster) would interleave their
-checkpoints and logs. The lock is an `flock` on `<run>/train.lock`: the kernel releases it
-when the holding process ends in any way (also on `kill -9`), so a lock left by a dead
-process is simply free, with no stale-lock guessing. The file names the holder (pid, host,
-start time) for the error message of the process that finds it taken; the file itself
-stays after the run, and only a held lock counts.
+checkpoints and logs; two resuming one search would train its trials twice, with each
+other's values. The lock is an `flock` on `<run>/train.lock` (`<search>/search.lock`): the
+kernel releases it when the holding process ends in any way (also on `kill -9`), so a lock
+left by a dead process is simply free, with no stale-lock guessing. The file names the
+holder (pid, host, start time) for the error message of the process that finds it taken;
+the file itself stays after the run, and only a held lock counts.
 """
 
 import fcntl
@@ -18,20 +19,25 @@ from typing import IO
 
 from utils.errors import UserError
 
-LOCK_NAME = "train.lock"
 _held: list[IO] = []  # open lock files: the lock lasts as long as the process
 
 
 def lock_run_dir(models: Path) -> None:
     """Take the run directory `models` for this process, or raise `UserError` naming the
     process that holds it."""
-    path = models / LOCK_NAME
+    lock_directory(models, "train.lock", "run directory", "two processes must not train one run")
+
+
+def lock_directory(directory: Path, lock_name: str, kind: str, rule: str) -> None:
+    """Take `directory` (a `kind`, for the messages) for this process with its file
+    `lock_name`, or raise `UserError` naming the holder and the `rule` it would break."""
+    path = directory / lock_name
     try:
         file = open(path, "a+")  # noqa: SIM115 (held open until the process ends)
     except OSError as error:
         raise UserError(
-            f"run directory {models}: cannot create {LOCK_NAME} ({error.strerror}); the run "
-            "needs a writable directory"
+            f"{kind} {directory}: cannot create {lock_name} ({error.strerror}); it needs a "
+            "writable directory"
         ) from None
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -40,8 +46,8 @@ def lock_run_dir(models: Path) -> None:
         holder = _describe(file.read())
         file.close()
         raise UserError(
-            f"run directory {models} is in use by {holder} (lock {path}); two processes must "
-            "not train one run: wait for it to end, or stop it"
+            f"{kind} {directory} is in use by {holder} (lock {path}); {rule}: wait for it to "
+            "end, or stop it"
         ) from None
     file.seek(0)
     file.truncate()

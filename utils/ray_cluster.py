@@ -1,0 +1,124 @@
+"""The Ray processes of a search: checked before anything is written, started (or joined),
+and stopped by SIGTERM as by Ctrl-C, so that tune.py keeps train.py's contract: one line,
+exit code 128 + the signal, and a search that resumes."""
+
+import logging
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import torch
+
+from utils.errors import UserError, first_line
+from utils.search_space import Search
+from utils.stop_signals import STOP_SIGNALS, Stopped
+
+RESUMES = "(the search resumes with the same command and --resume)"
+INSTALL_HINT = 'tune.py needs Ray Tune: pip install -e ".[tune]"'
+
+
+def import_ray() -> Any:
+    """`ray`, with Ray Tune, imported without the native crash handler Ray installs for
+    SIGTERM as well (`RAY_DISABLE_FAILURE_SIGNAL_HANDLER`, read on import; unless set): a
+    stop signal while Ray starts would meet it, and it dumps a stack and aborts."""
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    try:
+        import ray
+        import ray.tune
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+def check_machine(search: Search, address: str | None) -> None:
+    """Refuse, before anything is written, a search that could not start: trials that need
+    more than this machine has (without `address`), or a cluster `address` where nothing
+    listens (Ray would retry for minutes). "auto" is left to Ray, which says at once when it
+    finds no cluster."""
+    if address is None:
+        cpus = os.cpu_count() or 1
+        wanted = search.resources_per_trial
+        if wanted["cpu"] > cpus or wanted["gpu"] > torch.cuda.device_count():
+            raise UserError(
+                f"resources_per_trial: {wanted} is more than this machine has ({cpus} CPUs, "
+                f"{torch.cuda.device_count()} GPUs); no trial could start"
+            )
+        return
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"--address: {address[:100]!r} is not valid; expected auto, HOST:PORT or "
+            "ray://HOST:PORT"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as error:
+        raise UserError(
+            f"--address {address}: no Ray cluster answers there ({error.strerror or error}); "
+            "start one with `ray start --head`, or leave out --address to run on this machine"
+        ) from None
+
+
+def start_ray(ray: Any, address: str | None) -> list[int]:
+    """Connect to the cluster at `address`, or start a small one on this machine; from then
+    on SIGINT and SIGTERM stop the search (`stop_search_on_signals`), whose list is returned.
+
+    A stop signal while Ray starts must not raise inside it (a half-started Ray can swallow
+    the exception, or crash the interpreter's exit): SIGINT waits until Ray is up, SIGTERM
+    meets Ray's own handler (exit code 15). Either ends the process at once, with Ray shut
+    down and our line; nothing of the search is being written yet."""
+    local = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 100 << 20}  # no data
+    deferred: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: deferred.append(signum))
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,  # each trial's log is its run's info.log
+            logging_level=logging.WARNING,
+            runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+            **({} if address else local),
+        )
+    except ConnectionError as error:
+        raise UserError(f"--address {address}: {first_line(error)}") from None
+    except SystemExit as exit:
+        if exit.code != signal.SIGTERM:
+            raise
+        deferred.insert(0, signal.SIGTERM)
+    if deferred:
+        print(f"stopped by {signal.Signals(deferred[0]).name} while Ray started {RESUMES}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        ray.shutdown()
+        os._exit(128 + deferred[0])
+    return stop_search_on_signals()
+
+
+def stop_search_on_signals() -> list[int]:
+    """SIGINT and SIGTERM alike stop the search as Tune's own Ctrl-C does: while `fit` runs,
+    Tune stops the trials, saves the search and `fit` returns; before that, the program ends
+    at once, unwinding. A second signal ends it at once. (Tune's handler would also log a
+    resume recipe for its API, where ours prints the command.) Tune's handler is reached
+    through SIGUSR1, which `fit` always sets to it; its SIGINT handler is turned off
+    (`TUNE_DISABLE_SIGINT_HANDLER`) so that ours stays. The returned list gets the signal."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # not a handler of an earlier `fit`
+    received: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if received or not callable(tune_handler):
+            for each in STOP_SIGNALS:
+                signal.signal(each, signal.SIG_DFL)  # a further one kills at once
+            raise Stopped(signum)  # unwinding: Ray is shut down on the way out
+        received.append(signum)
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
+        tune_handler(signal.SIGUSR1, frame)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)
+    return received
