@@ -16,6 +16,7 @@ if __name__ == "__main__":
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -154,6 +155,17 @@ def check_start(args: argparse.Namespace, directory: Path, record: dict, can_res
     return can_restore  # else it was stopped before Ray saved anything: it starts again
 
 
+def take_search_directory(directory: Path) -> Path | None:
+    """Make `directory` if need be and lock it for this process (a second `--resume` of a
+    running search is refused, naming the holder); the topmost directory made, if any."""
+    made = next((p for p in reversed(directory.parents) if not p.exists()), None)
+    made = made or (None if directory.exists() else directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_directory(directory, "search.lock", "search directory",
+                   "two processes must not run one search")  # fmt: skip
+    return made
+
+
 def ray_spaces(search: Search) -> dict[str, Any]:
     """Ray Tune's search space objects for the search file's spaces, by dotted key."""
     from ray import tune
@@ -232,9 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"config": config, "search": search.as_dict()}
     can_restore = args.resume and ray.tune.Tuner.can_restore(str(directory.resolve()))
     restore = check_start(args, directory, record, can_restore)
-    directory.mkdir(parents=True, exist_ok=True)
-    lock_directory(directory, "search.lock", "search directory",
-                   "two processes must not run one search")  # fmt: skip
+    made = take_search_directory(directory)
     write_json(directory / RECORD_NAME, record)
     print(f"search directory: {directory}", flush=True)
 
@@ -252,7 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        stopped_by = start_ray(ray, address)
+        try:
+            stopped_by = start_ray(ray, address)
+        except UserError:  # (no cluster at --address auto): the search never started
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         results = make_tuner(search, config, plan, directory, restore).fit()
     finally:
         for signum, handler in ours.items():
