@@ -10,7 +10,7 @@ their own checkpoints. Needs the optional extra: `pip install -e ".[tune]"`.
 from utils.stop_signals import STOP_SIGNALS, exit_on_stop_signals
 
 if __name__ == "__main__":
-    STOPPED = "(the search resumes with the same command and --resume)"  # what the one line says
+    STOPPED = "(nothing of the search was written: run the same command again)"  # the one line
     exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_searched_lr(search, config, args.search)
     check_edge_values(search, args.search, lambda extra: check_values(args, extra))
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # as ray.init reads it
-    check_machine(search, address)
+    check_machine(search, address, "--address" if args.address else "RAY_ADDRESS")
     directory = search_directory(config, args)
     record = {"config": config, "search": search.as_dict()}
     can_restore = args.resume and ray.tune.Tuner.can_restore(str(directory.resolve()))

@@ -354,6 +354,16 @@ def test_a_search_that_cannot_start_is_refused_before_anything_is_written(
     assert not (tmp_path / "saved").exists()
 
 
+def test_an_address_from_ray_address_is_named_as_such(tmp_path, capsys, monkeypatch):
+    address = nothing_listening()
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    path = search_file(tmp_path, "space: {optimizer.args.lr: {choice: [0.001]}}")
+    argv = ["-c", CONFIG, "-s", str(path), *shrunk(tmp_path / "saved")]
+    assert_refused(tune.main, argv, capsys, f"RAY_ADDRESS {address}: no Ray cluster answers",
+                   "or leave out RAY_ADDRESS")  # fmt: skip
+    assert not (tmp_path / "saved").exists()
+
+
 def start_search(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str], Path]:
     """tune.py over a grid of two 3-epoch trials, one at a time, in the background (its
     output in files under tmp_path): the process, its command, and the search directory."""

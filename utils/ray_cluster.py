@@ -33,11 +33,11 @@ def import_ray() -> Any:
     return ray
 
 
-def check_machine(search: Search, address: str | None) -> None:
+def check_machine(search: Search, address: str | None, source: str = "--address") -> None:
     """Refuse, before anything is written, a search that could not start: trials that need
     more than this machine has (without `address`), or a cluster `address` where nothing
     listens (Ray would retry for minutes). "auto" is left to Ray, which says at once when it
-    finds no cluster."""
+    finds no cluster. `source` names where the address came from, for the messages."""
     if address is None:
         cpus = os.cpu_count() or 1
         wanted = search.resources_per_trial
@@ -52,15 +52,14 @@ def check_machine(search: Search, address: str | None) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise UserError(
-            f"--address: {address[:100]!r} is not valid; expected auto, HOST:PORT or "
-            "ray://HOST:PORT"
+            f"{source}: {address[:100]!r} is not valid; expected auto, HOST:PORT or ray://HOST:PORT"
         )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
     except OSError as error:
         raise UserError(
-            f"--address {address}: no Ray cluster answers there ({error.strerror or error}); "
-            "start one with `ray start --head`, or leave out --address to run on this machine"
+            f"{source} {address}: no Ray cluster answers there ({error.strerror or error}); "
+            f"start one with `ray start --head`, or leave out {source} to run on this machine"
         ) from None
 
 
