@@ -2,11 +2,13 @@
 and stopped by SIGTERM as by Ctrl-C, so that tune.py keeps train.py's contract: one line,
 exit code 128 + the signal, and a search that resumes."""
 
+import importlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -67,13 +69,30 @@ def start_ray(ray: Any, address: str | None) -> list[int]:
     """Connect to the cluster at `address`, or start a small one on this machine; from then
     on SIGINT and SIGTERM stop the search (`stop_search_on_signals`), whose list is returned.
 
-    A stop signal while Ray starts must not raise inside it (a half-started Ray can swallow
-    the exception, or crash the interpreter's exit): SIGINT waits until Ray is up, SIGTERM
-    meets Ray's own handler (exit code 15). Either ends the process at once, with Ray shut
-    down and our line; nothing of the search is being written yet."""
+    A stop signal while Ray starts must not raise inside it: an exception raised where the
+    signal happens to land (in a logging lock's release, in a half-made connection) can be
+    swallowed, and the search then runs on, or crash the interpreter's exit. So both wait
+    until `ray.init` returns: Ray's own SIGTERM handler (`sys.exit` wherever it lands) is
+    kept out by passing over its `set_sigterm_handler`. A signal that came ends the process
+    once Ray is up (and shut down), or 10 s after it came if Ray is still starting (an
+    address that answers but is no Ray cluster), or at a second signal: with our line, and
+    at once (nothing of the search is being written yet)."""
     local = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 100 << 20}  # no data
     deferred: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: deferred.append(signum))
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        if deferred:  # a second signal, or Ray still starting 10 s after the first: at once
+            _end_at_once(signum)
+        deferred.append(signum)
+        timer = threading.Timer(10, _end_at_once, (signum,))
+        timer.daemon = True
+        timer.start()
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, defer)
+    ray_utils = importlib.import_module("ray._private.utils")
+    set_sigterm_handler = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
     try:
         ray.init(
             address=address,
@@ -85,16 +104,18 @@ def start_ray(ray: Any, address: str | None) -> list[int]:
         )
     except ConnectionError as error:
         raise UserError(f"--address {address}: {first_line(error)}") from None
-    except SystemExit as exit:
-        if exit.code != signal.SIGTERM:
-            raise
-        deferred.insert(0, signal.SIGTERM)
+    finally:
+        ray_utils.set_sigterm_handler = set_sigterm_handler
     if deferred:
-        print(f"stopped by {signal.Signals(deferred[0]).name} while Ray started {RESUMES}",
-              file=sys.stderr, flush=True)  # fmt: skip
         ray.shutdown()
-        os._exit(128 + deferred[0])
+        _end_at_once(deferred[0])
     return stop_search_on_signals()
+
+
+def _end_at_once(signum: int) -> None:
+    print(f"stopped by {signal.Signals(signum).name} while Ray started {RESUMES}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    os._exit(128 + signum)
 
 
 def stop_search_on_signals() -> list[int]:
