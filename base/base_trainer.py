@@ -85,7 +85,7 @@ class BaseTrainer(TrainerState, ABC):
         self.monitor = Monitor(monitor, self.logged_names())
         self.hooks = list(hooks)
         self._check_parts()
-        self.tracker = MetricTracker()  # the training values of the current epoch
+        self.tracker = MetricTracker(self.stateful_metrics(), device)  # the current epoch's
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.batch: Any = None  # the batch being trained on, on the device
@@ -109,6 +109,12 @@ class BaseTrainer(TrainerState, ABC):
         """Train on one batch (already on the device): forward under `self.updates.autocast()`,
         `self.updates.backward(loss)`, `self.updates.step(optimizer)` for each optimizer.
         Return the batch's values to log (0-d tensors, kept on the device)."""
+
+    def stateful_metrics(self) -> dict[str, Any]:
+        """The logged values that are computed from a state over all their batches (such as
+        torchmetrics metrics), by name: `train_step` and `validation_step` give each its
+        `MetricInputs`. None by default."""
+        return {}
 
     def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
         """Evaluate one batch (no gradients, eval mode); return the values to log."""
@@ -218,7 +224,7 @@ class BaseTrainer(TrainerState, ABC):
         self._call("before_validation")
         for model in self.models.values():
             model.eval()
-        tracker = MetricTracker()
+        tracker = MetricTracker(self.stateful_metrics(), self.device)
         for batch in data_loader:
             batch = to_device(batch, self.device, self.channels_last)
             tracker.update_all(self.validation_step(batch), batch_size(batch))

@@ -5,6 +5,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torchmetrics
+import torchmetrics.classification
+import torchmetrics.regression
 from torch import nn
 
 import data_loader.data_loaders as data_loaders
@@ -15,6 +18,9 @@ from base import EpochLoader
 from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
 from utils.config import is_named_nodes
 from utils.errors import UserError
+
+# Where a `metrics` entry's type is looked up, the first one that has it winning.
+METRIC_MODULES = [metrics, torchmetrics, torchmetrics.classification, torchmetrics.regression]
 
 
 def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> EpochLoader:
@@ -57,18 +63,34 @@ def build_loss(config: dict) -> Callable | None:
 
 
 def build_metrics(config: dict) -> dict[str, Callable]:
-    """Metric functions by the name they are logged under (their `type`)."""
+    """Metrics by the name they are logged under (`name`, else their `type`): functions of
+    model/metric.py (batch means), or torchmetrics classes, built (whole-split values)."""
     built: dict[str, Callable] = {}
     for index, node in enumerate(config["metrics"]):
         path = f"metrics[{index}]"
-        name = node["type"]
+        name = node.get("name") or node["type"]
+        key = f"{path}.name" if node.get("name") else f"{path}.type"
         if name in built:
-            raise UserError(f"{path}.type: {name!r} is listed twice; each metric is logged once")
+            raise UserError(f"{key}: {name!r} is listed twice; each metric is logged once")
         if name == "loss":
-            raise UserError(f"{path}.type: 'loss' is reserved for the training loss")
-        metric = lookup(path, name, [metrics], inspect.isfunction)
-        built[name] = build_callable(path, metric, node["args"], n_inputs=2)
+            raise UserError(f"{key}: 'loss' is reserved for the training loss")
+        metric = lookup(
+            path,
+            node["type"],
+            METRIC_MODULES,
+            _is_metric,
+            where="model.metric or torchmetrics (.classification, .regression)",
+        )
+        if isinstance(metric, type):
+            built[name] = instantiate(path, metric, node["args"])
+        else:
+            built[name] = build_callable(path, metric, node["args"], n_inputs=2)
     return built
+
+
+def _is_metric(value: Any) -> bool:
+    """A function of model/metric.py, or a torchmetrics `Metric` class."""
+    return inspect.isfunction(value) or is_subclass_of(torchmetrics.Metric)(value)
 
 
 def _is_loss(value: Any) -> bool:

@@ -4,9 +4,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torchmetrics import Metric
 
 from base import BaseTrainer
 from utils.batch import call_model
+from utils.metric_tracker import MetricInputs
 
 
 class Trainer(BaseTrainer):
@@ -46,7 +48,17 @@ class Trainer(BaseTrainer):
             loss = self.criterion(output, target)
         return self.measure(loss, output, target)
 
+    def stateful_metrics(self) -> dict[str, Any]:
+        return {name: f for name, f in self.metric_fns.items() if isinstance(f, Metric)}
+
     @torch.no_grad()
-    def measure(self, loss: torch.Tensor, output: Any, target: Any) -> dict[str, torch.Tensor]:
-        """The loss and every metric of one batch, as 0-d tensors on the device."""
-        return {"loss": loss, **{name: f(output, target) for name, f in self.metric_fns.items()}}
+    def measure(self, loss: torch.Tensor, output: Any, target: Any) -> dict[str, Any]:
+        """The loss and every metric function's value on one batch, as 0-d tensors on the
+        device; for a torchmetrics metric, what it is updated with (`MetricInputs`)."""
+        values: dict[str, Any] = {"loss": loss}
+        for name, metric in self.metric_fns.items():
+            stateful = isinstance(metric, Metric)
+            values[name] = (
+                MetricInputs(output.detach(), target) if stateful else metric(output, target)
+            )
+        return values

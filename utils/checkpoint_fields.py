@@ -244,6 +244,22 @@ def _check_progress(progress: Any, path: Path) -> None:
     for totals, counts in (("device_totals", "device_counts"), ("totals", "counts")):
         if set(metrics[totals]) != set(metrics[counts]):
             raise FieldError(field, f"its {totals} and {counts} name different values", path)
+    stateful = _mapping(metrics.get("stateful", {}), f"{field}.stateful", path, "a mapping")
+    for name, states in stateful.items():
+        where = child(f"{field}.stateful", name)
+        for part in _mapping(states, where, path, "a mapping", ("epoch", "window")).values():
+            _check_metric_state(part, where, path)
+
+
+def _check_metric_state(state: Any, field: str, path: Path) -> None:
+    """A torchmetrics metric's state as `MetricTracker` saves it: tensors (or lists of them)
+    by state name, and the number of updates."""
+    state = _mapping(state, field, path, "a mapping", ("values", "updates"))
+    _count(state["updates"], f"{field}.updates", path)
+    for key, value in _mapping(state["values"], f"{field}.values", path, "a mapping").items():
+        tensors = value if isinstance(value, list) else [value]
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise invalid(child(f"{field}.values", key), value, "a tensor or a list of them", path)
 
 
 def check_config(

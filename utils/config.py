@@ -21,6 +21,7 @@ from utils.config_file import (
 from utils.config_keys import (
     LOADER_ARGS,
     METRIC_ARGS,
+    METRIC_NODE_KEYS,
     OPTIMIZER_KEYS,
     REQUIRED,
     SCHEDULER_KEYS,
@@ -173,7 +174,7 @@ def resolve_config(
             resolved["lr_scheduler"], "lr_scheduler", errors, extra_keys=SCHEDULER_KEYS
         )
     resolved["metrics"] = [
-        check_node(m, f"metrics[{i}]", errors, allow_name=True)
+        check_node(m, f"metrics[{i}]", errors, allow_name=True, extra_keys=METRIC_NODE_KEYS)
         for i, m in enumerate(resolved["metrics"] or [])
     ]
     trainer = resolved["trainer"] or {}

@@ -31,6 +31,10 @@ SCHEDULER_KEYS = {  # beside "type" and "args" in an lr_scheduler node
         "'epoch', 'step' or null (OneCycleLR: step, others: epoch)",
     ),
 }
+METRIC_NODE_KEYS = {  # beside "type" and "args" in a metrics entry
+    "name": Key((str, type(None)), None, lambda v: v is None or (v.isidentifier() and v != "loss"),
+                "a name to log it under (an identifier, not 'loss'), or null for its type"),
+}  # fmt: skip
 OPTIMIZER_KEYS = {  # beside "type" and "args" in an optimizer node
     # Per-pattern options; the entries are checked against the model where the optimizer is
     # built (utils/param_groups.py).

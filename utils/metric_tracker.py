@@ -1,21 +1,38 @@
-"""Running means of loss and metrics, kept on the device so updates never wait for the GPU."""
+"""Running values of loss and metrics, kept on the device so updates never wait for the GPU."""
+
+import copy
+from typing import Any, NamedTuple
 
 import torch
 
-from utils.distributed import all_reduce_sum
+from utils.distributed import all_reduce_sum, is_main_process
+
+
+class MetricInputs(NamedTuple):
+    """What a stateful metric (a torchmetrics `Metric`) is updated with for one batch, in
+    place of a batch value: a trainer's step returns it, and the tracker updates the metric
+    when the step's values count (a dropped update's batches are dropped here too)."""
+
+    output: Any
+    target: Any
 
 
 class MetricTracker:
-    """Sample-weighted means of named values.
+    """Values of named quantities over a logging window (`flush`) and the epoch (`result`).
 
-    `update` adds to totals on the device (one small kernel, no synchronisation). `flush`
-    moves them to the host in one synchronisation and returns the means since the previous
-    flush (a logging window); `result` gives the means since `reset` (the whole epoch).
-    Under torchrun, `flush` sums every rank's totals and counts first, so each rank gets the
-    mean over all of them (every rank must call it at the same point).
+    A quantity given as batch means (`update`) is their sample-weighted mean: exact for a
+    value that is a mean of per-sample terms (the loss, accuracy). A `stateful` metric (a
+    torchmetrics `Metric`: R^2, F1, AUROC) accumulates its own state over the batches and
+    is computed from all of them at once, so it is the value over the whole window, epoch
+    or split, not a mean of batch values. Updates stay on the device; `flush` and `result`
+    move values to the host. Under torchrun both sum (or, for a `Metric`, gather) every
+    rank's part first, so every rank must call them at the same point.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stateful: dict[str, Any] | None = None, device: Any = None) -> None:
+        prototypes = stateful or {}
+        self._epoch = {name: copy.deepcopy(m).to(device) for name, m in prototypes.items()}
+        self._window = {name: copy.deepcopy(m).to(device) for name, m in prototypes.items()}
         self.reset()
 
     def reset(self) -> None:
@@ -23,9 +40,16 @@ class MetricTracker:
         self._device_counts: dict[str, int] = {}
         self._totals: dict[str, float] = {}
         self._counts: dict[str, float] = {}
+        for metric in [*self._epoch.values(), *self._window.values()]:
+            metric.reset()
 
-    def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
-        """Add a batch mean `value` (a 0-d tensor, possibly on the GPU) over `n` samples."""
+    def update(self, name: str, value: torch.Tensor | float | MetricInputs, n: int = 1) -> None:
+        """Add a batch mean `value` (a 0-d tensor, possibly on the GPU) over `n` samples, or
+        a stateful metric's `MetricInputs`."""
+        if name in self._epoch:
+            self._epoch[name].update(value.output, value.target)
+            self._window[name].update(value.output, value.target)
+            return
         if not isinstance(value, torch.Tensor):
             value = torch.tensor(float(value))
         if name in self._device_totals:
@@ -34,16 +58,19 @@ class MetricTracker:
             self._device_totals[name] = value.detach().double() * n
         self._device_counts[name] = self._device_counts.get(name, 0) + n
 
-    def update_all(self, values: dict[str, torch.Tensor | float], n: int) -> None:
+    def update_all(self, values: dict[str, Any], n: int) -> None:
         """`update` each of a batch's named values, all over its `n` samples."""
         for name, value in values.items():
             self.update(name, value, n)
 
     def flush(self) -> dict[str, float]:
-        """Means of what was updated since the last flush, as Python floats."""
+        """The values of what was updated since the last flush, as Python floats."""
+        window = _computed(self._window)
+        for metric in self._window.values():
+            metric.reset()
         names = list(self._device_totals)
         if not names:
-            return {}
+            return window
         totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
         counts = torch.tensor(
             [self._device_counts[name] for name in names], dtype=torch.float64, device=totals.device
@@ -54,25 +81,64 @@ class MetricTracker:
         for name, total, count in zip(names, totals, counts, strict=True):
             self._totals[name] = self._totals.get(name, 0.0) + total
             self._counts[name] = self._counts.get(name, 0.0) + count
-        return {
+        means = {
             name: total / count for name, total, count in zip(names, totals, counts, strict=True)
         }
+        return {**means, **window}
 
     def result(self) -> dict[str, float]:
-        """Means of everything updated since the last reset, as Python floats."""
+        """The values of everything updated since the last reset, as Python floats."""
         self.flush()
-        return {name: total / self._counts[name] for name, total in self._totals.items()}
+        means = {name: total / self._counts[name] for name, total in self._totals.items()}
+        return {**means, **_computed(self._epoch)}
 
     def state_dict(self) -> dict:
-        """The running totals, so that an epoch resumed in its middle reports the same means."""
+        """The running totals and metric states, so that an epoch resumed in its middle
+        reports the same values. Under torchrun a `Metric`'s state is every rank's, gathered
+        (the writing rank saves it; on resume, it alone starts from it)."""
+        stateful = {}
+        for name in self._epoch:
+            stateful[name] = {"epoch": _state(self._epoch[name]),
+                              "window": _state(self._window[name])}  # fmt: skip
         return {
             "device_totals": {name: t.cpu() for name, t in self._device_totals.items()},
             "device_counts": dict(self._device_counts),
             "totals": dict(self._totals),
             "counts": dict(self._counts),
+            "stateful": stateful,
         }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self._device_totals = {name: t.to(device) for name, t in state["device_totals"].items()}
         self._device_counts = dict(state["device_counts"])
         self._totals, self._counts = dict(state["totals"]), dict(state["counts"])
+        for name, saved in state.get("stateful", {}).items():
+            if name in self._epoch and is_main_process():
+                _load_state(self._epoch[name], saved["epoch"], device)
+                _load_state(self._window[name], saved["window"], device)
+
+
+def _computed(metrics: dict[str, Any]) -> dict[str, float]:
+    """Each updated metric's value over its state (gathered across ranks under torchrun)."""
+    return {name: float(m.compute()) for name, m in metrics.items() if m.update_count > 0}
+
+
+def _state(metric: Any) -> dict:
+    """A metric's state as plain tensors on the CPU (lists of them for a `cat` state), with
+    its update count; under torchrun, gathered from every rank."""
+    with metric.sync_context(should_sync=metric.update_count > 0, should_unsync=True):
+        values = {key: _to(value, "cpu") for key, value in metric.metric_state.items()}
+    return {"values": values, "updates": metric.update_count}
+
+
+def _load_state(metric: Any, saved: dict, device: torch.device) -> None:
+    metric.reset()
+    for key, value in saved["values"].items():
+        setattr(metric, key, _to(value, device))
+    metric._update_count = saved["updates"]  # torchmetrics keeps no public setter
+
+
+def _to(value: Any, device: Any) -> Any:
+    if isinstance(value, list):
+        return [item.to(device) for item in value]
+    return value.to(device)
