@@ -49,11 +49,15 @@ def overrides(save_dir: Path, workers: int, *extra: str) -> list[str]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_from_the_middle_of_an_epoch_is_exact(tmp_path: Path, workers: int) -> None:
     """Resumed from a step checkpoint in epoch 1 or in epoch 2, the run ends bit for bit
-    where the uninterrupted run ended, with the same logged means."""
-    options = overrides(tmp_path / "saved", workers, "trainer.save_every_steps=11")
+    where the uninterrupted run ended, with the same logged values: means, and a macro F1
+    computed from its torchmetrics state (saved in the step checkpoint)."""
+    f1 = {"type": "MulticlassF1Score", "args": {"num_classes": 10, "average": "macro"}}
+    options = overrides(tmp_path / "saved", workers, "trainer.save_every_steps=11",
+                        f"metrics={json.dumps(['accuracy', f1])}")  # fmt: skip
     result = run_script("train.py", "-c", CONFIG, *options)
     assert result.returncode == 0, result.stderr
     logged = epoch_lines(result.stdout)
+    assert " MulticlassF1Score " in logged["1/2"] and " val_MulticlassF1Score " in logged["2/2"]
     models = run_dir(tmp_path / "saved")
     assert sorted(p.name for p in models.glob("checkpoint-step*.pth")) == [
         "checkpoint-step11.pth",
