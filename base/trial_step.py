@@ -60,7 +60,8 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
         for model in trainer.models.values():
             model.train()
         with _reported(parts, "training", shapes):
-            trainer.train_step(batch)
+            values = trainer.train_step(batch)
+        _try_stateful_metrics(trainer, values, shapes)
         if trainer.evaluates():
             for model in trainer.models.values():
                 model.eval()
@@ -68,6 +69,29 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
                 trainer.validation_step(batch)
         for name, scheduler in trainer.lr_schedulers.items():
             _step_scheduler(scheduler, _node(trainer.config, "lr_scheduler", name))
+
+
+def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes: str) -> None:
+    """Update and compute a copy of each stateful metric (torchmetrics) with the step's
+    values: one that does not fit the output or the targets, or computes more than one
+    number, fails here, naming its `metrics` entry."""
+    nodes = trainer.config.get("metrics") or []
+    named = {node.get("name") or node["type"]: i for i, node in enumerate(nodes)}
+    for name, metric in trainer.stateful_metrics().items():
+        where = f"metrics[{named[name]}]" if name in named else f"the metric {name!r}"
+        kind = type(metric).__name__
+        trial = copy.deepcopy(metric).to(trainer.device)
+        try:
+            trial.update(*values[name])
+            value = trial.compute()
+        except Exception as error:
+            problem = f"does not fit the model output and targets of the batch ({shapes})"
+            raise UserError(
+                f"{where}: {kind} {problem}: {error_summary(error)}; check its args"
+            ) from None
+        if value.numel() != 1:
+            raise UserError(f"{where}: {kind} computes {value.numel()} values; a logged metric "
+                            "is one number (give it an average)")  # fmt: skip
 
 
 @contextmanager

@@ -336,10 +336,10 @@ def test_bare_names_become_nodes():
     config["metrics"] = ["accuracy", {"type": "top_k_acc", "args": {"k": 5}}, {"type": "x"}]
     resolved = resolve_config(config)
     assert resolved["loss"] == {"type": "nll_loss", "args": {}}
-    assert resolved["metrics"] == [
-        {"type": "accuracy", "args": {}},
-        {"type": "top_k_acc", "args": {"k": 5}},
-        {"type": "x", "args": {}},
+    assert resolved["metrics"] == [  # a metric's logged `name` defaults to null: its type
+        {"type": "accuracy", "args": {}, "name": None},
+        {"type": "top_k_acc", "args": {"k": 5}, "name": None},
+        {"type": "x", "args": {}, "name": None},
     ]
 
 

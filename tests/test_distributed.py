@@ -1,5 +1,6 @@
 """DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
 
+import json
 import os
 import shutil
 import signal
@@ -37,16 +38,23 @@ def ddp_overrides(tmp_path: Path) -> list[str]:
         "-o", "trainer.progress_bar=false",
         "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
         "-o", "data_loader.args.batch_size=256",
+        "-o", f"metrics={json.dumps(['accuracy', F1])}",
     ]  # fmt: skip
 
 
-def validation_loss(weights: dict) -> float:
-    """The validation loss of `weights` over the whole validation split, in one process."""
+F1 = {"type": "MulticlassF1Score", "args": {"num_classes": 10, "average": "macro"}, "name": "f1"}
+
+
+def validation_values(weights: dict) -> dict[str, float]:
+    """The validation loss and F1 of `weights` over the whole validation split, in one
+    process."""
     config = resolve_config(load_config_file(CONFIG))
     config["data_loader"]["args"]["data_dir"] = str(ROOT / "data")
+    config["metrics"] = [F1]
+    config = resolve_config(config)
     trainer = build_trainer(config, torch.device("cpu"))
     trainer.bare_model.load_state_dict(weights)
-    return trainer.validate(trainer.valid_data_loader)["loss"]
+    return trainer.validate(trainer.valid_data_loader)
 
 
 @pytest.mark.slow
@@ -75,9 +83,15 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     # 4,000 - 400 validation images in batches of 256 per rank: 8 steps per epoch.
     assert (checkpoint["epoch"], checkpoint["step"]) == (2, 16)
 
-    # The logged validation loss is the mean over both ranks' halves, not rank 0's alone.
+    # The logged validation loss is the mean over both ranks' halves, not rank 0's alone, and
+    # the F1 is computed from both ranks' torchmetrics states together.
     best = load(models / "model_best.pth")
-    assert best["monitor_best"] == pytest.approx(validation_loss(best["state_dict"]), rel=1e-5)
+    one_process = validation_values(best["state_dict"])
+    assert best["monitor_best"] == pytest.approx(one_process["loss"], rel=1e-5)
+    logged = next(line for line in (log / "info.log").read_text().splitlines()
+                  if f"  step {best['step']}  " in line)  # fmt: skip
+    assert float(logged.split(" val_f1 ")[1].split()[0]) == pytest.approx(one_process["f1"],
+                                                                        rel=1e-5)  # fmt: skip
 
     # Resume the 2-process run with 2 processes, and with 1.
     resume = ["-r", str(models / "checkpoint-epoch1.pth"), "-o", "trainer.epochs=3"]

@@ -69,10 +69,25 @@ def test_test_py_reports_macro_f1_over_the_whole_test_split(shrunk_run, tmp_path
         ({"type": "MulticlassF1Scor", "args": {}}, ["metrics[0].type", "did you mean"]),
         ({"type": "R2Score", "args": {}, "name": "loss"}, ["metrics[0].name", "not 'loss'"]),
         ({"type": "_private", "args": {}}, ["metrics[0].type", "not a public name"]),
+        (
+            {"type": "MulticlassF1Score", "args": {"num_classes": 5}},
+            [
+                "metrics[0]: MulticlassF1Score does not fit the model output and targets",
+                "(32,) int64",
+            ],
+        ),
+        ({"type": "R2Score", "args": {}}, ["metrics[0]: R2Score does not fit", "same shape"]),
+        (
+            {"type": "MulticlassF1Score", "args": {"num_classes": 10, "average": "none"}},
+            ["metrics[0]: MulticlassF1Score computes 10 values", "give it an average"],
+        ),
     ],
 )
 def test_a_metric_entry_that_cannot_be_built_is_one_line(entry, fragments, shrunk_overrides,
-                                                          capsys):  # fmt: skip
+                                                          tmp_path, capsys):  # fmt: skip
+    """Refused before the run directory exists: a name, in the config check; a metric that
+    does not fit, in the trial step."""
     config = str(Path(train.__file__).parent / "config" / "config.json")
     assert_refused(train.main, ["-c", config, *shrunk_overrides, "-o",
                                 f"metrics={json.dumps([entry])}"], capsys, *fragments)  # fmt: skip
+    assert not (tmp_path / "saved").exists()

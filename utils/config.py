@@ -93,12 +93,12 @@ def check_node(
     With `allow_name`, a bare name (`"nll_loss"`) stands for a node without arguments.
     Problems are appended to `errors`.
     """
+    extra_keys = extra_keys or {}
     if allow_name and isinstance(node, str):
-        return {"type": node, "args": {}}
+        return {"type": node, "args": {}, **{key: spec.default for key, spec in extra_keys.items()}}
     if not isinstance(node, dict):
         errors.append(f'{path}: expected {{"type": NAME, "args": {{...}}}}, got {shown(node)}')
         return {"type": None, "args": {}}
-    extra_keys = extra_keys or {}
     valid = ["type", "args", *extra_keys]
     for key in node:
         if key not in valid:
