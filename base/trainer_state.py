@@ -25,10 +25,11 @@ class TrainerState:
 
     def save(self, filename: str) -> Path | None:
         """Write the checkpoint as `filename` in the run directory (atomically). Every rank
-        calls it: under torchrun the ranks' pending metric totals are summed first, so that the
-        checkpoint holds all of them; only the writing rank writes (the others get None)."""
+        calls it: under torchrun the ranks' pending metric totals are summed and their metric
+        states gathered first, so that the checkpoint holds all of them; only the writing rank
+        writes (the others get None)."""
         if is_distributed():
-            self.tracker.flush()
+            self.tracker.gather()
         if self.run_dirs is None:
             return None
         path = self.run_dirs.models / filename

@@ -31,6 +31,7 @@ class MetricTracker:
 
     def __init__(self, stateful: dict[str, Any] | None = None, device: Any = None) -> None:
         prototypes = stateful or {}
+        self._gathered: dict | None = None
         self._epoch = {name: copy.deepcopy(m).to(device) for name, m in prototypes.items()}
         self._window = {name: copy.deepcopy(m).to(device) for name, m in prototypes.items()}
         self.reset()
@@ -92,14 +93,24 @@ class MetricTracker:
         means = {name: total / self._counts[name] for name, total in self._totals.items()}
         return {**means, **_computed(self._epoch)}
 
+    def gather(self) -> None:
+        """Under torchrun, every rank calls it before the writing rank's `state_dict`: the
+        pending totals are summed, and the metric states gathered from every rank, for the
+        checkpoint (on resume, the writing rank alone starts from them)."""
+        self.flush()
+        self._gathered = self._states(gather=True)
+
+    def _states(self, gather: bool) -> dict:
+        return {
+            name: {"epoch": _state(self._epoch[name], gather),
+                   "window": _state(self._window[name], gather)}
+            for name in self._epoch
+        }  # fmt: skip
+
     def state_dict(self) -> dict:
         """The running totals and metric states, so that an epoch resumed in its middle
-        reports the same values. Under torchrun a `Metric`'s state is every rank's, gathered
-        (the writing rank saves it; on resume, it alone starts from it)."""
-        stateful = {}
-        for name in self._epoch:
-            stateful[name] = {"epoch": _state(self._epoch[name]),
-                              "window": _state(self._window[name])}  # fmt: skip
+        reports the same values (under torchrun, those of the last `gather`)."""
+        stateful, self._gathered = self._gathered or self._states(gather=False), None
         return {
             "device_totals": {name: t.cpu() for name, t in self._device_totals.items()},
             "device_counts": dict(self._device_counts),
@@ -123,10 +134,10 @@ def _computed(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: float(m.compute()) for name, m in metrics.items() if m.update_count > 0}
 
 
-def _state(metric: Any) -> dict:
+def _state(metric: Any, gather: bool) -> dict:
     """A metric's state as plain tensors on the CPU (lists of them for a `cat` state), with
-    its update count; under torchrun, gathered from every rank."""
-    with metric.sync_context(should_sync=metric.update_count > 0, should_unsync=True):
+    its update count; with `gather` (every rank at once), gathered from every rank."""
+    with metric.sync_context(should_sync=gather and metric.update_count > 0, should_unsync=True):
         values = {key: _to(value, "cpu") for key, value in metric.metric_state.items()}
     return {"values": values, "updates": metric.update_count}
 
