@@ -158,8 +158,7 @@ def check_start(args: argparse.Namespace, directory: Path, record: dict, can_res
 def take_search_directory(directory: Path) -> Path | None:
     """Make `directory` if need be and lock it for this process (a second `--resume` of a
     running search is refused, naming the holder); the topmost directory made, if any."""
-    made = next((p for p in reversed(directory.parents) if not p.exists()), None)
-    made = made or (None if directory.exists() else directory)
+    made = next((p for p in [*reversed(directory.parents), directory] if not p.exists()), None)
     directory.mkdir(parents=True, exist_ok=True)
     lock_directory(directory, "search.lock", "search directory",
                    "two processes must not run one search")  # fmt: skip

@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from base.epoch_batches import no_batch_message
 from base.gradient_updates import GradientUpdates
 from utils.batch import to_device
-from utils.config import is_named_nodes
+from utils.config import is_named_nodes, metric_name
 from utils.errors import TrainingFailed, UserError, error_summary
 from utils.seed import get_rng_state, set_rng_state
 
@@ -76,7 +76,7 @@ def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes
     values: one that does not fit the output or the targets, or computes more than one
     number, fails here, naming its `metrics` entry."""
     nodes = trainer.config.get("metrics") or []
-    named = {node.get("name") or node["type"]: i for i, node in enumerate(nodes)}
+    named = {metric_name(node): i for i, node in enumerate(nodes)}
     for name, metric in trainer.stateful_metrics().items():
         where = f"metrics[{named[name]}]" if name in named else f"the metric {name!r}"
         kind = type(metric).__name__

@@ -16,7 +16,7 @@ import model.loss as losses
 import model.metric as metrics
 from base import EpochLoader
 from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
-from utils.config import is_named_nodes
+from utils.config import is_named_nodes, metric_name
 from utils.errors import UserError
 
 # Where a `metrics` entry's type is looked up, the first one that has it winning.
@@ -68,7 +68,7 @@ def build_metrics(config: dict) -> dict[str, Callable]:
     built: dict[str, Callable] = {}
     for index, node in enumerate(config["metrics"]):
         path = f"metrics[{index}]"
-        name = node.get("name") or node["type"]
+        name = metric_name(node)
         key = f"{path}.name" if node.get("name") else f"{path}.type"
         if name in built:
             raise UserError(f"{key}: {name!r} is listed twice; each metric is logged once")

@@ -121,6 +121,11 @@ def check_node(
     return {"type": node.get("type"), "args": args, **extras}
 
 
+def metric_name(node: dict) -> str:
+    """The name a resolved `metrics` entry is logged under: its `name`, else its `type`."""
+    return node.get("name") or node["type"]
+
+
 def is_named_nodes(node: Any) -> bool:
     """Whether `node` is a mapping of names to nodes (several models), not one node."""
     return isinstance(node, dict) and bool(node) and not {"type", "args"} & set(node)
