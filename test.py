@@ -4,9 +4,9 @@
 The data loader, loss, metrics and the trainer's own hooks (an EMA hook evaluates its
 averaged weights) come from the checkpoint's own config (or `-c`), with the loader switched
 to the held-out test split; the results go beside the checkpoint, in
-`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated). A classifier also
-gets a per-class report there, and beside it a confusion matrix and a grid of its most
-confident mistakes as PNGs (also in TensorBoard, under the run's log directory).
+`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated), with a report that
+fits the task (`test.report`: a classifier's per-class values, a regression's errors) and,
+beside it, its pictures as PNGs (also in TensorBoard, under the run's log directory).
 """
 
 # First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
@@ -22,18 +22,17 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from builder import build_data_loader, build_trainer, trainer_class, trainer_keys
-from logger.evaluation_report import picture_paths, report_table, tensorboard_dir, write_pictures
+from builder import build_data_loader, build_trainer, reports_to_try, trainer_class, trainer_keys
 from logger.logger import setup_logging
+from logger.reports.output import picture_paths, table, tensorboard_dir, write_report
+from logger.reports.recorder import ReportRecorder
 from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import check_config, naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
 from utils.device import select_device
 from utils.errors import UserError
-from utils.prediction_recorder import PredictionRecorder
 from utils.run_dir import readable_path
 
 logger = logging.getLogger("test")
@@ -54,8 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=non_negative_int,
         default=36,
         metavar="N",
-        help="how many misclassified test images to draw, most confident first (default 36; "
-        "0 draws none)",
+        help="how many of the worst test samples to draw: a classifier's most confident "
+        "mistakes, the worst reconstructions (default 36; 0 draws none)",
     )
     add_config_options(parser)
     return parser.parse_args(argv)
@@ -83,34 +82,26 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
     return path, load_checkpoint(path)
 
 
-def class_names(data_loader: Any) -> list | None:
-    """The loader's own `classes` (set one on a loader of tensors), else its dataset's
-    (torchvision's data sets have one), else None: the classes are then named by index."""
-    for holder in (data_loader, data_loader.dataset):
-        names = getattr(holder, "classes", None)
-        if names is not None:
-            return list(names)
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     path, checkpoint = checkpoint_to_evaluate(args.resume)
     output = path.with_name(f"{path.stem}.test_metrics.json")
-    for written in (output, *picture_paths(path).values()):
-        check_writable(written)  # now, rather than after an evaluation that may take long
     if args.config is None:
         check_config(path, checkpoint, trainer_keys)  # naming the checkpoint
     config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
     setup_logging(None, config["trainer"]["verbosity"])
+    trainer_type = trainer_class(config["trainer"]["type"])
+    if not trainer_type.evaluates():
+        raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
+    kinds, named = reports_to_try(config, trainer_type)
+    pictures = [name for kind in kinds for name in kind.pictures]
+    for written in (output, *picture_paths(path, pictures).values()):
+        check_writable(written)  # now, rather than after an evaluation that may take long
 
     device, _ = select_device(args.device, config["n_gpu"])
     data_loader = build_data_loader(
         config, device, training=False, shuffle=False, validation_split=0.0
     )
-    trainer_type = trainer_class(config["trainer"]["type"])
-    if not trainer_type.evaluates():
-        raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
     # The test split stands where the validation split stood, so the trainer and its hooks
     # see the names they saw in training (`val_*`).
     trainer = build_trainer(config, device, data_loader=data_loader,
@@ -121,22 +112,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("evaluating %s (step %d, %d epochs done) on the test split",
                 readable_path(path), checkpoint["step"], checkpoint["epoch"])  # fmt: skip
     # One pass: the recorder sees each batch and the model's output on it.
-    recorder = PredictionRecorder(trainer.models.get("model"), args.worst)
+    candidates = [kind(data_loader, args.worst) for kind in kinds]
+    recorder = ReportRecorder(trainer.models.get("model"), candidates, named)
     results = trainer.validate(recorder.watch(data_loader))
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
                **results}  # fmt: skip
-    report = recorder.report(class_names(data_loader))
+    report = recorder.finish(f"{path.name} (step {checkpoint['step']})")
     if report is not None:
-        logger.info("%s", report_table(report))
-        summary.update(report.as_json())
+        logger.info("%s report:\n%s", recorder.report.name, table(report.rows))
+        summary["report"] = {"kind": recorder.report.name, **report.summary}
     write_json(output, summary)
     logger.info("wrote %s", readable_path(output))
     if report is not None:
-        write_pictures(report, recorder.mistakes(), path, tensorboard_dir(path, config),
-                       checkpoint["step"])  # fmt: skip
+        write_report(report, recorder.report.name, path, tensorboard_dir(path, config),
+                     checkpoint["step"])  # fmt: skip
     return 0
 
 

@@ -39,6 +39,9 @@ class BaseTrainer(TrainerState, ABC):
     """
 
     model_names: tuple[str, ...] = ("model",)
+    # The evaluation report test.py makes under `test.report: auto`: a report's name (a
+    # module of logger/reports/); None chooses one from the model's output and the targets.
+    report: str | None = None
 
     def __init__(
         self,

@@ -4,17 +4,20 @@ This is the one table of where a config `type` may come from:
 `arch` from the modules of the `model` package, `data_loader` from `data_loader.data_loaders`,
 `loss` from `model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric`, `optimizer`
 from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type` from the
-modules of the `trainer` package, `trainer.hooks` from the modules of `trainer.hooks`.
+modules of the `trainer` package, `trainer.hooks` from the modules of `trainer.hooks`,
+`test.report` from the reports of the modules of `logger.reports`.
 
 `build_trainer` (trainer.py) builds them all and the trainer around them; each kind of part
 has its own module: parts.py (data loader, models, loss, metrics), optimizers.py
-(optimizers and LR schedulers), hooks.py (the built-in hooks and `trainer.hooks`) and
-trainer_type.py (the trainer class and the config keys it takes).
+(optimizers and LR schedulers), hooks.py (the built-in hooks and `trainer.hooks`),
+trainer_type.py (the trainer class and the config keys it takes) and report.py (test.py's
+evaluation report).
 """
 
 from builder.hooks import BUILT_IN, build_hooks
 from builder.optimizers import build_lr_scheduler, build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
+from builder.report import reports_to_try
 from builder.trainer import build_trainer, steps_per_epoch
 from builder.trainer_type import (
     accepted_arguments,
@@ -36,6 +39,7 @@ __all__ = [
     "build_models",
     "build_optimizers",
     "build_trainer",
+    "reports_to_try",
     "runtime_arguments",
     "steps_per_epoch",
     "trainer_class",

@@ -11,6 +11,7 @@ from base import BaseTrainer, EpochLoader, Hook
 from builder.hooks import BUILT_IN, build_hooks
 from builder.optimizers import build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
+from builder.report import reports_to_try
 from builder.trainer_type import (
     check_model_names,
     runtime_arguments,
@@ -57,6 +58,8 @@ def build_trainer(
         data_loader = attempt(build_data_loader, config, device)
         valid_data_loader = data_loader and data_loader.split_validation()
     trainer_type = attempt(trainer_class, config["trainer"]["type"])
+    if trainer_type is not None:  # test.report: a typo fails now, not after training
+        attempt(reports_to_try, config, trainer_type)
     built_models = attempt(build_models, config, weights_from_checkpoint or evaluation)
     criterion, metric_fns = attempt(build_loss, config), attempt(build_metrics, config)
     # Where a part failed, a stand-in still lets the arguments of the next ones be checked.

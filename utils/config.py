@@ -25,6 +25,7 @@ from utils.config_keys import (
     OPTIMIZER_KEYS,
     REQUIRED,
     SCHEDULER_KEYS,
+    TEST_KEYS,
     TOP_LEVEL_KEYS,
     TRAINER_KEYS,
     Key,
@@ -194,6 +195,7 @@ def resolve_config(
         check_node(node, f"trainer.hooks[{i}]", errors)
         for i, node in enumerate(resolved["trainer"]["hooks"])
     ]
+    resolved["test"] = _check_keys(resolved["test"], TEST_KEYS, "test.", errors)
     _check_args(resolved["data_loader"]["args"], LOADER_ARGS, "data_loader", errors)
     for index, node in enumerate(resolved["metrics"]):
         if isinstance(node["type"], str):

@@ -76,6 +76,7 @@ TOP_LEVEL_KEYS = {
     "metrics": Key((list,), []),
     "lr_scheduler": Key((dict, type(None)), None),
     "trainer": Key((dict,)),
+    "test": Key((dict,), {}),  # test.py's options
     "code_version": Key((dict, type(None)), None),  # written by train.py: git commit, dirty
 }
 
@@ -123,6 +124,12 @@ TRAINER_KEYS = {
     "save_every_steps": Key(
         (int, type(None)), None, lambda v: v >= 1, "an integer >= 1 or null (only per epoch)"
     ),
+}
+
+
+TEST_KEYS = {
+    # A report of logger/reports/ (checked where it is looked up, builder/report.py)
+    "report": Key((str,), "auto", valid="'auto', 'none' or a report's name"),
 }
 
 

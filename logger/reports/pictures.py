@@ -1,5 +1,5 @@
-"""Pictures of a classifier's test results, drawn with Pillow: the confusion matrix and a grid of
-its most confident mistakes."""
+"""Pictures of test results, drawn with Pillow: a confusion matrix, and a grid of captioned
+samples (a classifier's surest mistakes, the worst reconstructions)."""
 
 import math
 
@@ -7,9 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import make_grid
-
-from utils.worst_predictions import Mistakes
 
 BLANK, INK = (255, 255, 255), (0, 0, 0)
 DARKEST = (8, 48, 107)  # the shade of a cell holding all of its row's samples
@@ -17,11 +14,11 @@ GRID = (225, 225, 225)  # the lines between cells
 FONT_SIZE = 12
 LINE = FONT_SIZE + 4  # pixels per line of text
 MARGIN = 8
-TILE = 112  # pixels on the long side of each example in the grid
+TILE = 112  # pixels on the long side of each sample in a grid
 NAME_LENGTH = 18  # characters of a class name shown on an axis
 
 
-def _font() -> ImageFont.ImageFont:
+def text_font() -> ImageFont.ImageFont:
     return ImageFont.load_default(size=FONT_SIZE)
 
 
@@ -45,7 +42,7 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     """The (C, C) counts as a grid: rows the true class, columns the predicted one, each cell
     shaded by its share of the row (the class's samples), its count written in it when the
     count fits. Class names label the axes when there is room, else every few indices."""
-    font = _font()
+    font = text_font()
     n_classes = len(confusion)
     cell = max(2, min(44, 600 // n_classes))  # pixels per cell
     shares = confusion / confusion.sum(1, keepdim=True).clamp_min(1)  # (C, C) of each row
@@ -79,28 +76,33 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     for k in range(0, n_classes, every):
         middle = k * cell + cell / 2
         draw.text((left - MARGIN / 2, top + middle), labels[k], anchor="rm", fill=INK, font=font)
-        column = _rotated(labels[k], font)  # read bottom to top, below its column
+        column = rotated_text(labels[k], font)  # read bottom to top, below its column
         picture.paste(column, (round(left + middle - column.width / 2), top + matrix_size + 4))
     draw.text((left + matrix_size / 2, size[1] - MARGIN), "predicted class", anchor="md",
               fill=INK, font=font)  # fmt: skip
-    axis = _rotated("true class", font)
+    axis = rotated_text("true class", font)
     picture.paste(axis, (MARGIN, round(top + matrix_size / 2 - axis.height / 2)))
     return picture
 
 
-def _rotated(text: str, font: ImageFont.ImageFont) -> Image.Image:
+def rotated_text(text: str, font: ImageFont.ImageFont) -> Image.Image:
     """`text` turned a quarter to the left, on white."""
     strip = Image.new("RGB", (math.ceil(font.getlength(text)) + 2, LINE), BLANK)
     ImageDraw.Draw(strip).text((1, LINE / 2), text, anchor="lm", fill=INK, font=font)
     return strip.rotate(90, expand=True)
 
 
-def mistakes_picture(mistakes: Mistakes, names: list[str], title: str) -> Image.Image:
-    """A grid of the mistakes' images (K, C, H, W) with 1, 3 or 4 channels, each scaled to
-    its own range and to about `TILE` pixels, captioned with its true class, the predicted
-    class and the probability the model gave that."""
-    font = _font()
-    images = _tiles(mistakes.inputs.float())  # (K, 3, h, w) in [0, 1]
+def sample_grid(
+    images: torch.Tensor, captions: list[list[tuple[str, str]]], title: str, tile: int = TILE
+) -> Image.Image:
+    """A grid of images (K, C, H, W) with 1, 3 or 4 channels, each scaled to its own range and
+    to about `tile` pixels on its long side, with two caption lines under each: `captions[k]`
+    holds (text, ending) pairs, the text cut short where a line is too long, never its
+    ending (a probability, say)."""
+    from torchvision.utils import make_grid  # slow import, only when drawn
+
+    font = text_font()
+    images = _tiles(images.float(), tile)  # (K, 3, h, w) in [0, 1]
     images = F.pad(images, (0, 0, 0, 2 * LINE), value=1.0)  # white room for the captions
     columns = math.ceil(math.sqrt(len(images)))
     padding = 4
@@ -114,32 +116,28 @@ def mistakes_picture(mistakes: Mistakes, names: list[str], title: str) -> Image.
     draw.text((MARGIN, MARGIN), title, fill=INK, font=font)
     tile_height, tile_width = images.shape[2] + padding, images.shape[3] + padding
     width = images.shape[3] - 2
-    for index, (true, predicted, confidence) in enumerate(zip(
-        mistakes.target.tolist(), mistakes.predicted.tolist(), mistakes.confidence.tolist(),
-        strict=True,
-    )):  # fmt: skip
+    for index, lines in enumerate(captions):
         x = padding + (index % columns) * tile_width + 1
         y = header + padding + (index // columns) * tile_height + images.shape[2] - 2 * LINE + 1
-        draw.text((x, y), _fit(f"true: {names[true]}", width, font), fill=INK, font=font)
-        guess = _fit(f"pred: {names[predicted]}", width, font, after=f" {confidence:.2f}")
-        draw.text((x, y + LINE), guess, fill=INK, font=font)
+        for row, (text, ending) in enumerate(lines[:2]):
+            draw.text((x, y + row * LINE), _fit(text, width, font, ending), fill=INK, font=font)
     return picture
 
 
-def _tiles(images: torch.Tensor) -> torch.Tensor:
+def _tiles(images: torch.Tensor, tile: int) -> torch.Tensor:
     """(K, C, H, W) -> (K, 3, h, w) in [0, 1]: each image scaled to its own range (the
     inputs are normalised, their range unknown), grey or RGB (alpha dropped), and resized so
-    that its long side is about `TILE` pixels (enlarged by a whole factor, keeping pixels
+    that its long side is about `tile` pixels (enlarged by a whole factor, keeping pixels
     sharp), and at least `TILE` wide."""
     images = images[:, :3] if images.shape[1] == 4 else images.expand(-1, 3, -1, -1)
     low = images.amin((1, 2, 3), keepdim=True)
     high = images.amax((1, 2, 3), keepdim=True)
     images = (images - low) / (high - low).clamp_min(1e-12)
     long_side = max(images.shape[2:])
-    if long_side * 2 <= TILE:
-        images = F.interpolate(images, scale_factor=TILE // long_side, mode="nearest")
-    elif long_side > TILE:
-        size = [round(side * TILE / long_side) for side in images.shape[2:]]
+    if long_side * 2 <= tile:
+        images = F.interpolate(images, scale_factor=tile // long_side, mode="nearest")
+    elif long_side > tile:
+        size = [round(side * tile / long_side) for side in images.shape[2:]]
         images = F.interpolate(images, size=size, mode="bilinear", antialias=True).clamp(0, 1)
     room = max(TILE - images.shape[3], 0)  # a narrow image gets white beside it (captions)
     return F.pad(images, (room // 2, room - room // 2), value=1.0)

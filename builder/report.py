@@ -1,0 +1,51 @@
+"""The evaluation report `test.report` (or a trainer's own `report`) names: a kind of `Report`
+from the modules of logger/reports/."""
+
+import importlib
+import pkgutil
+
+import logger.reports
+from base import BaseTrainer
+from logger.reports.report import Report
+from utils.build import is_subclass_of
+from utils.errors import UserError, did_you_mean
+
+AUTO = ("classification", "reconstruction", "regression")  # what `auto` tries, in this order
+
+
+def report_kinds() -> dict[str, type[Report]]:
+    """Every concrete `Report` defined in a module of logger/reports/, by its `name`."""
+    kinds: dict[str, type[Report]] = {}
+    for info in pkgutil.iter_modules(logger.reports.__path__):
+        module = importlib.import_module(f"logger.reports.{info.name}")
+        for value in vars(module).values():
+            if is_subclass_of(Report)(value) and value.__module__ == module.__name__:
+                if value.name in kinds:
+                    raise UserError(
+                        f"test.report: {value.name!r} names {kinds[value.name].__name__} and "
+                        f"{value.__name__} in logger/reports/; rename one of them"
+                    )
+                kinds[value.name] = value
+    return kinds
+
+
+def reports_to_try(
+    config: dict, trainer_type: type[BaseTrainer]
+) -> tuple[list[type[Report]], str | None]:
+    """The kinds of report test.py tries on the first batch, in order, and the key that named
+    the one kind (None for `auto`: the first that fits is made). `test.report: auto` makes
+    the trainer's own `report` when it names one."""
+    name, key = config["test"]["report"], "test.report"
+    if name == "auto" and trainer_type.report is not None:
+        name, key = trainer_type.report, f"{trainer_type.__name__}.report"
+    if name == "none":
+        return [], key
+    kinds = report_kinds()
+    if name == "auto":
+        return [kinds[kind] for kind in AUTO], None
+    if name not in kinds:
+        valid = ["auto", "none", *kinds]
+        raise UserError(
+            f"{key}: {name!r} is not a report of logger/reports/{did_you_mean(name, valid)}"
+        )
+    return [kinds[name]], key

@@ -1,0 +1,78 @@
+"""The report of a model that outputs images of its inputs' shape (an autoencoder, a denoiser):
+the mean squared and absolute error over the whole split (torchmetrics), and its worst
+reconstructions drawn beside their inputs."""
+
+import logging
+from typing import Any
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+from logger.reports.pictures import TILE, sample_grid
+from logger.reports.report import NotReportable, Report, ReportResult, describe
+from logger.reports.worst_samples import WorstSamples
+from utils.batch import is_image_batch
+
+logger = logging.getLogger(__name__)
+
+
+class ReconstructionReport(Report):
+    """For inputs (B, C, H, W) with 1, 3 or 4 channels and an output of the same shape. The
+    output is compared with the targets when they have that shape too (a denoiser's clean
+    images), else with the inputs; targets that differ from the inputs are drawn as well."""
+
+    name = "reconstruction"
+    pictures = ("reconstructions",)
+
+    def __init__(self, data_loader: Any, n_worst: int) -> None:
+        super().__init__(data_loader, n_worst)
+        self.metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        self.worst = WorstSamples(n_worst)
+        self.samples = 0
+        self.draws_target: bool | None = None  # whether the targets are images of their own
+
+    def misfit(self, inputs: Any, output: Any, target: Any) -> str | None:
+        if not is_image_batch(inputs):
+            return f"the inputs are not image batches (B, C, H, W): {describe(inputs)}"
+        if not (isinstance(output, torch.Tensor) and output.shape == inputs.shape):
+            return f"the model's output {describe(output)} is not the inputs' shape " \
+                f"{describe(inputs)}"  # fmt: skip
+        return None
+
+    def update(self, inputs: torch.Tensor, output: torch.Tensor, target: Any) -> None:
+        same_shape = isinstance(target, torch.Tensor) and target.shape == inputs.shape
+        reference = target.to(output.device, non_blocking=True) if same_shape else inputs
+        if self.draws_target is None:  # one look, at the first batch
+            self.draws_target = same_shape and not torch.equal(reference, inputs)
+            self.metrics.to(output.device)
+        output = output.detach().float()
+        self.metrics.update(output, reference.float())
+        self.samples += len(output)
+        error = (output - reference).square().flatten(1).mean(1)  # (B,) each sample's MSE
+        images = [inputs, output, reference] if self.draws_target else [inputs, output]
+        self.worst.update(error, images=torch.cat([image.float() for image in images], dim=3))
+
+    def finish(self, title: str) -> ReportResult:
+        if not self.samples:
+            raise NotReportable("there were no samples")
+        values = {name: value.item() for name, value in self.metrics.compute().items()}
+        rows = [["value", "over the split"], ["MSE", f"{values['mse']:.6g}"],
+                ["MAE", f"{values['mae']:.6g}"], ["samples", str(self.samples)]]  # fmt: skip
+        worst = self.worst.result()
+        pictures = {}
+        if worst is None:
+            logger.info(
+                "no grid of reconstructions: %s",
+                "none asked for (--worst 0)" if not self.n_worst else "no finite error",
+            )
+        else:
+            shown = "input, output, target" if self.draws_target else "input, output"
+            captions = [[(f"mse {error:.4g}", "")] for error in worst["score"].tolist()]
+            columns = 3 if self.draws_target else 2
+            pictures["reconstructions"] = sample_grid(
+                worst["images"], captions,
+                f"{title}: the {len(captions)} worst reconstructions ({shown}) and their MSE",
+                tile=TILE * columns,
+            )  # fmt: skip
+        return ReportResult({**values, "n_samples": self.samples}, rows, pictures)

@@ -1,0 +1,90 @@
+"""The report of a regression model: MAE, RMSE and R^2 over the whole split (torchmetrics), a
+scatter of predicted against true values, and a histogram of the residuals."""
+
+from typing import Any
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from logger.reports.charts import histogram_picture, scatter_picture
+from logger.reports.report import NotReportable, Report, ReportResult, describe
+
+MOST_POINTS = 20_000  # values drawn, the first of the split: enough to see the shape of it
+
+
+def _is_number_tensor(value: Any) -> bool:
+    return (
+        isinstance(value, torch.Tensor)
+        and value.dim() >= 1
+        and not (value.is_complex() or value.dtype == torch.bool)
+    )
+
+
+class RegressionReport(Report):
+    """For output and targets of the same number of values per sample, any shape ((B,),
+    (B, 1), (B, D), ...). With D values per sample, R^2 is the mean of each one's R^2."""
+
+    name = "regression"
+    pictures = ("predicted_vs_true", "residuals")
+
+    def __init__(self, data_loader: Any, n_worst: int) -> None:
+        super().__init__(data_loader, n_worst)
+        self.metrics = MetricCollection({
+            "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score(),
+        })  # fmt: skip
+        self.width: int | None = None  # values per sample
+        self.samples = 0
+        self.points: list[torch.Tensor] = []  # (n, 2) true and predicted values, on the device
+        self.kept = 0  # values in `points`
+
+    def misfit(self, inputs: Any, output: Any, target: Any) -> str | None:
+        if not (_is_number_tensor(output) and output.is_floating_point()):
+            return f"the model's output is not a tensor of numbers: {describe(output)}"
+        if not _is_number_tensor(target):
+            return f"the targets are not a tensor of numbers: {describe(target)}"
+        width = output[0].numel()
+        if target.shape[0] != output.shape[0] or target[0].numel() != width:
+            return f"the output {describe(output)} and the targets {describe(target)} do not " \
+                "have the same number of values per sample"  # fmt: skip
+        if self.width is not None and width != self.width:
+            return f"the values per sample changed from {self.width} to {width}"
+        return None
+
+    def update(self, inputs: Any, output: torch.Tensor, target: torch.Tensor) -> None:
+        n = output.shape[0]
+        if self.width is None:
+            self.width = output[0].numel()
+            self.metrics.to(output.device)
+        predicted = output.detach().float().reshape(n, -1)  # (B, D)
+        true = target.to(output.device, non_blocking=True).float().reshape(n, -1)
+        if self.width == 1:
+            predicted, true = predicted[:, 0], true[:, 0]  # (B,): R2Score reads (B, D) as D outputs
+        self.metrics.update(predicted, true)
+        self.samples += n
+        room = MOST_POINTS - self.kept
+        if room > 0:
+            self.points.append(torch.stack([true.flatten()[:room], predicted.flatten()[:room]], 1))
+            self.kept += len(self.points[-1])
+
+    def finish(self, title: str) -> ReportResult:
+        if self.samples < 2:
+            raise NotReportable("R^2 needs at least two samples")
+        values = {name: value.item() for name, value in self.metrics.compute().items()}
+        true, predicted = torch.cat(self.points).cpu().unbind(1)  # (n,) each
+        total = self.samples * self.width
+        shown = (
+            f"{total} values" if self.kept == total else f"the first {self.kept} of {total} values"
+        )
+        pictures = {
+            "predicted_vs_true": scatter_picture(
+                true, predicted, f"{title}: predicted against true, {shown}"
+            ),
+            "residuals": histogram_picture(
+                predicted - true, f"{title}: residuals, {shown}", "predicted - true"
+            ),
+        }
+        rows = [["value", "over the split"], ["MAE", f"{values['mae']:.6g}"],
+                ["RMSE", f"{values['rmse']:.6g}"], ["R^2", f"{values['r2']:.6g}"],
+                ["values", str(total)]]  # fmt: skip
+        return ReportResult({**values, "n_values": total}, rows, pictures)
