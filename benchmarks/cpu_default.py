@@ -162,7 +162,7 @@ def ours(config: dict, epochs: int, save_dir: Path, clock: EpochClock) -> None:
     batches even for `-d cpu`, which the hand-written loops do not.
     """
     overrides = {
-        "trainer.save_dir": save_dir,
+        "trainer.save_dir": tempfile.mkdtemp(prefix="ours-", dir=save_dir),  # one per round
         "trainer.epochs": epochs,
         "data_loader.args.data_dir": DATA_DIR,
     }

@@ -248,7 +248,7 @@ def ours(bench: Bench, clock: EpochClock, resident: bool, compiled: bool = False
         hooks=build_hooks(config, {}),
         **options,
     )
-    run_dirs = create_run_dirs(bench.save_dir, config["name"], "ours")
+    run_dirs = create_run_dirs(bench.run_dir("ours-"), config["name"], "ours")  # one per round
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])  # as train.py does
     try:
         time_trainer(trainer, run_dirs, clock)
