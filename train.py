@@ -12,8 +12,10 @@ fine-tune those weights under a new config in a new run. Under
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
+    from utils.stop_signals import TRAINING_STOP_SIGNALS
+
     STOPPED = "outside the training loop (this stop saves no checkpoint)"  # what the one line says
-    exit_on_stop_signals(STOPPED, at_once=True)
+    exit_on_stop_signals(STOPPED, at_once=True, signals=TRAINING_STOP_SIGNALS)
 
 import argparse
 import logging
@@ -28,13 +30,7 @@ from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import (
-    check_writable,
-    load_checkpoint,
-    newest_checkpoint,
-    numbered_checkpoints,
-    write_json,
-)
+from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import check_config, naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.config import load_run_config
@@ -46,20 +42,22 @@ from utils.distributed import (
     is_distributed,
     is_main_process,
     launched_by_torchrun,
+    local_rank,
+    node_ranks,
     shutdown,
     world_size,
 )
 from utils.errors import UserError
-from utils.run_dir import (
-    RunDirs,
-    create_run_dirs,
-    readable_path,
-    run_dirs_at,
-    set_aside_later_checkpoints,
+from utils.job import requeue_slurm_job, restart_count, slurm_job_id
+from utils.run_dir import RunDirs, readable_path
+from utils.run_to_train import (
+    continue_restarted_job,
+    default_run_id,
+    run_to_restart,
+    take_run_dirs,
 )
-from utils.run_lock import lock_run_dir
 from utils.seed import seed_everything
-from utils.stop_signals import Stopped
+from utils.stop_signals import REQUEUE_SIGNAL, Stopped
 
 logger = logging.getLogger("train")
 
@@ -74,7 +72,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "with -c: to fine-tune",
     )
     add_config_options(parser)
-    parser.add_argument("--run-id", help="name of the run directory (default: a timestamp)")
+    parser.add_argument(
+        "--run-id",
+        help="name of the run directory (default: a timestamp; in a SLURM job, the job id); a "
+        "job that torchrun or SLURM starts again continues the run it names",
+    )
     parser.add_argument("--lr", type=float, help="shortcut for -o optimizer.args.lr=LR")
     parser.add_argument("--bs", type=int, help="shortcut for -o data_loader.args.batch_size=BS")
     args = parser.parse_args(argv)
@@ -87,6 +89,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.override.append(f"optimizer.args.lr={args.lr}")
     if args.bs is not None:
         args.override.append(f"data_loader.args.batch_size={args.bs}")
+    args.run_id_key = "--run-id"  # where the run id came from, for messages
+    default_run_id(args)
     return args
 
 
@@ -112,6 +116,10 @@ def build(
 ) -> tuple[BaseTrainer, RunDirs | None]:
     """Everything a run needs, built and checked; then (on the writing rank) its directories.
     `extra_hooks` are the calling program's own (tune.py's reporter), after the config's."""
+    restarted = None
+    if args.config is not None and restart_count():  # it may turn into `-r` of its run
+        new = load_run_config(args.config, None, args.override, trainer_keys)
+        restarted = continue_restarted_job(args, new["trainer"]["save_dir"], new["name"])
     checkpoint, restart = None, None
     if args.resume and Path(args.resume).is_dir():
         restart = run_to_restart(Path(args.resume)) if args.config is None else None
@@ -131,8 +139,14 @@ def build(
     if launched_by_torchrun():
         device, device_ids = init_distributed(device), []
     # What the builder logs (frozen parameters, parameter groups) goes to the console now and
-    # into info.log once the run directory exists; other ranks show warnings only.
-    setup_logging(None, config["trainer"]["verbosity"] if is_main_process() else 0, hold=True)
+    # into info.log once the run directory exists. Each other node's first process logs its
+    # ranks and the epoch lines; other ranks show warnings only.
+    verbosity = config["trainer"]["verbosity"]
+    if not is_main_process():
+        verbosity = min(verbosity, 1) if local_rank() == 0 else 0
+    setup_logging(None, verbosity, hold=True)
+    if is_distributed() and local_rank() == 0:
+        logger.info("%s", node_ranks())
     if config["seed"] is None:
         # Recorded in config.json, so the run can be redone; the same on every rank.
         config["seed"] = broadcast_from_main(secrets.randbits(31))
@@ -150,7 +164,7 @@ def build(
 
     # Everything is built and checked: only now does the run get directories.
     if not is_main_process():
-        setup_logging(None, 0)  # other ranks: warnings only, and nothing on disk
+        setup_logging(None, verbosity)  # nothing on disk
         return trainer, None
     run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
     write_json(run_dirs.models / "config.json", config)
@@ -169,6 +183,8 @@ def build(
         processes,
         config["seed"],
     )
+    if restarted is not None:
+        logger.log(*restarted)
     if fine_tune:
         logger.info("fine-tuning the weights of %s", readable_path(args.resume))
     elif checkpoint is not None:
@@ -181,54 +197,6 @@ def build(
         logger.info("%s has no checkpoint yet: starting the run again from the beginning, "
                     "with its config.json", run_dirs.models)  # fmt: skip
     return trainer, run_dirs
-
-
-def take_run_dirs(
-    args: argparse.Namespace, config: dict, checkpoint: dict | None, restart: RunDirs | None
-) -> tuple[RunDirs, list[str]]:
-    """The run's directories, locked for this process: a resumed run's own (with what it
-    wrote after the resumed point set aside), a restarted run's, or new ones; and what the
-    log should say about them once it exists."""
-    resuming = checkpoint is not None and args.config is None
-    run_dirs = run_dirs_at(Path(args.resume).parent, config["name"]) if resuming else restart
-    if run_dirs is not None and args.run_id is not None:
-        raise UserError(
-            f"--run-id: {args.resume} continues in its own run directory {run_dirs.models}; "
-            "--run-id names new runs only"
-        )
-    notes = []
-    if run_dirs is None:
-        if resuming:
-            notes.append("the checkpoint is not in a run directory: the run continues in a new one")
-        run_dirs = create_run_dirs(config["trainer"]["save_dir"], config["name"], args.run_id)
-    check_writable(run_dirs.models / "config.json")  # a refusal leaves no lock or log behind
-    lock_run_dir(run_dirs.models)  # before anything in it changes
-    make_log_dir(run_dirs.log)  # gone from a copied or moved run
-    if resuming and not notes:
-        moved, where = set_aside_later_checkpoints(
-            run_dirs.models, checkpoint["step"], checkpoint["epoch"]
-        )
-        if moved:
-            notes.append(
-                "resuming from an earlier point than this run reached: moved what it wrote "
-                f"after that ({', '.join(moved)}) to {where}"
-            )
-    return run_dirs, notes
-
-
-def run_to_restart(directory: Path) -> RunDirs | None:
-    """A run directory with its config.json but no checkpoint yet (stopped or killed before
-    its first one): `-r` starts that run again from the beginning, in the same directory."""
-    if numbered_checkpoints(directory) or not (directory / "config.json").is_file():
-        return None
-    return run_dirs_at(directory, directory.resolve().parent.name)
-
-
-def make_log_dir(log: Path) -> None:
-    try:
-        log.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the log directory {log} ({error.strerror})") from None
 
 
 def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
@@ -272,9 +240,13 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
         trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
         barrier()  # no rank leaves the process group while another still uses it
-    except Stopped:
+    except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
             logger.info("to resume: python train.py -r %s", run_dirs.models)
+        if stopped.signum == REQUEUE_SIGNAL and slurm_job_id():
+            if is_main_process():  # after the checkpoint: the job may end at once
+                logger.info("%s", requeue_slurm_job())
+            barrier()  # the other ranks wait: torchrun ends every rank when one exits
         raise
     finally:
         shutdown()
@@ -303,5 +275,5 @@ def has_one_cycle(trainer: BaseTrainer) -> bool:
 
 
 if __name__ == "__main__":
-    exit_on_stop_signals(STOPPED)  # imported: unwind from now on
+    exit_on_stop_signals(STOPPED, signals=TRAINING_STOP_SIGNALS)  # imported: unwind from now on
     run_main(main)

@@ -6,7 +6,7 @@ from typing import Any
 
 from utils.checkpoint import save_checkpoint
 from utils.checkpoint_fields import FieldError
-from utils.distributed import is_distributed
+from utils.distributed import barrier, is_distributed
 from utils.errors import error_summary
 from utils.saved_states import load_like, load_optimizer_state, load_weights
 from utils.seed import get_rng_state, set_rng_state
@@ -27,14 +27,15 @@ class TrainerState:
         """Write the checkpoint as `filename` in the run directory (atomically). Every rank
         calls it: under torchrun the ranks' pending metric totals are summed and their metric
         states gathered first, so that the checkpoint holds all of them; only the writing rank
-        writes (the others get None)."""
+        writes (the others get None), and all wait until it has written."""
         if is_distributed():
             self.tracker.gather()
-        if self.run_dirs is None:
-            return None
-        path = self.run_dirs.models / filename
-        save_checkpoint(self.state_dict(), path)
-        logger.info("saved %s", path)
+        path = None
+        if self.run_dirs is not None:
+            path = self.run_dirs.models / filename
+            save_checkpoint(self.state_dict(), path)
+            logger.info("saved %s", path)
+        barrier()  # no rank goes on before it is written (a rank that exits ends the others)
         return path
 
     def _pack(self, states: dict[str, Any]) -> Any:

@@ -20,6 +20,11 @@ from utils.config import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A suite run inside a SLURM job (or a torchrun restart) trains runs of its own: the job's id
+# must not name them, nor its restart count make them continue each other.
+for variable in ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"):
+    os.environ.pop(variable, None)
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Several test processes share the cores: one thread each (and in the scripts they run),
     # rather than every process starting a thread per core and all of them contending.

@@ -6,6 +6,7 @@ rank is 0 and the world has one member, so callers need no `if distributed` bran
 """
 
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -21,13 +22,28 @@ def init_distributed(device: torch.device) -> torch.device:
 
     Returns the device this rank trains on.
     """
+    options = {"store": _store(), "rank": int(os.environ["RANK"]),
+               "world_size": int(os.environ["WORLD_SIZE"])}  # fmt: skip
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        device = torch.device("cuda", local_rank())
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, **options)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **options)
     return device
+
+
+def _store() -> dist.Store:
+    """torchrun's key-value store, where the ranks find each other, with this start's keys
+    apart from those of earlier starts: torchrun restarts a group on the same store (its
+    port unchanged), where the addresses the dead group left would have the new one wait
+    for processes that no longer exist."""
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+        is_master=not agent_hosts_it and os.environ["RANK"] == "0",
+    )  # fmt: skip
+    return dist.PrefixStore(f"start{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def is_distributed() -> bool:
@@ -40,6 +56,22 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def local_rank() -> int:
+    """This process's place among those torchrun started on its node (0 outside torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def node_ranks() -> str:
+    """Which node this is and which ranks run on it, for each node's console:
+    `node 1 of 2 (gpu-07): ranks 4-7 of 8` (torchrun numbers a node's ranks consecutively)."""
+    first = rank() - local_rank()
+    last = first + int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1
+    node, nodes = os.environ.get("GROUP_RANK", "0"), os.environ.get("GROUP_WORLD_SIZE", "1")
+    return (
+        f"node {node} of {nodes} ({socket.gethostname()}): ranks {first}-{last} of {world_size()}"
+    )
 
 
 def is_main_process() -> bool:

@@ -27,7 +27,9 @@ class RunDirs:
         return self.models.name
 
 
-def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) -> RunDirs:
+def create_run_dirs(
+    save_dir: str | Path, name: str, run_id: str | None = None, id_key: str = "--run-id"
+) -> RunDirs:
     """Create a fresh pair of run directories; never reuse one that a run has written to.
 
     The id defaults to a timestamp; if that is taken (two runs started in the same second),
@@ -36,6 +38,7 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
     directory's name or an error: a requeued job that names its run must find it, not a
     copy beside it. Its directories are reused only while they hold nothing of a run (a
     start killed before its config.json); the run directory's lock settles a race for them.
+    `id_key` names where the id came from, in messages.
     """
     save_dir = readable_path(save_dir)
     if run_id is None:
@@ -47,19 +50,28 @@ def create_run_dirs(save_dir: str | Path, name: str, run_id: str | None = None) 
         raise RuntimeError(f"no free run id for {base_id!r} under {save_dir}")
     if not is_path_component(run_id):
         raise UserError(
-            f"--run-id: {run_id[:100]!r} is not valid; expected a directory name (not empty, "
+            f"{id_key}: {run_id[:100]!r} is not valid; expected a directory name (not empty, "
             "'.' or '..', without '/' or NUL, at most 255 bytes)"
         )
     dirs = _run_dirs(save_dir, name, run_id)
-    started = [*dirs.models.glob("config.json"), *dirs.models.glob("*.pth")]
-    if started or (dirs.log.is_dir() and any(dirs.log.iterdir())):
+    if existing_run(save_dir, name, run_id):
         raise UserError(
-            f"--run-id: {run_id!r} is a run that exists ({dirs.models}); choose another id, or "
-            f"go on with that run: python train.py -r {dirs.models} (plus -o "
+            f"{id_key}: {run_id!r} is a run that exists ({dirs.models}); choose another id "
+            f"(--run-id), or go on with that run: python train.py -r {dirs.models} (plus -o "
             "trainer.epochs=N to train a finished run longer)"
         )
     _make(dirs, exist_ok=True)
     return dirs
+
+
+def existing_run(save_dir: str | Path, name: str, run_id: str) -> Path | None:
+    """The models directory of the run `run_id` when a run has written to it (its config.json,
+    a checkpoint, its log), else None."""
+    dirs = _run_dirs(readable_path(save_dir), name, run_id)
+    started = [*dirs.models.glob("config.json"), *dirs.models.glob("*.pth")]
+    if started or (dirs.log.is_dir() and any(dirs.log.iterdir())):
+        return dirs.models
+    return None
 
 
 def _run_dirs(save_dir: Path, name: str, run_id: str) -> RunDirs:

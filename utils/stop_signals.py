@@ -1,10 +1,12 @@
-"""Stopping on SIGINT (Ctrl-C) and SIGTERM (what SLURM and Kubernetes send before a kill).
+"""Stopping on SIGINT (Ctrl-C), SIGTERM (what SLURM and Kubernetes send before a kill) and, in
+training, SIGUSR1 (what SLURM sends before the time limit with `sbatch --signal=USR1@90`).
 
 The first signal only sets a flag: the trainer finishes the step it is in, writes a
 resumable checkpoint and raises `Stopped`, which the entry script turns into exit code
-130 (SIGINT) or 143 (SIGTERM). A second signal stops at once by raising `Stopped` wherever
-the program is; a checkpoint being written is then abandoned, and its temporary file
-removed, so the previous checkpoints are all that is left.
+130 (SIGINT), 143 (SIGTERM) or 138 (SIGUSR1, after asking SLURM to requeue the job). A
+second signal stops at once by raising `Stopped` wherever the program is; a checkpoint being
+written is then abandoned, and its temporary file removed, so the previous checkpoints are
+all that is left.
 
 Outside training (while torch is imported, the run is built, after it ends) nothing would
 save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
@@ -16,6 +18,8 @@ import sys
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REQUEUE_SIGNAL = signal.SIGUSR1  # SLURM's warning before the time limit: save, requeue, exit
+TRAINING_STOP_SIGNALS = (*STOP_SIGNALS, REQUEUE_SIGNAL)
 
 
 class Stopped(BaseException):
@@ -23,6 +27,7 @@ class Stopped(BaseException):
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
         self.exit_code = 128 + signum
 
 
@@ -34,7 +39,7 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignals":
-        for signum in STOP_SIGNALS:
+        for signum in TRAINING_STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -51,9 +56,12 @@ class StopSignals:
         # handler's write that the signal interrupted (a "reentrant call" logging error)
 
 
-def exit_on_stop_signals(when: str, at_once: bool = False) -> None:
-    """From now on, SIGINT or SIGTERM ends the program at once: one line on stderr,
-    `stopped by SIGTERM <when>`, and exit code 128 + the signal number (130, 143).
+def exit_on_stop_signals(
+    when: str, at_once: bool = False, signals: tuple[int, ...] = STOP_SIGNALS
+) -> None:
+    """From now on, one of `signals` (SIGINT and SIGTERM; train.py adds SIGUSR1) ends the
+    program at once: one line on stderr, `stopped by SIGTERM <when>`, and exit code 128 + the
+    signal number (130, 143, 138).
 
     Entry scripts call it first with `at_once`, before importing torch, which takes seconds:
     without it, Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without
@@ -67,18 +75,19 @@ def exit_on_stop_signals(when: str, at_once: bool = False) -> None:
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        for each in STOP_SIGNALS:
+        for each in signals:
             signal.signal(each, signal.SIG_DFL)
         print(f"stopped by {signal.Signals(signum).name} {when}", file=sys.stderr, flush=True)
         if at_once:
             os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
-    for signum in STOP_SIGNALS:
+    for signum in signals:
         signal.signal(signum, stop)
 
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
-    """For DataLoader workers: leave stopping to the main process, which saves first."""
-    for signum in STOP_SIGNALS:
+    """For DataLoader workers: leave stopping to the main process, which saves first (SLURM
+    signals every process of a job step, the workers too)."""
+    for signum in TRAINING_STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM stop the run after the current step, with a resumable checkpoint."""
+"""Ctrl-C, SIGTERM and SIGUSR1 stop the run after the current step, with a resumable checkpoint."""
 
 import logging
 import signal
@@ -8,15 +8,17 @@ import torch
 
 from base import BaseTrainer, Hook
 from utils.distributed import all_reduce_sum, is_distributed
-from utils.stop_signals import Stopped, StopSignals
+from utils.stop_signals import TRAINING_STOP_SIGNALS, Stopped, StopSignals
 
 logger = logging.getLogger(__name__)
 
 
 class StopOnSignal(Hook):
-    """On the first SIGINT/SIGTERM, requests a stop at the next step (or epoch) boundary; the
-    `Checkpointer` after it then saves, and the run ends with exit code 130/143. Under
-    torchrun the ranks agree at log steps, where they synchronise anyway."""
+    """On the first SIGINT, SIGTERM or SIGUSR1, requests a stop at the next step (or epoch)
+    boundary; the `Checkpointer` after it then saves, and the run ends with exit code 130,
+    143 or 138 (train.py requeues a SLURM job on SIGUSR1). Under torchrun the ranks agree at
+    log steps, where they synchronise anyway: all stop if one was signalled, on the signal
+    latest in `TRAINING_STOP_SIGNALS` that any of them got (a requeue wins)."""
 
     def __init__(self) -> None:
         self.signals = StopSignals()
@@ -38,12 +40,12 @@ class StopOnSignal(Hook):
         self._check(trainer)
 
     def _check(self, trainer: BaseTrainer) -> None:
-        signalled = self.signals.received is not None
-        if is_distributed():  # any rank signalled: all stop
-            flag = torch.tensor([float(signalled)], device=trainer.device)
-            signalled = bool(all_reduce_sum(flag).item())
+        received = [float(signum == self.signals.received) for signum in TRAINING_STOP_SIGNALS]
+        if is_distributed():  # any rank signalled: all stop, on the same signal
+            received = all_reduce_sum(torch.tensor(received, device=trainer.device)).tolist()
+        signalled = [s for s, count in zip(TRAINING_STOP_SIGNALS, received, strict=True) if count]
         if signalled:
-            signum = self.signals.received or signal.SIGTERM
+            signum = signalled[-1]
             logger.warning("%s received: stopping with a checkpoint of step %d (send it again "
                            "to stop at once, without one)", signal.Signals(signum).name,
                            trainer.step)  # fmt: skip
