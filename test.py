@@ -23,9 +23,22 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import build_data_loader, build_trainer, reports_to_try, trainer_class, trainer_keys
+from builder import (
+    build_data_loader,
+    build_trainer,
+    report_kinds,
+    reports_to_try,
+    trainer_class,
+    trainer_keys,
+)
 from logger.logger import setup_logging
-from logger.reports.output import picture_paths, table, tensorboard_dir, write_report
+from logger.reports.output import (
+    picture_paths,
+    remove_stale,
+    table,
+    tensorboard_dir,
+    write_report,
+)
 from logger.reports.recorder import ReportRecorder
 from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import check_config, naming_checkpoint
@@ -94,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not trainer_type.evaluates():
         raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
     kinds, named = reports_to_try(config, trainer_type)
-    pictures = [name for kind in kinds for name in kind.pictures]
-    for written in (output, *picture_paths(path, pictures).values()):
+    # Every report's pictures: this evaluation writes some, and removes those of an earlier one.
+    pictures = picture_paths(path, [n for kind in report_kinds().values() for n in kind.pictures])
+    for written in (output, *pictures.values()):
         check_writable(written)  # now, rather than after an evaluation that may take long
 
     device, _ = select_device(args.device, config["n_gpu"])
@@ -109,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with naming_checkpoint(path):  # a malformed field names the file
         trainer.load_weights(checkpoint)
         trainer.load_hook_states(checkpoint.get("hooks", {}))
-    logger.info("evaluating %s (step %d, %d epochs done) on the test split",
-                readable_path(path), checkpoint["step"], checkpoint["epoch"])  # fmt: skip
+    epochs = f"{checkpoint['epoch']} epoch{'s' if checkpoint['epoch'] != 1 else ''} done"
+    logger.info("evaluating %s (step %d, %s) on the test split",
+                readable_path(path), checkpoint["step"], epochs)  # fmt: skip
     # One pass: the recorder sees each batch and the model's output on it.
     candidates = [kind(data_loader, args.worst) for kind in kinds]
     recorder = ReportRecorder(trainer.models.get("model"), candidates, named)
@@ -126,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["report"] = {"kind": recorder.report.name, **report.summary}
     write_json(output, summary)
     logger.info("wrote %s", readable_path(output))
+    remove_stale(pictures, report.pictures if report is not None else {})
     if report is not None:
         write_report(report, recorder.report.name, path, tensorboard_dir(path, config),
                      checkpoint["step"])  # fmt: skip

@@ -47,8 +47,11 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
     parts = _parts(trainer)
     with _undone(trainer), warnings.catch_warnings():
         # The run's first step gives its warnings; the trial's would come before the log
-        # exists, and would make a refusal more than one line.
+        # exists, and would make a refusal more than one line. But a loss that broadcasts an
+        # output and targets of different shapes ((B, 1) and (B,)) computes something else
+        # than the user meant: an error, naming the loss.
         warnings.simplefilter("ignore")
+        warnings.filterwarnings("error", "Using a target size .* different to the input size")
         batch = _first_batch(trainer)
         shapes = _describe(batch)
         updates = trainer.updates

@@ -17,7 +17,7 @@ evaluation report).
 from builder.hooks import BUILT_IN, build_hooks
 from builder.optimizers import build_lr_scheduler, build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
-from builder.report import reports_to_try
+from builder.report import report_kinds, reports_to_try
 from builder.trainer import build_trainer, steps_per_epoch
 from builder.trainer_type import (
     accepted_arguments,
@@ -39,6 +39,7 @@ __all__ = [
     "build_models",
     "build_optimizers",
     "build_trainer",
+    "report_kinds",
     "reports_to_try",
     "runtime_arguments",
     "steps_per_epoch",

@@ -26,6 +26,7 @@ from logger.reports.charts import MARK
 from logger.reports.classification import ClassificationReport, class_names
 from logger.reports.output import write_report
 from logger.reports.pictures import TILE
+from logger.reports.reconstruction import side_by_side
 from logger.reports.recorder import ReportRecorder
 from logger.reports.report import NotReportable
 from logger.reports.worst_samples import WorstSamples
@@ -216,6 +217,16 @@ def test_a_regression_model_gets_errors_over_the_whole_split_and_two_charts(
         assert mark_pixels(tmp_path / f"model.{name}.png") > 40  # the dots, the bars
 
 
+def test_side_by_side_puts_each_sample_s_highest_value_between_its_images() -> None:
+    images = torch.arange(2 * 2 * 4, dtype=torch.float).view(2, 2, 1, 2, 2)  # (K, N, C, H, W)
+    row = side_by_side(images)  # (2, 1, 2, 5)
+    assert row.shape == (2, 1, 2, 5)
+    assert torch.equal(row[:, :, :, :2], images[:, 0]) and torch.equal(
+        row[:, :, :, 3:], images[:, 1]
+    )
+    assert row[:, 0, :, 2].tolist() == [[7.0, 7.0], [15.0, 15.0]]
+
+
 def test_an_image_autoencoder_and_a_denoiser_get_their_worst_reconstructions(tmp_path) -> None:
     torch.manual_seed(0)
     images = torch.rand(20, 1, 8, 8)
@@ -231,7 +242,8 @@ def test_an_image_autoencoder_and_a_denoiser_get_their_worst_reconstructions(tmp
         worst = recorder.report.worst.result()["score"]  # (5,) the highest errors, first
         assert worst.tolist() == pytest.approx(errors.sort(descending=True).values[:5].tolist())
         (grid,) = result.pictures.values()  # three samples a row, each `columns` images wide
-        assert grid.width == 3 * (8 * columns * (TILE // 8) + 4) + 4
+        wide = 8 * columns + columns - 1  # with a column between the images
+        assert grid.width == 3 * (wide * (TILE * columns // wide) + 4) + 4
         write_report(result, "reconstruction", tmp_path / f"{columns}.pth", None, step=0)
         assert (tmp_path / f"{columns}.reconstructions.png").is_file()
 
@@ -449,3 +461,9 @@ def test_test_py_reports_a_regression_run_over_the_whole_test_split(tmp_path, mo
     events.Reload()
     assert set(events.Tags()["images"]) == {"test/predicted_vs_true", "test/residuals"}
     assert "test/regression/text_summary" in events.Tags()["tensors"]
+    # Evaluated again with no report: the pictures of the first evaluation go too.
+    code, stderr = run_in_process(test_script.main, ["-r", str(models), "-o", "test.report=none"],
+                                  capsys)  # fmt: skip
+    assert code == 0, stderr
+    assert "report" not in read_json(models / "model_best.test_metrics.json")
+    assert not list(models.glob("model_best.*.png"))

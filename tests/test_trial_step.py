@@ -58,7 +58,11 @@ def overrides(*settings: str) -> list[str]:
         ),
         (  # a loss that does not fit the model's output
             ["loss=MSELoss"],
-            ["loss: MSELoss failed", "(32, 1, 28, 28) float32, (32,) int64", "size of tensor"],
+            ["loss: MSELoss failed", "(32, 1, 28, 28) float32, (32,) int64", "different to the"],
+        ),
+        (  # one that would broadcast (B, 1) outputs and (B,) targets into (B, B), with a warning
+            ["arch.args.num_classes=1", "loss=MSELoss", "metrics=[]"],
+            ["loss: MSELoss failed", "target size (torch.Size([32]))", "([32, 1]))"],
         ),
         (["arch.args.num_classes=1"], ["loss: nll_loss failed", "Target", "out of bounds"]),
         (["arch.args.in_channels=3"], ["arch: LeNet.forward failed", "3 channels"]),

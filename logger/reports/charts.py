@@ -74,15 +74,16 @@ class Chart:
                 self.top + (y_high - y) / (y_high - y_low) * PLOT[1])  # fmt: skip
 
     def dots(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """A 2x2-pixel dot at each finite point (N,) inside the plot area."""
+        """A 3x3-pixel dot at each finite point (N,) inside the plot area."""
         pixels = np.asarray(self.picture)  # (H, W, 3), a copy to draw into
         columns, rows = self.pixel(x.double(), y.double())
-        inside = (columns >= self.left) & (columns < self.left + PLOT[0] - 1)
-        inside &= (rows >= self.top) & (rows < self.top + PLOT[1] - 1)  # NaN is outside
+        inside = (columns >= self.left + 1) & (columns < self.left + PLOT[0] - 1)
+        inside &= (rows >= self.top + 1) & (rows < self.top + PLOT[1] - 1)  # NaN is outside
         columns, rows = columns[inside].long().numpy(), rows[inside].long().numpy()
         pixels = pixels.copy()
-        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-            pixels[rows + dy, columns + dx] = MARK
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                pixels[rows + dy, columns + dx] = MARK
         self.picture.paste(Image.fromarray(pixels))
 
 

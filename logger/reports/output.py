@@ -21,6 +21,16 @@ def picture_paths(checkpoint: Path, names: Iterable[str]) -> dict[str, Path]:
     return {name: checkpoint.with_name(f"{checkpoint.stem}.{name}.png") for name in names}
 
 
+def remove_stale(pictures: dict[str, Path], drawn: Iterable[str]) -> None:
+    """Remove the pictures (by name) that an earlier evaluation of the checkpoint drew and this
+    one does not (another kind of report, none, no mistakes left), so that the pictures
+    beside it are those of its test_metrics.json."""
+    for name, path in pictures.items():
+        if name not in drawn and path.is_file():
+            path.unlink()
+            logger.info("removed %s, drawn by an earlier evaluation", readable_path(path))
+
+
 def tensorboard_dir(checkpoint: Path, config: dict) -> Path | None:
     """`test/` in the log directory of the run that `checkpoint` belongs to, when the run
     logs to TensorBoard and its log directory is there; else None (nothing is written)."""

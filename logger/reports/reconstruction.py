@@ -51,7 +51,7 @@ class ReconstructionReport(Report):
         self.samples += len(output)
         error = (output - reference).square().flatten(1).mean(1)  # (B,) each sample's MSE
         images = [inputs, output, reference] if self.draws_target else [inputs, output]
-        self.worst.update(error, images=torch.cat([image.float() for image in images], dim=3))
+        self.worst.update(error, images=torch.stack([image.float() for image in images], 1))
 
     def finish(self, title: str) -> ReportResult:
         if not self.samples:
@@ -69,10 +69,17 @@ class ReconstructionReport(Report):
         else:
             shown = "input, output, target" if self.draws_target else "input, output"
             captions = [[(f"mse {error:.4g}", "")] for error in worst["score"].tolist()]
-            columns = 3 if self.draws_target else 2
             pictures["reconstructions"] = sample_grid(
-                worst["images"], captions,
+                side_by_side(worst["images"]), captions,
                 f"{title}: the {len(captions)} worst reconstructions ({shown}) and their MSE",
-                tile=TILE * columns,
+                tile=TILE * worst["images"].shape[1],
             )  # fmt: skip
         return ReportResult({**values, "n_samples": self.samples}, rows, pictures)
+
+
+def side_by_side(images: torch.Tensor) -> torch.Tensor:
+    """(K, N, C, H, W) -> (K, C, H, N * W + N - 1): each sample's N images in a row, a
+    column of its highest value between them (white once the grid scales each sample)."""
+    gap = images.flatten(1).amax(1).view(-1, 1, 1, 1).expand(-1, *images.shape[2:4], 1)
+    pieces = [piece for image in images.unbind(1) for piece in (gap, image)][1:]
+    return torch.cat(pieces, dim=3)
