@@ -35,9 +35,12 @@ F1 = "{type: MulticlassF1Score, args: {num_classes: 10, average: macro}}"  # a t
 
 @pytest.mark.parametrize(
     ("path", "extra"),
-    [*((path, []) for path in SHIPPED), (ROOT / "config" / "config.json", [f"metrics=[{F1}]"])],
-    ids=lambda value: value.name if isinstance(value, Path) else "+".join(value),
-)
+    [
+        *(pytest.param(path, [], id=path.name) for path in SHIPPED),
+        pytest.param(ROOT / "config" / "config.json", [f"metrics=[{F1}]"],
+                     id="config.json+MulticlassF1Score"),
+    ],
+)  # fmt: skip
 def test_shipped_config_builds_and_takes_a_step(path: Path, extra: list, tmp_path: Path) -> None:
     raw = load_config_file(path)
     data_dir = raw["data_loader"]["args"].get("data_dir")
