@@ -171,7 +171,8 @@ def build(
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     for model in trainer.bare_models.values():
         logger.debug("%s", model)
-    processes = f"  DDP world size {world_size()}" if is_distributed() else ""
+    strategy = "FSDP" if config["trainer"]["strategy"] == "fsdp" else "DDP"
+    processes = f"  {strategy} world size {world_size()}" if is_distributed() else ""
     gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     logger.info(
         "run %s  code %s%s  device %s%s%s  seed %d",

@@ -14,9 +14,11 @@ from base.gradient_updates import GradientUpdates, NonFiniteLoss
 from base.hook import Hook, check_state_keys
 from base.model_wrapping import wrap_model
 from base.monitor import Monitor
+from base.sharding import strategy_problem
 from base.trainer_state import TrainerState
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
+from utils.distributed import is_distributed
 from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.metric_tracker import MetricTracker
 from utils.run_dir import RunDirs
@@ -67,6 +69,7 @@ class BaseTrainer(TrainerState, ABC):
         cudnn_benchmark: bool = False,
         on_nonfinite: str | None = None,
         max_skipped: int = 10,
+        strategy: str | None = None,
     ) -> None:
         self.bare_models = models  # what checkpoints hold: never wrapped, never compiled
         self.optimizers = optimizers
@@ -80,10 +83,16 @@ class BaseTrainer(TrainerState, ABC):
         self.batches = EpochBatches(data_loader, len_epoch and len_epoch * accumulate_steps)
         self.channels_last = channels_last
         torch.backends.cudnn.benchmark = cudnn_benchmark  # a process-wide switch
+        problem = strategy_problem(strategy, is_distributed(), amp=amp, compile=compile,
+                                   model_names=list(models),
+                                   hooks=[type(hook).__name__ for hook in hooks])  # fmt: skip
+        if problem:
+            raise UserError(problem)
         for model in models.values():  # in place: the optimizers keep their parameters
             model.to(device, memory_format=torch.channels_last if channels_last else None)
         self.models = {
-            name: wrap_model(model, device, device_ids, compile) for name, model in models.items()
+            name: wrap_model(model, device, device_ids, compile, strategy, optimizers.values())
+            for name, model in models.items()
         }
         self.monitor = Monitor(monitor, self.logged_names())
         self.hooks = list(hooks)

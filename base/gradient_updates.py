@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, ExitStack
 import torch
 from torch import nn
 
+from base.sharding import is_sharded, is_sharded_tensor
 from utils.distributed import all_reduce_sum, is_distributed
 from utils.errors import TrainingFailed
 from utils.precision import amp_dtype, autocast
@@ -59,13 +60,16 @@ class GradientUpdates:
         return autocast(self.device, self.precision)
 
     def no_sync(self, models: dict[str, nn.Module]) -> ExitStack:
-        """Under DDP, skip the gradient all-reduce for batches before the group's last one
-        (wraps the forward and backward passes of a training step)."""
+        """Under DDP or FSDP, skip the gradient all-reduce (reduce-scatter) for batches before
+        the group's last one (wraps the forward and backward passes of a training step)."""
         stack = ExitStack()
         if not self.group_end and is_distributed():
             for model in models.values():
                 if hasattr(model, "no_sync"):
                     stack.enter_context(model.no_sync())
+                elif is_sharded(model):
+                    model.set_requires_gradient_sync(False)
+                    stack.callback(model.set_requires_gradient_sync, True)
         return stack
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -97,7 +101,8 @@ class GradientUpdates:
         torch's clip with an infinite one measures the norm and leaves the gradients as they are."""
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         bound = math.inf if self.clip_grad_norm is None else self.clip_grad_norm
-        return nn.utils.clip_grad_norm_(parameters, bound)
+        norm = nn.utils.clip_grad_norm_(parameters, bound)
+        return norm.full_tensor() if is_sharded_tensor(norm) else norm  # FSDP: every shard's
 
     def end_group(self, step: int) -> bool:
         """After the group's last batch: True when its update went in. A dropped one is logged,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from base.sharding import shard
 from utils.distributed import is_distributed
 from utils.errors import UserError
 
@@ -15,13 +16,21 @@ logger = logging.getLogger(__name__)
 
 
 def wrap_model(
-    model: nn.Module, device: torch.device, device_ids: Sequence[int], compile_option: bool | dict
+    model: nn.Module,
+    device: torch.device,
+    device_ids: Sequence[int],
+    compile_option: bool | dict,
+    strategy: str | None = None,
+    optimizers: Sequence[torch.optim.Optimizer] = (),
 ) -> nn.Module:
-    """DDP under torchrun, DataParallel for several GPUs in one process, then `torch.compile`
-    when asked. Checkpoints keep using the unwrapped model. A model without trainable
-    parameters (nothing to synchronise) is not wrapped in DDP."""
+    """DDP under torchrun (`strategy` "fsdp": the model sharded in place, and `optimizers`
+    pointed at its shards), DataParallel for several GPUs in one process, then
+    `torch.compile` when asked. Checkpoints keep using the unwrapped model. A model without
+    trainable parameters (nothing to synchronise) is not wrapped in DDP."""
     trainable = any(parameter.requires_grad for parameter in model.parameters())
-    if is_distributed() and trainable:
+    if strategy == "fsdp":
+        shard(model, list(optimizers))
+    elif is_distributed() and trainable:
         ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids)
     elif len(device_ids) > 1:

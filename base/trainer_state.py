@@ -1,9 +1,20 @@
 """A trainer's checkpoint: everything that changes during a run, as tensors and plain data."""
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from base.sharding import (
+    class_name,
+    full_optimizer_state,
+    full_weights,
+    is_sharded,
+    load_full_optimizer_state,
+    load_full_weights,
+)
 from utils.checkpoint import save_checkpoint
 from utils.checkpoint_fields import FieldError
 from utils.distributed import barrier, is_distributed
@@ -31,9 +42,11 @@ class TrainerState:
         if is_distributed():
             self.tracker.gather()
         path = None
+        # A sharded model's full state is gathered by every rank together.
+        state = self.state_dict() if self.run_dirs is not None or self._sharded() else None
         if self.run_dirs is not None:
             path = self.run_dirs.models / filename
-            save_checkpoint(self.state_dict(), path)
+            save_checkpoint(state, path)
             logger.info("saved %s", path)
         barrier()  # no rank goes on before it is written (a rank that exits ends the others)
         return path
@@ -50,13 +63,13 @@ class TrainerState:
         schedulers = {name: s.state_dict() for name, s in self.lr_schedulers.items()}
         scaler = self.updates.scaler
         return {
-            "arch": self._pack({name: type(m).__name__ for name, m in self.bare_models.items()}),
+            "arch": self._pack({name: class_name(m) for name, m in self.bare_models.items()}),
             "epoch": self.epoch,
             "step": self.step,
-            "state_dict": self._pack(
-                {name: m.state_dict() for name, m in self.bare_models.items()}
+            "state_dict": self._pack({name: _weights(m) for name, m in self.bare_models.items()}),
+            "optimizer": self._pack(
+                {name: self._optimizer_state(name, o) for name, o in self.optimizers.items()}
             ),
-            "optimizer": self._pack({name: o.state_dict() for name, o in self.optimizers.items()}),
             "lr_scheduler": (self._pack(schedulers) if schedulers else None),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             **self.monitor.state_dict(),
@@ -66,6 +79,16 @@ class TrainerState:
             "progress": {"train_metrics": self.tracker.state_dict(), **self._pass_position()},
             "hooks": {key: state for key, state in hooks.items() if state},
         }
+
+    def _sharded(self) -> bool:
+        return any(is_sharded(model) for model in self.bare_models.values())
+
+    def _optimizer_state(self, name: str, optimizer: torch.optim.Optimizer) -> dict:
+        """`optimizer.state_dict()`; of a sharded model's optimizer, its full state (gathered)."""
+        model = self.bare_models.get(name)
+        if model is not None and is_sharded(model):
+            return full_optimizer_state(model, optimizer)
+        return optimizer.state_dict()
 
     def _pass_position(self) -> dict[str, int]:
         position = self.batches.position()
@@ -90,7 +113,11 @@ class TrainerState:
         for name, optimizer in self.optimizers.items():
             if name not in optimizers:
                 raise FieldError(self._field("optimizer", name), "missing")
-            load_optimizer_state(optimizer, optimizers[name], self._field("optimizer", name))
+            model = self.bare_models.get(name)
+            load = None
+            if model is not None and is_sharded(model):
+                load = functools.partial(load_full_optimizer_state, model, optimizer)
+            load_optimizer_state(optimizer, optimizers[name], self._field("optimizer", name), load)
         saved = state["lr_scheduler"]
         schedulers = self._unpack(saved) if saved is not None else {}
         for name, scheduler in self.lr_schedulers.items():
@@ -133,10 +160,16 @@ class TrainerState:
         for name, model in self.bare_models.items():
             if name not in weights:
                 raise FieldError(self._field("state_dict", name), "missing")
-            load_weights(model, weights[name], self._field("state_dict", name))
+            load = functools.partial(load_full_weights, model) if is_sharded(model) else None
+            load_weights(model, weights[name], self._field("state_dict", name), load)
 
     def restore_rng(self) -> None:
         """Put back the random generators of a loaded checkpoint (once, when training starts)."""
         if self._rng_state is not None:
             set_rng_state(self._rng_state)
             self._rng_state = None
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict; a sharded model's full weights (gathered)."""
+    return full_weights(model) if is_sharded(model) else model.state_dict()

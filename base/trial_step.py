@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from base.epoch_batches import no_batch_message
 from base.gradient_updates import GradientUpdates
+from base.sharding import class_name
 from utils.batch import to_device
 from utils.config import is_named_nodes, metric_name
 from utils.errors import TrainingFailed, UserError, error_summary
@@ -229,7 +230,7 @@ def _parts(trainer: "BaseTrainer") -> dict[CodeType, Part]:
     }
     for name, model in trainer.bare_models.items():
         node = _node(config, "arch", name)
-        what = f"{type(model).__name__}.forward"
+        what = f"{class_name(model)}.forward"
         parts[_code(model)] = (node, what, f"check {node}.args, and that it takes these batches")
     criterion = getattr(trainer, "criterion", None)
     if criterion is not None:

@@ -76,6 +76,7 @@ def build_trainer(
     if evaluation:  # (a built-in hook listed in trainer.hooks is dropped too)
         hook_list = [hook for hook in hook_list if not isinstance(hook, BUILT_IN)]
         options["monitor"] = "off"  # nothing is monitored without training
+        options["strategy"] = None  # one process evaluates the full weights
     hook_list = [*hook_list, *extra_hooks]
     options.update(runtime_arguments(trainer_type, criterion, metric_fns))
     check_model_names(trainer_type, built_models)

@@ -307,7 +307,9 @@ def test_defaults_are_filled_in():
         "save_every_steps": None,
         "on_nonfinite": None,
         "max_skipped": 10,
+        "strategy": None,
     }
+    assert resolved["test"] == {"report": "auto"}
 
 
 def test_every_trainer_key_is_covered_by_the_defaults_test():

@@ -121,6 +121,12 @@ TRAINER_KEYS = {
         "'stop', 'skip' or null (no check: no host sync per step)",
     ),
     "max_skipped": Key((int,), 10, lambda v: v >= 1, "an integer >= 1"),
+    "strategy": Key(
+        (str, type(None)),
+        None,
+        lambda v: v in ("ddp", "fsdp"),
+        "'ddp', 'fsdp' or null (under torchrun: 'ddp')",
+    ),
     "save_every_steps": Key(
         (int, type(None)), None, lambda v: v >= 1, "an integer >= 1 or null (only per epoch)"
     ),

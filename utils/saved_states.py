@@ -4,6 +4,7 @@ almost anything and fails later, mid-run, or not at all. A misfit is a `FieldErr
 the checkpoint field.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,10 +73,16 @@ def _fits(saved: torch.Size, shape: torch.Size) -> bool:
     return all(n in (1, own) for n, own in zip(saved, shape, strict=True))
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, field: str) -> None:
-    """`optimizer.load_state_dict(saved)`, once the saved groups match the optimizer's (count,
-    parameters, hyperparameter kinds), each state tensor fits its parameter, and parameters
-    of one rank have state under the same names (Adafactor keeps other names for matrices)."""
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    saved: dict,
+    field: str,
+    load: Callable[[dict], None] | None = None,
+) -> None:
+    """`optimizer.load_state_dict(saved)` (or `load(saved)`: a sharded optimizer's), once the
+    saved groups match the optimizer's (count, parameters, hyperparameter kinds), each state
+    tensor fits its parameter, and parameters of one rank have state under the same names
+    (Adafactor keeps other names for matrices)."""
     groups, own = saved["param_groups"], optimizer.state_dict()["param_groups"]
     name = type(optimizer).__name__
     if len(groups) != len(own):
@@ -103,7 +110,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, field: s
                 where = child(child(f"{field}.state", number), key)
                 raise invalid(where, tensor, f"a tensor of its parameter's shape {tuple(shape)}")
     try:
-        optimizer.load_state_dict(saved)
+        (load or optimizer.load_state_dict)(saved)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise FieldError(field, f"does not load ({error_summary(error)})") from None
     for index, group in enumerate(optimizer.param_groups):
@@ -114,10 +121,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, field: s
 
 
 def load_weights(
-    model: torch.nn.Module, weights: dict[str, Any], field: str = "state_dict"
+    model: torch.nn.Module,
+    weights: dict[str, Any],
+    field: str = "state_dict",
+    load: Callable[[dict], None] | None = None,
 ) -> None:
-    """Load a state dict of weights into `model`; if they do not fit, name the missing,
-    unexpected and mis-shaped keys (a `FieldError` on `field` of the checkpoint)."""
+    """Load a state dict of weights into `model` (or `load(weights)`: a sharded model's); if
+    they do not fit, name the missing, unexpected and mis-shaped keys (a `FieldError` on
+    `field` of the checkpoint)."""
     own = model.state_dict()
     missing = [key for key in own if key not in weights]
     unexpected = [key for key in weights if key not in own]
@@ -137,7 +148,7 @@ def load_weights(
             "arch.args must be those it was trained with"
         )  # fmt: skip
     try:
-        model.load_state_dict(weights)
+        (load or model.load_state_dict)(weights)
     except RuntimeError as error:
         raise FieldError(field, f"the weights do not load ({error_summary(error)})") from None
 

@@ -6,6 +6,7 @@ import math
 import time
 
 from base import BaseTrainer, Hook
+from base.sharding import is_sharded
 from logger.tensorboard import TensorboardWriter, hyperparameters
 from utils.batch import is_image_batch
 from utils.distributed import world_size
@@ -86,6 +87,8 @@ class TensorBoardLogger(Hook):
             values.update(train_seconds=seconds, samples_per_second=self._epoch_samples / seconds)
         self.writer.scalars(values, trainer.step, prefix="epoch/")
         for name, model in trainer.bare_models.items():
+            if is_sharded(model):  # rank 0 holds a shard of each; the whole needs all ranks
+                continue
             prefix = "parameters/" if name == "model" else f"parameters/{name}/"
             self.writer.histograms(model, trainer.step, prefix=prefix)
 

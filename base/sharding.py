@@ -1,0 +1,134 @@
+"""`trainer.strategy: "fsdp"`: each rank keeps a shard of the weights, gradients and optimizer
+state (torch's `fully_shard`), while checkpoints keep one plain file of full tensors.
+
+A model is sharded unit by unit, each direct child that holds parameters and then the rest,
+so that one unit's full weights exist only while it computes. Its buffers (BatchNorm's
+statistics) are not sharded: as DDP does, every forward starts from rank 0's, so the ranks
+never drift apart. The checkpoint's model and optimizer states are gathered into full
+tensors, with the optimizer's in `torch.optim`'s own layout (parameters by number), so that a
+checkpoint loads at any world size, or in one process without FSDP.
+"""
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+
+STRATEGIES = ("ddp", "fsdp")
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered, on rank 0's CPU
+
+
+def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -> str | None:
+    """Why `trainer.strategy` cannot serve this run (a line naming the key), else None.
+    `settings`: the trainer options and parts FSDP cannot take (amp, compile, model names,
+    the hooks' class names)."""
+    if strategy is None:
+        return None
+    if not distributed:
+        return (f"trainer.strategy: {strategy!r} spreads a run over the processes torchrun "
+                "starts (torchrun --nproc_per_node=N train.py ...); set it to null for one "
+                "process (-o trainer.strategy=null)")  # fmt: skip
+    if strategy != "fsdp":
+        return None
+    refusals = {
+        "trainer.amp": settings["amp"] == "fp16"
+        and "fp16 (its gradient scaler does not take sharded gradients); use 'bf16'",
+        "trainer.compile": settings["compile"] is not False
+        and "compiling (not tested with sharding); set it to false",
+        "arch": len(settings["model_names"]) > 1 and "several models; shard one model",
+        "trainer.hooks": "EMA" in settings["hooks"] and "EMA (it averages full weights)",
+    }
+    for key, refusal in refusals.items():
+        if refusal:
+            return f"{key}: trainer.strategy 'fsdp' cannot serve {refusal}"
+    return None
+
+
+def shard(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Shard `model` in place, and point `optimizers` at its sharded parameters (fully_shard
+    makes new ones; the optimizers have no state yet: a resume loads it afterwards)."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    sharded = dict(model.named_parameters())
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["params"] = [
+                sharded[names[id(p)]] if id(p) in names else p for p in group["params"]
+            ]
+    if any(True for _ in model.buffers()):
+        model.register_forward_pre_hook(_buffers_from_rank_0)
+
+
+def _buffers_from_rank_0(model: nn.Module, args: Any) -> None:
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)  # what fully_shard makes of a module
+
+
+def class_name(model: nn.Module) -> str:
+    """The name of the model's own class (`LeNet`, not the `FSDPLeNet` fully_shard makes)."""
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule)).__name__
+
+
+def is_sharded_tensor(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, DTensor)
+
+
+def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full state dict on rank 0 (every rank must call it; the others get {})."""
+    return get_model_state_dict(model, options=FULL)
+
+
+def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's full state on rank 0, numbered as `optimizer.state_dict()` numbers its
+    parameters (every rank must call it; the others get {})."""
+    state = get_optimizer_state_dict(model, optimizer, options=FULL)
+    if not state:
+        return {}
+    number = {name: index for index, name in enumerate(_names(model, optimizer))}
+    return {
+        "state": {number[name]: values for name, values in state["state"].items()},
+        "param_groups": [{**group, "params": [number[n] for n in group["params"]]}
+                         for group in state["param_groups"]],
+    }  # fmt: skip
+
+
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict
+) -> None:
+    """Load a full state in `optimizer.state_dict()`'s layout into the sharded optimizer."""
+    names = _names(model, optimizer)
+    state = {
+        "state": {names[number]: values for number, values in saved["state"].items()},
+        "param_groups": [{**group, "params": [names[n] for n in group["params"]]}
+                         for group in saved["param_groups"]],
+    }  # fmt: skip
+    set_optimizer_state_dict(
+        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
+    )
+
+
+def _names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The model's name of each parameter the optimizer holds, in its numbering's order."""
+    by_id = {id(parameter): name for name, parameter in model.named_parameters()}
+    return [by_id[id(p)] for group in optimizer.param_groups for p in group["params"]]

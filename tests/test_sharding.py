@@ -1,0 +1,95 @@
+"""`trainer.strategy: fsdp` on the CPU (gloo, 2 processes): it trains what DDP trains, its
+checkpoint is one plain file of full tensors that resumes bit for bit at the same world size
+and loads in one process; what it cannot serve is refused in one line."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import ROOT, assert_same_run, load, read_json, run_dir, run_script
+from test_cli_errors import assert_refused
+from test_job import finish, launch, options, reference  # noqa: F401 (a fixture)
+
+import train
+from base.sharding import strategy_problem
+from model.model import LeNet
+
+TWO_RANKS = ["--standalone", "--nproc_per_node=2", "train.py"]
+
+
+@pytest.mark.slow
+def test_fsdp_trains_what_ddp_trains_and_its_checkpoint_is_plain_and_resumes(
+    tmp_path,
+    reference,  # noqa: F811
+) -> None:
+    save_dir = tmp_path / "saved"
+    code, stdout, stderr = finish(launch(*TWO_RANKS, *options(save_dir), "-o",
+                                         "trainer.strategy=fsdp"))  # fmt: skip
+    assert code == 0, stderr[-3000:]
+    assert "FSDP world size 2" in stdout
+    models = run_dir(save_dir)
+    final = load(models / "checkpoint-epoch2.pth")
+    assert final["arch"] == "LeNet" and final["step"] == reference["step"]
+    # The same model as DDP's: two ranks sum their gradients in one order either way.
+    for name, tensor in reference["state_dict"].items():
+        assert torch.allclose(final["state_dict"][name], tensor, rtol=0, atol=1e-6), name
+    # Plain and full: the weights load into a LeNet, the optimizer's state into a plain Adam.
+    assert all(type(t) is torch.Tensor for t in final["state_dict"].values())
+    plain = LeNet()
+    plain.load_state_dict(final["state_dict"])
+    adam = torch.optim.Adam(plain.parameters(), amsgrad=True)
+    adam.load_state_dict(final["optimizer"])
+    assert adam.state[plain.fc2.weight]["exp_avg"].shape == plain.fc2.weight.shape
+
+    # Resumed from the middle of epoch 2 with 2 ranks: bit for bit.
+    shutil.copytree(save_dir, tmp_path / "copy")
+    copy = run_dir(tmp_path / "copy")
+    (middle,) = [p for p in copy.glob("checkpoint-step*.pth") if load(p)["step"] == 57]
+    code, stdout, stderr = finish(launch(*TWO_RANKS, "-r", str(middle), "-d", "cpu"))
+    assert code == 0, stderr[-3000:]
+    assert "resuming in epoch 2 of 2, after 27 of its 30 batches" in stdout
+    assert_same_run(load(copy / "checkpoint-epoch2.pth"), final)
+
+    # One process: test.py, and a resume without FSDP (the strategy set to null).
+    result = run_script("test.py", "-r", str(models / "checkpoint-epoch2.pth"))
+    assert result.returncode == 0, result.stderr
+    assert read_json(models / "checkpoint-epoch2.test_metrics.json")["step"] == final["step"]
+    result = run_script("train.py", "-r", str(models), "-o", "trainer.epochs=3", "-d", "cpu",
+                        "-o", "trainer.strategy=null", "-o", "trainer.len_epoch=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert load(models / "checkpoint-epoch3.pth")["step"] == final["step"] + 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "refusal"),
+    [
+        ({"amp": "fp16"}, "trainer.amp: trainer.strategy 'fsdp' cannot serve fp16"),
+        ({"compile": True}, "trainer.compile: trainer.strategy 'fsdp' cannot serve compiling"),
+        ({"model_names": ["generator", "discriminator"]}, "arch: trainer.strategy 'fsdp' cannot"),
+        ({"hooks": ["EMA"]}, "trainer.hooks: trainer.strategy 'fsdp' cannot serve EMA"),
+    ],
+)
+def test_what_fsdp_cannot_serve_is_named(settings: dict, refusal: str) -> None:
+    usual = {"amp": "bf16", "compile": False, "model_names": ["model"], "hooks": ["Checkpointer"]}
+    assert strategy_problem("fsdp", True, **usual) is None
+    assert strategy_problem("fsdp", True, **{**usual, **settings}).startswith(refusal)
+    assert strategy_problem("ddp", True, **{**usual, **settings}) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragments"),
+    [
+        ("fsdp", ["trainer.strategy: 'fsdp' spreads a run over the processes torchrun starts",
+                  "-o trainer.strategy=null"]),
+        ("ddp", ["trainer.strategy: 'ddp' spreads"]),
+        ("zero", ["trainer.strategy: 'zero' is not valid; expected 'ddp', 'fsdp' or null"]),
+    ],
+)  # fmt: skip
+def test_a_strategy_outside_torchrun_or_unknown_is_one_line(value, fragments, tmp_path,
+                                                            capsys) -> None:  # fmt: skip
+    config = str(ROOT / "config" / "config.json")
+    argv = ["-c", config, "-o", f"trainer.save_dir={tmp_path / 'saved'}", "-o",
+            f"trainer.strategy={json.dumps(value)}"]  # fmt: skip
+    assert_refused(train.main, argv, capsys, *fragments)
+    assert not (tmp_path / "saved").exists()
