@@ -60,6 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, help="trials to sample (default: the file's)")
     parser.add_argument("--name", help="the search's directory name (default: the file's stem)")
     parser.add_argument("--address", help="an existing Ray cluster to run on, e.g. auto")
+    parser.add_argument(
+        "--node-ip-address",
+        help="this machine's address in the Ray cluster, when its node was started with "
+        "ray start --node-ip-address (Ray's own choice otherwise)",
+    )
     parser.add_argument("--resume", action="store_true", help="go on with an interrupted search")
     args = parser.parse_args(argv)
     if args.num_samples is not None and args.num_samples < 1:
@@ -262,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         try:
-            stopped_by = start_ray(ray, address)
+            stopped_by = start_ray(ray, address, args.node_ip_address)
         except UserError:  # (no cluster at --address auto): the search never started
             if made is not None:
                 shutil.rmtree(made, ignore_errors=True)

@@ -5,10 +5,13 @@ command-line refusals."""
 import csv
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -447,3 +450,92 @@ def test_a_bad_search_file_is_exit_2_and_one_line(tmp_path):
         f"error: search file {bad}: space.optimizer.args.lr: unknown space kind 'between'"
     )
     assert not (tmp_path / "saved").exists()
+
+
+# ---------------------------------------------------------------- on a cluster
+
+LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 and localhost to the machine's network address
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """A Ray cluster of two nodes, one CPU each, started here with `ray start` (head, then a
+    worker node joining it), both on the loopback address, with one authentication token
+    (RAY_AUTH_MODE, RAY_AUTH_TOKEN, which tune.py gets too); its address. Every process of
+    it is killed afterwards, whatever happened (by its temporary directory, which no other
+    Ray on this machine shares)."""
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"{LOOPBACK}:{probe.getsockname()[1]}"
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--node-ip-address", LOOPBACK, "--num-cpus", "1", "--temp-dir", str(temp),
+              "--disable-usage-stats"]  # fmt: skip
+    try:
+        head = ["--head", "--port", address.rpartition(":")[2], "--include-dashboard", "false"]
+        for role in (head, ["--address", address]):
+            started = subprocess.run([ray, "start", *role, *common], capture_output=True,
+                                     text=True, timeout=180)  # fmt: skip
+            assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        yield address
+    finally:
+        for pid in processes_of(str(temp)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def processes_of(marker: str) -> set[int]:
+    """The processes whose command line holds `marker`, and all their descendants (Ray's agents
+    rename themselves, `ray::DashboardAgent`)."""
+    parents, found = {}, set()
+    for process in Path("/proc").iterdir():
+        try:
+            parents[int(process.name)] = int(
+                (process / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            )
+            if marker.encode() in (process / "cmdline").read_bytes():
+                found.add(int(process.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    grown = True
+    while grown:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grown = bool(children)
+    return found
+
+
+def cluster_nodes(address: str) -> list[tuple[str, bool, float]]:
+    """(address, alive, CPUs) of each node of the cluster at `address`, as Ray lists them."""
+    code = (f"import json, ray; ray.init(address={address!r}, _node_ip_address={LOOPBACK!r}, "
+            "logging_level='ERROR'); print(json.dumps([(n['NodeManagerAddress'], n['Alive'], "
+            "n['Resources'].get('CPU')) for n in ray.nodes()]))")  # fmt: skip
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)  # fmt: skip
+    return [tuple(node) for node in json.loads(listed.stdout.strip().splitlines()[-1])]
+
+
+@pytest.mark.slow
+def test_a_search_runs_on_a_two_node_cluster_on_the_loopback_and_resumes_there(
+    tmp_path, two_node_cluster
+) -> None:
+    """`tune.py --address HOST:PORT --node-ip-address HOST` on two nodes started with `ray start`:
+    Ray lists both nodes at the loopback address, and the trials record it as their node's;
+    stopped by SIGTERM, the search resumes on the cluster and ends with both trials
+    finished."""
+    assert cluster_nodes(two_node_cluster) == [(LOOPBACK, True, 1.0)] * 2
+    process, command, search_dir = start_search(
+        tmp_path, "--address", two_node_cluster, "--node-ip-address", LOOPBACK
+    )
+    models = search_dir / "models" / "Mnist_LeNet"
+    wait_for(lambda: any(models.glob("*/checkpoint-epoch1.pth")), "a trial's checkpoint", process)
+    assert stopped_output(process, tmp_path, signal.SIGTERM)[-1].startswith("stopped by SIGTERM")
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [row["status"] for row in read_trials(search_dir)] == ["finished"] * 2
+    for progress in search_dir.glob("ray_*/progress.csv"):
+        with open(progress) as file:
+            assert {row["node_ip"] for row in csv.DictReader(file)} == {LOOPBACK}

@@ -65,9 +65,10 @@ def check_machine(search: Search, address: str | None, source: str = "--address"
         ) from None
 
 
-def start_ray(ray: Any, address: str | None) -> list[int]:
-    """Connect to the cluster at `address`, or start a small one on this machine; from then
-    on SIGINT and SIGTERM stop the search (`stop_search_on_signals`), whose list is returned.
+def start_ray(ray: Any, address: str | None, node_ip_address: str | None = None) -> list[int]:
+    """Connect to the cluster at `address` (as the node at `node_ip_address`, when given), or
+    start a small one on this machine; from then on SIGINT and SIGTERM stop the search
+    (`stop_search_on_signals`), whose list is returned.
 
     A stop signal while Ray starts must not raise inside it: an exception raised where the
     signal happens to land (in a logging lock's release, in a half-made connection) can be
@@ -101,6 +102,7 @@ def start_ray(ray: Any, address: str | None) -> list[int]:
             logging_level=logging.WARNING,
             runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
             **({} if address else local),
+            **({"_node_ip_address": node_ip_address} if node_ip_address else {}),
         )
     except ConnectionError as error:
         raise UserError(f"--address {address}: {first_line(error)}") from None
