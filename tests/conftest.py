@@ -193,3 +193,14 @@ def toy_config(**trainer_options) -> dict:
         "name": "toy", "arch": {"type": "Linear"}, "data_loader": {"type": "None"},
         "optimizer": {"type": "SGD"}, "loss": "cross_entropy", "trainer": options,
     })  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The tests of copies (their own suites take minutes) first: started last, one would keep
+    a worker busy long after the other had run out of tests."""
+
+    def order(item) -> tuple[bool, bool]:
+        suite = item.nodeid.endswith("::test_make_test_installs_a_lean_copy_and_its_suite_passes")
+        return not suite, not item.nodeid.startswith("tests/test_new_project.py::")
+
+    items.sort(key=order)
