@@ -9,23 +9,27 @@ tensors, with the optimizer's in `torch.optim`'s own layout (parameters by numbe
 checkpoint loads at any world size, or in one process without FSDP.
 """
 
+import importlib
+import sys
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 
-STRATEGIES = ("ddp", "fsdp")
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered, on rank 0's CPU
+# FSDP's modules take most of a second to import: they are imported when a model is sharded,
+# and until then no model or tensor can be a sharded one.
+FSDP, TENSOR = "torch.distributed.fsdp", "torch.distributed.tensor"
+
+
+def _states() -> Any:
+    """torch's full (gathered) model and optimizer states, and the options asking for them."""
+    return importlib.import_module("torch.distributed.checkpoint.state_dict")
+
+
+def _full(state_dicts: Any, on_rank_0: bool) -> Any:
+    """Full states: gathered onto rank 0's CPU (saving), or taken whole by every rank (loading)."""
+    return state_dicts.StateDictOptions(full_state_dict=True, cpu_offload=on_rank_0)
 
 
 def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -> str | None:
@@ -57,6 +61,7 @@ def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -
 def shard(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
     """Shard `model` in place, and point `optimizers` at its sharded parameters (fully_shard
     makes new ones; the optimizers have no state yet: a resume loads it afterwards)."""
+    fully_shard = importlib.import_module(FSDP).fully_shard
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     for child in model.children():
         if any(True for _ in child.parameters()):
@@ -78,31 +83,41 @@ def _buffers_from_rank_0(model: nn.Module, args: Any) -> None:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)  # what fully_shard makes of a module
+    """Whether fully_shard made `model` an FSDP module."""
+    fsdp = sys.modules.get(FSDP)
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
 
 
 def class_name(model: nn.Module) -> str:
     """The name of the model's own class (`LeNet`, not the `FSDPLeNet` fully_shard makes)."""
-    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule)).__name__
+    if not is_sharded(model):
+        return type(model).__name__
+    fsdp_module = sys.modules[FSDP].FSDPModule
+    return next(c for c in type(model).__mro__ if not issubclass(c, fsdp_module)).__name__
 
 
 def is_sharded_tensor(tensor: torch.Tensor) -> bool:
-    return isinstance(tensor, DTensor)
+    """Whether `tensor` is a DTensor (a sharded parameter, gradient or norm)."""
+    dtensor = sys.modules.get(TENSOR)
+    return dtensor is not None and isinstance(tensor, dtensor.DTensor)
 
 
 def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's full state dict on rank 0 (every rank must call it; the others get {})."""
-    return get_model_state_dict(model, options=FULL)
+    states = _states()
+    return states.get_model_state_dict(model, options=_full(states, on_rank_0=True))
 
 
 def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+    states = _states()
+    states.set_model_state_dict(model, weights, options=_full(states, on_rank_0=False))
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's full state on rank 0, numbered as `optimizer.state_dict()` numbers its
     parameters (every rank must call it; the others get {})."""
-    state = get_optimizer_state_dict(model, optimizer, options=FULL)
+    states = _states()
+    state = states.get_optimizer_state_dict(model, optimizer, options=_full(states, True))
     if not state:
         return {}
     number = {name: index for index, name in enumerate(_names(model, optimizer))}
@@ -123,9 +138,8 @@ def load_full_optimizer_state(
         "param_groups": [{**group, "params": [names[n] for n in group["params"]]}
                          for group in saved["param_groups"]],
     }  # fmt: skip
-    set_optimizer_state_dict(
-        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
-    )
+    states = _states()
+    states.set_optimizer_state_dict(model, optimizer, state, options=_full(states, False))
 
 
 def _names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:

@@ -1,13 +1,12 @@
 """The data loader, the models, the loss and the metrics a config names."""
 
+import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torchmetrics
-import torchmetrics.classification
-import torchmetrics.regression
 from torch import nn
 
 import data_loader.data_loaders as data_loaders
@@ -20,7 +19,7 @@ from utils.config import is_named_nodes, metric_name
 from utils.errors import UserError
 
 # Where a `metrics` entry's type is looked up, the first one that has it winning.
-METRIC_MODULES = [metrics, torchmetrics, torchmetrics.classification, torchmetrics.regression]
+METRIC_MODULES = ("torchmetrics", "torchmetrics.classification", "torchmetrics.regression")
 
 
 def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> EpochLoader:
@@ -74,13 +73,12 @@ def build_metrics(config: dict) -> dict[str, Callable]:
             raise UserError(f"{key}: {name!r} is listed twice; each metric is logged once")
         if name == "loss":
             raise UserError(f"{key}: 'loss' is reserved for the training loss")
-        metric = lookup(
-            path,
-            node["type"],
-            METRIC_MODULES,
-            _is_metric,
-            where="model.metric or torchmetrics (.classification, .regression)",
-        )
+        own = vars(metrics).get(node["type"])
+        modules = [metrics]  # torchmetrics (a second to import) only when the name is not ours
+        if own is None or not _is_metric(own):
+            modules += [importlib.import_module(name) for name in METRIC_MODULES]
+        where = "model.metric or torchmetrics (.classification, .regression)"
+        metric = lookup(path, node["type"], modules, _is_metric, where=where)
         if isinstance(metric, type):
             built[name] = instantiate(path, metric, node["args"])
         else:
@@ -89,8 +87,12 @@ def build_metrics(config: dict) -> dict[str, Callable]:
 
 
 def _is_metric(value: Any) -> bool:
-    """A function of model/metric.py, or a torchmetrics `Metric` class."""
-    return inspect.isfunction(value) or is_subclass_of(torchmetrics.Metric)(value)
+    """A function of model/metric.py, or a torchmetrics `Metric` class (then torchmetrics is
+    imported: by model/metric.py, which defines it, or by the lookup)."""
+    torchmetrics = sys.modules.get("torchmetrics")
+    return inspect.isfunction(value) or (
+        torchmetrics is not None and is_subclass_of(torchmetrics.Metric)(value)
+    )
 
 
 def _is_loss(value: Any) -> bool:

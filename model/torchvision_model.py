@@ -2,15 +2,15 @@
 file (or, when the config names them, torchvision's own download), a new head for
 `num_classes`, a first convolution for `in_channels`, and frozen parameters by name."""
 
+import importlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models import get_model, get_model_weights, list_models
 
 from base import BaseModel
 from utils.errors import UserError, did_you_mean, error_summary
@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 KEY = "arch.args"  # where this model's arguments sit in a one-model config
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt")
+
+
+def _models() -> Any:
+    """`torchvision.models`, imported when this model is built (it takes over a second, and
+    every run imports this module when it looks up its `arch`)."""
+    return importlib.import_module("torchvision.models")
 
 
 class TorchvisionModel(BaseModel):
@@ -52,7 +58,7 @@ class TorchvisionModel(BaseModel):
         super().__init__()
         _check_arguments(name, num_classes, weights, in_channels, freeze)
         if weights is None:
-            network = get_model(name, weights=None, num_classes=num_classes)
+            network = _models().get_model(name, weights=None, num_classes=num_classes)
         else:
             network = _pretrained(name, weights)
             head, classes = _head(network)
@@ -82,7 +88,7 @@ class TorchvisionModel(BaseModel):
 def _check_arguments(
     name: str, num_classes: int, weights: str | None, in_channels: int, freeze: Sequence[str]
 ) -> None:
-    names = list_models(module=torchvision.models)
+    names = _models().list_models(module=_models())
     if name not in names:
         raise UserError(
             f"{KEY}.name: {name!r} is not a torchvision classification model"
@@ -107,14 +113,14 @@ def is_weights_file(weights: str) -> bool:
 def _pretrained(name: str, weights: str) -> nn.Module:
     """The network with the weights loaded, its head still theirs (e.g. 1000 classes)."""
     state = _read_file(name, weights) if is_weights_file(weights) else _download(name, weights)
-    network = get_model(name, weights=None)
+    network = _models().get_model(name, weights=None)
     head, default_classes = _head(network)
     if f"{head}.weight" not in state:
         raise UserError(f"{KEY}.weights: {weights} is not a state dict of torchvision's "
                         f"{name}: it has no {head}.weight (the classification layer)")  # fmt: skip
     classes = state[f"{head}.weight"].shape[0]
     if classes != default_classes:  # saved with another head: build that one, to load it
-        network = get_model(name, weights=None, num_classes=classes)
+        network = _models().get_model(name, weights=None, num_classes=classes)
     stem = f"{_first_conv(network)[0]}.weight"
     if stem in state and state[stem].ndim == 4:  # saved with other input channels (ours)
         _adapt_first_conv(network, state[stem].shape[1])
@@ -154,7 +160,7 @@ def _read_file(name: str, weights: str) -> dict[str, torch.Tensor]:
 
 def _download(name: str, weights: str) -> dict[str, torch.Tensor]:
     """torchvision's weights by name, through its own download (and cache)."""
-    choices = get_model_weights(name)
+    choices = _models().get_model_weights(name)
     if weights not in choices.__members__:
         raise UserError(
             f"{KEY}.weights: {weights!r} is neither a file (a path names an existing file, "

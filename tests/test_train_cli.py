@@ -238,3 +238,27 @@ def test_the_installed_project_claims_no_top_level_names(tmp_path: Path) -> None
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+HEAVY = {"torchmetrics", "torchvision", "torch.distributed.fsdp", "torch.distributed.checkpoint"}
+
+
+def imported_by(*args: str) -> set[str]:
+    """The modules `python -X importtime train.py ARGS` imports."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "train.py", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rpartition("|")[2].strip() for line in lines}
+
+
+def test_the_libraries_a_run_does_not_use_are_not_imported(tmp_path: Path) -> None:
+    """`--help` imports none of them, and the default run (metric functions, one process, the
+    template's every model module looked up) neither torchmetrics, nor torchvision, nor the
+    gathering of sharded states: each costs up to a second or more at every start. (FSDP's
+    own modules come with torch.optim's first optimizer, which imports torch's compiler.)"""
+    assert not HEAVY & imported_by("--help")
+    run = imported_by("-c", "config/config.json", *shrunk(tmp_path / "saved"),
+                      "-o", "trainer.epochs=1", "-o", "trainer.len_epoch=1")  # fmt: skip
+    assert "torch.optim" in run and not (HEAVY - {"torch.distributed.fsdp"}) & run

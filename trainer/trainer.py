@@ -4,11 +4,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torchmetrics import Metric
 
 from base import BaseTrainer
 from utils.batch import call_model
-from utils.metric_tracker import MetricInputs
+from utils.metric_tracker import MetricInputs, is_stateful
 
 
 class Trainer(BaseTrainer):
@@ -49,7 +48,7 @@ class Trainer(BaseTrainer):
         return self.measure(loss, output, target)
 
     def stateful_metrics(self) -> dict[str, Any]:
-        return {name: f for name, f in self.metric_fns.items() if isinstance(f, Metric)}
+        return {name: f for name, f in self.metric_fns.items() if is_stateful(f)}
 
     @torch.no_grad()
     def measure(self, loss: torch.Tensor, output: Any, target: Any) -> dict[str, Any]:
@@ -57,7 +56,7 @@ class Trainer(BaseTrainer):
         device; for a torchmetrics metric, what it is updated with (`MetricInputs`)."""
         values: dict[str, Any] = {"loss": loss}
         for name, metric in self.metric_fns.items():
-            stateful = isinstance(metric, Metric)
+            stateful = is_stateful(metric)
             values[name] = (
                 MetricInputs(output.detach(), target) if stateful else metric(output, target)
             )

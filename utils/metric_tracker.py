@@ -1,11 +1,19 @@
 """Running values of loss and metrics, kept on the device so updates never wait for the GPU."""
 
 import copy
+import sys
 from typing import Any, NamedTuple
 
 import torch
 
 from utils.distributed import all_reduce_sum, is_main_process
+
+
+def is_stateful(metric: Any) -> bool:
+    """Whether `metric` is a torchmetrics `Metric` (torchmetrics is imported by whoever made
+    one; a run of function metrics never pays for its import)."""
+    torchmetrics = sys.modules.get("torchmetrics")
+    return torchmetrics is not None and isinstance(metric, torchmetrics.Metric)
 
 
 class MetricInputs(NamedTuple):

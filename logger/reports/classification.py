@@ -2,26 +2,23 @@
 the whole split (torchmetrics), and a grid of its surest mistakes."""
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
 from logger.reports.pictures import confusion_matrix_picture, sample_grid
 from logger.reports.report import NotReportable, Report, ReportResult, describe
 from logger.reports.worst_samples import WorstSamples
 from utils.batch import is_image_batch
 
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
 logger = logging.getLogger(__name__)
 
-# Per-class values and their macro averages, by the name the report gives them.
-CLASSWISE = {"precision": MulticlassPrecision, "recall": MulticlassRecall, "f1": MulticlassF1Score}
+# Per-class values and their macro averages: the report's name, torchmetrics' class.
+CLASSWISE = {"precision": "MulticlassPrecision", "recall": "MulticlassRecall",
+             "f1": "MulticlassF1Score"}  # fmt: skip
 IGNORED = -1  # what a target outside [0, C) becomes, so that no metric counts it
 
 
@@ -65,13 +62,16 @@ class ClassificationReport(Report):
         return None
 
     def _start(self, n_classes: int, device: torch.device) -> None:
+        import torchmetrics.classification as kinds  # slow imports, only when evaluated
+        from torchmetrics import MetricCollection
+
         self.n_classes = n_classes
         options = {"num_classes": n_classes, "ignore_index": IGNORED, "validate_args": False}
+        metric = {name: getattr(kinds, kind) for name, kind in CLASSWISE.items()}
         self.metrics = MetricCollection({  # one update serves the six that share counts
-            "confusion": MulticlassConfusionMatrix(**options),
-            **{name: metric(average=None, **options) for name, metric in CLASSWISE.items()},
-            **{f"macro_{name}": metric(average="macro", **options)
-               for name, metric in CLASSWISE.items()},
+            "confusion": kinds.MulticlassConfusionMatrix(**options),
+            **{name: made(average=None, **options) for name, made in metric.items()},
+            **{f"macro_{name}": made(average="macro", **options) for name, made in metric.items()},
         }).to(device)  # fmt: skip
         self.outside = self.outside.to(device)
 

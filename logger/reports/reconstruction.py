@@ -6,8 +6,6 @@ import logging
 from typing import Any
 
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from logger.reports.pictures import TILE, sample_grid
 from logger.reports.report import NotReportable, Report, ReportResult, describe
@@ -26,6 +24,9 @@ class ReconstructionReport(Report):
     pictures = ("reconstructions",)
 
     def __init__(self, data_loader: Any, n_worst: int) -> None:
+        from torchmetrics import MetricCollection  # slow imports, only when evaluated
+        from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
         super().__init__(data_loader, n_worst)
         self.metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
         self.worst = WorstSamples(n_worst)

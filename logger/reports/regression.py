@@ -4,8 +4,6 @@ scatter of predicted against true values, and a histogram of the residuals."""
 from typing import Any
 
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from logger.reports.charts import histogram_picture, scatter_picture
 from logger.reports.report import NotReportable, Report, ReportResult, describe
@@ -29,6 +27,9 @@ class RegressionReport(Report):
     pictures = ("predicted_vs_true", "residuals")
 
     def __init__(self, data_loader: Any, n_worst: int) -> None:
+        from torchmetrics import MetricCollection  # slow imports, only when evaluated
+        from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
         super().__init__(data_loader, n_worst)
         self.metrics = MetricCollection({
             "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), "r2": R2Score(),
