@@ -48,6 +48,7 @@ def flip_bit(path: Path, offset: int) -> str:
 # ---------------------------------------------------------------- damaged bytes
 
 
+@pytest.mark.slow
 def test_a_flipped_bit_in_a_tensor_is_damage_named_by_its_member(tmp_path, shrunk_run):
     path = tmp_path / "checkpoint-epoch2.pth"
     shutil.copy(shrunk_run.models / "checkpoint-epoch2.pth", path)

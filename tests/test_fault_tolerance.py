@@ -122,6 +122,7 @@ def wait_for(pattern: str, directory: Path, process: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_stop_signal_saves_and_the_resumed_run_is_the_same_run(
     tmp_path, signum, code, uninterrupted
 ) -> None:
@@ -377,6 +378,7 @@ def code_copy(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow
 def test_a_dataset_that_raises_mid_epoch_saves_and_names_batch_and_checkpoint(
     tmp_path: Path, workers: int
 ) -> None:

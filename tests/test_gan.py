@@ -90,6 +90,7 @@ def test_each_model_gets_gradients_only_from_its_own_loss() -> None:
         torch.testing.assert_close(parameter.grad, expected)
 
 
+@pytest.mark.slow
 def test_gan_resumed_from_a_step_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:

@@ -170,6 +170,7 @@ def logged_val_losses(run: Path) -> list[str]:
     return re.findall(r" epoch \d+/\d+ .* val_loss (\S+)", log.read_text())
 
 
+@pytest.mark.slow
 def test_ema_changes_validation_not_training(runs: dict[str, Path]) -> None:
     """The run with EMA trains bit for bit as the run without, validates other weights, and
     keeps each hook's average in every checkpoint under its own key."""
@@ -188,6 +189,7 @@ def test_ema_changes_validation_not_training(runs: dict[str, Path]) -> None:
     assert read_json(runs["ema"] / "config.json")["trainer"]["hooks"][1]["args"]["warmup"] is True
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_restores_every_average_exactly(runs: dict[str, Path], tmp_path) -> None:
     shutil.copytree(runs["ema"].parents[2], tmp_path / "saved")  # the log directory too
     copy = run_dir(tmp_path / "saved")

@@ -80,6 +80,7 @@ def test_only_a_models_name_run_directory_is_a_run_directory(path):
     assert found == RunDirs(Path("/s/models/Exp/r1"), Path("/s/log/Exp/r1"))
 
 
+@pytest.mark.slow
 def test_resuming_an_earlier_checkpoint_sets_the_later_ones_aside(four_epochs, tmp_path):
     run = four_epochs.copy_to(tmp_path)
     models = run.models

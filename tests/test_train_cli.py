@@ -116,6 +116,7 @@ def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> 
     assert [e.step for e in events.Reload().Scalars("epoch/loss")] == [15, 30]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_weights(tmp_path: Path, shrunk_overrides: list[str]) -> None:
     for run_id in ("first", "second"):
         result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, "--run-id", run_id)
@@ -141,6 +142,7 @@ def test_fine_tune_starts_new_run_from_weights(
     assert all(torch.equal(before[k], tuned["state_dict"][k]) for k in before if "weight" in k)
 
 
+@pytest.mark.slow
 def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     tmp_path: Path, shrunk_run: TrainedRun
 ) -> None:
@@ -180,6 +182,7 @@ def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
     assert "epoch 4/4" in (save_dir / "log" / "Mnist_LeNet" / "copied" / "info.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> None:
     """Resumed as it is, an early-stopped run would stop again at once (its count of epochs
     without improvement is restored): the printed command turns early stopping off."""
@@ -208,6 +211,7 @@ def test_a_run_stopped_early_prints_a_command_that_trains_on(tmp_path: Path) -> 
     assert command.endswith("-o trainer.epochs=4 -o trainer.early_stop=0")
 
 
+@pytest.mark.slow
 def test_a_one_cycle_run_prints_a_command_that_trains_longer(tmp_path: Path) -> None:
     """A one-cycle schedule's length is fixed when it starts, so resuming with more epochs is
     refused: the printed command fine-tunes the last weights with a new cycle instead."""
@@ -253,6 +257,7 @@ def imported_by(*args: str) -> set[str]:
     return {line.rpartition("|")[2].strip() for line in lines}
 
 
+@pytest.mark.slow
 def test_the_libraries_a_run_does_not_use_are_not_imported(tmp_path: Path) -> None:
     """`--help` imports none of them, and the default run (metric functions, one process, the
     template's every model module looked up) neither torchmetrics, nor torchvision, nor the

@@ -228,6 +228,7 @@ def test_fp32_checkpoint_resumed_with_fp16_gets_a_fresh_scaler():
     assert back.step == 9 and back.state_dict()["scaler"] is None
 
 
+@pytest.mark.slow
 def test_resume_through_cli_restores_the_scaler(tmp_path: Path, shrunk_overrides):
     """train.py -r continues the checkpoint's GradScaler: an fp16 run's epoch-1 scaler is
     set to an unusual state, and the resumed run's epoch-2 scaler carries on from it."""
