@@ -44,6 +44,9 @@ def build_optimizers(
                                                 f"{path}.param_groups", optimizer_class,
                                                 node["args"])  # fmt: skip
             optimizers[name] = instantiate(path, optimizer_class, node["args"], parameters)
+    if not optimizers:  # (`freeze: ["*"]`) a run that computes losses and changes nothing
+        raise UserError(f"arch: every parameter of {', '.join(built_models)} is frozen, so "
+                        "nothing would train; leave some trainable (`freeze`)")  # fmt: skip
     return optimizers
 
 

@@ -1,6 +1,9 @@
 """The GAN example's two models (config/gan.json, trained by trainer/gan_trainer.py)."""
 
+from typing import Annotated
+
 import torch
+from annotated_types import Gt
 from torch import nn
 
 from base import BaseModel
@@ -14,7 +17,8 @@ class Generator(BaseModel):
     (`data_loader/mnist5k.py`), so that real and generated images share one range.
     """
 
-    def __init__(self, latent_dim: int = 64, hidden: int = 256) -> None:
+    def __init__(self, latent_dim: Annotated[int, Gt(0)] = 64,
+                 hidden: Annotated[int, Gt(0)] = 256) -> None:  # fmt: skip
         super().__init__()
         self.latent_dim = latent_dim  # the trainer and the sample hook draw noise of this size
         self.net = nn.Sequential(
@@ -31,7 +35,7 @@ class Generator(BaseModel):
 class Discriminator(BaseModel):
     """The GAN example's discriminator: a 28x28 image to one logit, real (> 0) or generated."""
 
-    def __init__(self, hidden: int = 256) -> None:
+    def __init__(self, hidden: Annotated[int, Gt(0)] = 256) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),

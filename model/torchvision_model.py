@@ -6,10 +6,11 @@ import importlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, MinLen
 from torch import nn
 
 from base import BaseModel
@@ -50,13 +51,13 @@ class TorchvisionModel(BaseModel):
     def __init__(
         self,
         name: str,
-        num_classes: int = 10,
-        weights: str | None = None,
-        in_channels: int = 3,
+        num_classes: Annotated[int, Ge(1)] = 10,
+        weights: Annotated[str, MinLen(1)] | None = None,
+        in_channels: Annotated[int, Ge(1)] = 3,
         freeze: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        _check_arguments(name, num_classes, weights, in_channels, freeze)
+        _check_name(name)
         if weights is None:
             network = _models().get_model(name, weights=None, num_classes=num_classes)
         else:
@@ -85,24 +86,14 @@ class TorchvisionModel(BaseModel):
         return super().train(mode)
 
 
-def _check_arguments(
-    name: str, num_classes: int, weights: str | None, in_channels: int, freeze: Sequence[str]
-) -> None:
+def _check_name(name: str) -> None:
+    """(The other arguments are checked against their type hints before the model is built.)"""
     names = _models().list_models(module=_models())
     if name not in names:
         raise UserError(
             f"{KEY}.name: {name!r} is not a torchvision classification model"
             f"{did_you_mean(str(name), names)}"
         )
-    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{KEY}.{key}: {value!r} is not valid; expected an integer >= 1")
-    if weights is not None and (not isinstance(weights, str) or not weights):
-        raise UserError(f"{KEY}.weights: {weights!r} is not valid; expected a file, the name "
-                        "of torchvision's weights (e.g. 'DEFAULT') or null")  # fmt: skip
-    if isinstance(freeze, str) or not all(isinstance(p, str) for p in freeze):
-        raise UserError(f"{KEY}.freeze: {freeze!r} is not valid; expected a list of fnmatch "
-                        "patterns of parameter names, e.g. ['conv1.*', 'layer1.*']")  # fmt: skip
 
 
 def is_weights_file(weights: str) -> bool:

@@ -141,6 +141,32 @@ def test_a_named_node_of_the_trial_step_is_named(tmp_path: Path, capsys) -> None
     assert not (save_dir / "models").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("arch.generator.args.latent_dim=0",
+         "arch.generator.args.latent_dim: 0 is not valid for Generator: input should be greater "
+         "than 0"),
+        ("arch.discriminator.args.hidden=0",
+         "arch.discriminator.args.hidden: 0 is not valid for Discriminator"),
+        ("trainer.hooks=[{type: GeneratedSamples, args: {seed: 1.5}}]",
+         "trainer.hooks[0].args.seed: 1.5 is not valid for GeneratedSamples: input should be a "
+         "valid integer"),
+        ("trainer.hooks=[{type: GeneratedSamples, args: {n_samples: 1000000000}}]",
+         "trainer.hooks[0].args.n_samples: 1000000000 is not valid for GeneratedSamples: input "
+         "should be less than or equal to 1024"),
+    ],
+)  # fmt: skip
+def test_bad_gan_arguments_are_refused_before_the_run_directory(
+    tmp_path: Path, capsys, override: str, fragment: str
+) -> None:
+    """Each of these used to train an epoch, or to fail once the run directory existed."""
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, *shrunk(save_dir), *overrides(override)]
+    assert_refused(train.main, argv, capsys, fragment)
+    assert not save_dir.exists()
+
+
 def test_each_optimizer_of_a_gan_has_its_gradient_norm(tmp_path: Path) -> None:
     overrides = [f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=8",
                  "trainer.epochs=1", "trainer.len_epoch=2", "trainer.log_step=1",

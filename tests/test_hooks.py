@@ -4,6 +4,7 @@ import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from conftest import ROOT, assert_same_run, assert_same_state, load, read_json, 
 from torch import nn
 
 import train
+import trainer.hooks as hook_package
+from base import Hook
 from builder import build_data_loader
 from model.model import LeNet
 from trainer.hooks.ema import EMA
@@ -118,7 +121,22 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("hooks", "fragments"),
     [
-        ("[{type: EMA, args: {decay: 1.5}}]", ["trainer.hooks[0].args", "EMA.decay", "(0, 1)"]),
+        (
+            "[{type: EMA, args: {decay: 1.5}}]",
+            ["trainer.hooks[0].args.decay: 1.5 is not valid for EMA", "less than 1"],
+        ),
+        (
+            "[{type: EMA, args: {model: [1]}}]",
+            ["trainer.hooks[0].args.model: [1] is not valid for EMA", "a valid string"],
+        ),
+        (
+            "[{type: EarlyStopping, args: {early_stop: x}}]",
+            ["trainer.hooks[0].args.early_stop: 'x' is not valid for EarlyStopping", "integer"],
+        ),
+        (
+            "[{type: EarlyStopping, args: {early_stop: '3'}}]",
+            ["trainer.hooks[0].args.early_stop: '3' is a string; EarlyStopping takes int"],
+        ),
         (
             "[{type: EMA}, {type: EMA}]",
             ["trainer.hooks", "two hooks", "EMA(model=model, decay=0.999"],
@@ -141,6 +159,37 @@ def test_bad_ema_configs_are_one_line_errors(tmp_path: Path, capsys, hooks, frag
     assert len(stderr.strip().splitlines()) == 1, stderr
     for fragment in fragments:
         assert fragment in stderr
+    assert not save_dir.exists()
+
+
+class Shout(Hook):
+    """A user's own hook, with typed arguments and nothing else that checks them."""
+
+    def __init__(self, words: list[str], volume: Literal["loud", "quiet"] = "loud") -> None:
+        self.words, self.volume = words, volume
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ("{words: hello}", "trainer.hooks[0].args.words: 'hello' is not valid for Shout: input "
+                           "should be a valid list"),
+        ("{words: [hi, 2]}", "trainer.hooks[0].args.words[1]: input should be a valid string "
+                             "(in ['hi', 2], for Shout)"),
+        ("{words: [hi], volume: 11}", "trainer.hooks[0].args.volume: 11 is not valid for Shout: "
+                                      "input should be 'loud' or 'quiet'"),
+    ],
+)  # fmt: skip
+def test_a_users_own_hook_is_checked_by_its_type_hints(tmp_path, capsys, monkeypatch, args,
+                                                       fragment) -> None:  # fmt: skip
+    """The type hints of a hook's constructor are its schema: a wrong value is refused before
+    the run directory exists, with no check written for it."""
+    monkeypatch.setattr(hook_package, "Shout", Shout, raising=False)
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}",
+            "-o", f"trainer.hooks=[{{type: Shout, args: {args}}}]"]  # fmt: skip
+    code, stderr = run_train_in_process(argv, capsys)
+    assert (code, stderr.strip()) == (2, f"error: {fragment}"), stderr
     assert not save_dir.exists()
 
 

@@ -157,6 +157,10 @@ def other_architecture(tmp_path: Path) -> str:
          ["arch.args.weights", "missing.pth", "python -c", "null"]),
         (other_architecture, ["arch.args.weights", "resnet34.pth", "does not fit", "unexpected"]),
         (lambda _: "arch.args.freeze=[layr1.*]", ["arch.args.freeze[0]", "'layr1.*'"]),
+        (lambda _: "arch.args.freeze=['*']", ["arch: every parameter of model is frozen"]),
+        (lambda _: "arch.args.freeze=layer1.*", ["arch.args.freeze: 'layer1.*' is not valid"]),
+        (lambda _: "arch.args.num_classes=0", ["arch.args.num_classes: 0 is not valid for "
+                                               "TorchvisionModel", "greater than or equal to 1"]),
         (lambda _: "optimizer.param_groups=[{params: [layr4.*], lr: 0.01}]",
          ["optimizer.param_groups[0].params[0]", "'layr4.*'", "no trainable parameter"]),
         (lambda _: "optimizer.param_groups=[{params: [fc.*], lrr: 0.01}]",

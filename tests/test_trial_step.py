@@ -46,7 +46,7 @@ def overrides(*settings: str) -> list[str]:
     [
         # Constructors that fail with other errors than ValueError or TypeError.
         (["arch.args.num_classes=-5"], ["arch.args: LeNet", "RuntimeError", "negative dimension"]),
-        (["optimizer.args.betas=[0.9]"], ["optimizer.args: Adam", "IndexError", "'betas': [0.9]"]),
+        (["optimizer.args.betas=[0.9]"], ["optimizer.args.betas[1]: field required", "for Adam"]),
         (["lr_scheduler.args.last_epoch=5"], ["lr_scheduler.args: StepLR", "KeyError: param"]),
         # A string where a number belongs, which StepLR would meet only at its 10th step.
         (["lr_scheduler.args.gamma=x"], ["lr_scheduler.args.gamma", "'x'", "takes a float"]),

@@ -179,8 +179,20 @@ def wandb_hook(args: str) -> str:
         ),
         (
             [wandb_hook("{mode: cloud}")],
-            "trainer.hooks[0].args: WandbLogger rejected its arguments: mode: 'cloud'",
+            "trainer.hooks[0].args.mode: 'cloud' is not valid for WandbLogger: input should be "
+            "'online', 'offline' or 'disabled'",
         ),
+        # What W&B's own checks refuse only in `wandb.init`, after the run directory exists.
+        (
+            [wandb_hook("{project: 5}")],
+            "trainer.hooks[0].args.project: 5 is not valid for WandbLogger",
+        ),
+        ([wandb_hook("{tags: [1, 2]}")], "trainer.hooks[0].args.tags[0]: input should be a valid"),
+        (
+            [wandb_hook("{tags: [" + "t" * 70 + "]}")],
+            "trainer.hooks[0].args.tags[0]: string should have at most 64 characters",
+        ),
+        ([wandb_hook("{notes: {}}")], "trainer.hooks[0].args.notes: {} is not valid for"),
     ],
 )
 def test_wandb_config_mistakes_are_one_line_errors(wandb, tmp_path, capsys, overrides, message):

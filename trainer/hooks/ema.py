@@ -2,8 +2,10 @@
 weights themselves: `trainer.hooks: [{"type": "EMA", "args": {"decay": 0.999}}]`."""
 
 import logging
+from typing import Annotated
 
 import torch
+from annotated_types import Gt, Lt
 
 from base import BaseTrainer, Hook
 from utils.errors import UserError, did_you_mean
@@ -19,10 +21,8 @@ class EMA(Hook):
     With `evaluate`, validation (hence `model_best.pth` and test.py) sees the averaged weights;
     training never does: they are swapped in for validation and the training weights put back."""
 
-    def __init__(self, decay: float = 0.999, warmup: bool = False, evaluate: bool = True,
-                 model: str = "model") -> None:  # fmt: skip
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA.decay: {decay!r} is not valid; expected a number in (0, 1)")
+    def __init__(self, decay: Annotated[float, Gt(0), Lt(1)] = 0.999, warmup: bool = False,
+                 evaluate: bool = True, model: str = "model") -> None:  # fmt: skip
         self.decay, self.warmup, self.evaluate, self.model = decay, warmup, evaluate, model
         self.shadow: dict[str, torch.Tensor] | None = None  # state_dict key -> averaged tensor
         self.updates = 0  # optimizer steps averaged so far

@@ -1,6 +1,9 @@
 """TensorBoard images of what a GAN's generator makes of one fixed set of noise vectors."""
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge, Le, Lt
 
 from base import BaseTrainer, Hook
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
@@ -12,12 +15,12 @@ class GeneratedSamples(Hook):
     tag `samples/generated`, against the optimizer step. The noise is the same every epoch
     (drawn once from its own generator seeded with `seed`, so the run's random stream is
     untouched), so the grids show one set of samples improving. Writes through the run's
-    `TensorBoardLogger`; nothing when `trainer.tensorboard` is false.
+    `TensorBoardLogger`; nothing when `trainer.tensorboard` is false. One grid image, so at
+    most 1,024 samples.
     """
 
-    def __init__(self, n_samples: int = 64, seed: int = 0) -> None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"n_samples: {n_samples!r} is not valid; expected an integer >= 1")
+    def __init__(self, n_samples: Annotated[int, Ge(1), Le(1024)] = 64,
+                 seed: Annotated[int, Ge(0), Lt(2**63)] = 0) -> None:  # fmt: skip
         self.n_samples = n_samples
         self.seed = seed
         self.noise: torch.Tensor | None = None  # (n_samples, latent_dim), on the device

@@ -4,14 +4,14 @@ in one W&B run per run directory that a resumed run continues."""
 import math
 import os
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from annotated_types import MaxLen
 
 from base import BaseTrainer, Hook
 from trainer.hooks.tensorboard_logger import gradient_norms, learning_rates
 from utils.errors import UserError
 from utils.stop_signals import Stopped
-
-MODES = (None, "online", "offline", "disabled")
 
 
 class WandbLogger(Hook):
@@ -31,13 +31,13 @@ class WandbLogger(Hook):
 
     def __init__(
         self,
-        project: str | None = None,
+        project: Annotated[str, MaxLen(128)] | None = None,
         entity: str | None = None,
         name: str | None = None,
-        group: str | None = None,
-        tags: list[str] | None = None,
+        group: Annotated[str, MaxLen(128)] | None = None,
+        tags: list[Annotated[str, MaxLen(64)]] | None = None,  # W&B's limits
         notes: str | None = None,
-        mode: str | None = None,
+        mode: Literal["online", "offline", "disabled"] | None = None,
     ) -> None:
         try:
             import wandb  # an optional extra: imported only when a config asks for it
@@ -45,9 +45,6 @@ class WandbLogger(Hook):
             raise UserError(
                 'WandbLogger needs the wandb package: pip install -e ".[wandb]"'
             ) from None
-        if mode not in MODES:
-            raise ValueError(f"mode: {mode!r} is not valid; expected 'online', 'offline', "
-                             "'disabled' or null (W&B's own setting)")  # fmt: skip
         self._wandb = wandb
         self.init_args = {"project": project, "entity": entity, "name": name, "group": group,
                           "tags": tags, "notes": notes, "mode": mode}  # fmt: skip
