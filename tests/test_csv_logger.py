@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TrainedRun, load, make_trainer, toy_config
+from test_cli_errors import assert_refused
 from torch import nn
 
+import train
 from base import BaseTrainer, Hook, TensorDataLoader
 from model.metric import accuracy
 from trainer import Trainer
@@ -142,3 +144,26 @@ def test_the_shipped_config_writes_metrics_csv(shrunk_run: TrainedRun) -> None:
     assert {"loss", "accuracy", "top_k_acc", "val_loss", "val_accuracy", "lr"} <= rows[0].keys()
     best = load(models / "checkpoint-epoch2.pth")["monitor_best"]
     assert min(float(row["val_loss"]) for row in rows) == best
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda path: path.write_bytes(b"epoch,step\n1,\xff\xfe\n"), "UnicodeDecodeError"),
+        (lambda path: (path.unlink(), path.mkdir()), "Is a directory"),
+    ],
+    ids=["not-utf-8", "a-directory"],
+)
+def test_a_resume_with_an_unreadable_metrics_csv_is_refused_before_it_trains(
+    shrunk_run: TrainedRun, tmp_path, capsys, damage, problem
+) -> None:
+    """Before this was checked, the first refused at its first line and the second trained an
+    epoch and then failed to write the file."""
+    run = shrunk_run.copy_to(tmp_path)
+    csv_path = run.save_dir / "log" / run.models.parent.name / run.models.name / "metrics.csv"
+    damage(csv_path)
+    before = {p.name: p.read_bytes() for p in run.models.glob("*.pth")}
+    argv = ["-r", str(run.models), "-o", "trainer.epochs=3"]
+    assert_refused(train.main, argv, capsys, f"{csv_path}: cannot be read", problem)
+    assert {p.name: p.read_bytes() for p in run.models.glob("*.pth")} == before
+    assert csv_path.is_dir() or csv_path.read_bytes() == b"epoch,step\n1,\xff\xfe\n"
