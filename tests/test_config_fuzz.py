@@ -48,7 +48,8 @@ def broken_configs(draw) -> tuple[dict, str]:
     """A shipped config with one mutation that makes it invalid, and what was done."""
     config = copy.deepcopy(load_config_file(draw(st.sampled_from(SHIPPED))))
     kind = draw(st.sampled_from(
-        ["unknown key", "missing key", "wrong type", "bad name", "bad number", "bad argument"]
+        ["unknown key", "missing key", "wrong type", "bad name", "bad number", "bad argument",
+         "ill-typed argument"]
     ))  # fmt: skip
     if kind == "unknown key":
         section = draw(st.sampled_from(["top", "trainer"]))
@@ -97,6 +98,10 @@ def broken_configs(draw) -> tuple[dict, str]:
         for part in parents:
             node = node[part]
         node[last] = value
+    elif kind == "ill-typed argument":  # refused by the constructor's type hints
+        node = draw(st.sampled_from([n for n in NAMED_NODES if (config.get(n) or {}).get("args")]))
+        key = draw(st.sampled_from(sorted(config[node]["args"])))
+        config[node]["args"][key] = {"zq": 1}  # a mapping, where every shipped argument is not
     else:  # a constructor argument the class does not take
         node = draw(st.sampled_from([n for n in NAMED_NODES if config.get(n)]))
         config[node].setdefault("args", {})[draw(identifiers) + "_zq"] = 1

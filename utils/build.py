@@ -10,9 +10,9 @@ import functools
 import importlib
 import inspect
 import pkgutil
+import types
 import typing
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 from utils.errors import UserError, did_you_mean, error_summary, first_line
@@ -21,7 +21,7 @@ from utils.errors import UserError, did_you_mean, error_summary, first_line
 def lookup(
     path: str,
     name: str,
-    modules: list[ModuleType],
+    modules: list[types.ModuleType],
     accept: Callable[[Any], bool],
     where: str | None = None,
 ) -> Callable:
@@ -42,7 +42,7 @@ def lookup(
     return candidates[name]
 
 
-def lookup_in_package(path: str, name: str, package: ModuleType,
+def lookup_in_package(path: str, name: str, package: types.ModuleType,
                       accept: Callable[[Any], bool]) -> Callable:  # fmt: skip
     """`lookup` in a package and each module directly in it (add a file there for a class of
     your own). Its modules are peers: a name that two of them define differently is an
@@ -116,7 +116,10 @@ def _check_types(path: str, target: Callable, title: str, args: dict) -> None:
         except ValidationError as error:
             problem = error.errors()[0]
             message = problem["msg"][0].lower() + problem["msg"][1:]
-            if problem["loc"]:  # an item of a list or mapping
+            if _is_choice(hints[key]):  # pydantic's errors are then one per type of the choice
+                line = (f"{path}.args.{key}: {value!r} is not valid for {title}: expected "
+                        f"{_hint_name(hints[key])}")  # fmt: skip
+            elif problem["loc"]:  # an item of a list or mapping
                 where = "".join(f"[{part!r}]" for part in problem["loc"])
                 line = f"{path}.args.{key}{where}: {message} (in {value!r}, for {title})"
             else:
@@ -127,7 +130,18 @@ def _check_types(path: str, target: Callable, title: str, args: dict) -> None:
                             f"{_hint_name(hints[key])} here")  # fmt: skip
 
 
+def _is_choice(hint: Any) -> bool:
+    """A union of several types (`float | list[float]`), not only `X | None`."""
+    members = [member for member in typing.get_args(hint) if member is not type(None)]
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and len(members) > 1
+
+
 def _hint_name(hint: Any) -> str:
+    """`int`, `list[float]`, `float or list[float]` (" | " separates a message's problems)."""
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_hint_name(member) for member in typing.get_args(hint))
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
