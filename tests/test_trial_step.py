@@ -49,7 +49,7 @@ def overrides(*settings: str) -> list[str]:
         (["optimizer.args.betas=[0.9]"], ["optimizer.args.betas[1]: field required", "for Adam"]),
         (["lr_scheduler.args.last_epoch=5"], ["lr_scheduler.args: StepLR", "KeyError: param"]),
         # A string where a number belongs, which StepLR would meet only at its 10th step.
-        (["lr_scheduler.args.gamma=x"], ["lr_scheduler.args.gamma", "'x'", "takes a float"]),
+        (["lr_scheduler.args.gamma=x"], ["lr_scheduler.args.gamma", "'x'", "takes float"]),
         # Values that fail only when used: found by the trial step.
         (["lr_scheduler.args.step_size=0"], ["lr_scheduler: StepLR.step", "ZeroDivisionError"]),
         (

@@ -11,10 +11,10 @@ import importlib
 import inspect
 import pkgutil
 import types
-import typing
 from collections.abc import Callable
 from typing import Any
 
+from utils.argument_types import check_argument_types
 from utils.errors import UserError, did_you_mean, error_summary, first_line
 
 
@@ -86,63 +86,10 @@ def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime
             # A string where the default is a number fails only when the value is first used
             # (StepLR's `gamma` at its step_size-th step), long after the run has started.
             raise UserError(
-                f"{path}.args.{key}: {value!r} is a string; {title} takes a "
+                f"{path}.args.{key}: {value!r} is a string; {title} takes "
                 f"{type(default).__name__} here (its default is {default!r})"
             )
-    _check_types(path, target, title, args)
-
-
-def _check_types(path: str, target: Callable, title: str, args: dict) -> None:
-    """Each argument against its parameter's type hint, with pydantic: a class with typed
-    arguments (`early_stop: int`, `latent_dim: PositiveInt`, `mode: Literal[...]`) is checked
-    before anything is built, the user's own too. Values are checked, not converted: the
-    object gets what the config says, so a string is refused where the hint is a number."""
-    from pydantic import ConfigDict, TypeAdapter, ValidationError  # (0.2 s) when a run builds
-
-    function = target.__init__ if inspect.isclass(target) else target
-    try:
-        hints = typing.get_type_hints(function, include_extras=True)
-    except Exception:  # e.g. a hint naming what its module imports only for type checkers
-        return
-    for key, value in args.items():
-        if key not in hints:
-            continue
-        try:
-            adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
-        except Exception:  # a hint pydantic cannot check; the call itself will complain
-            continue
-        try:
-            checked = adapter.validate_python(value)
-        except ValidationError as error:
-            problem = error.errors()[0]
-            message = problem["msg"][0].lower() + problem["msg"][1:]
-            if _is_choice(hints[key]):  # pydantic's errors are then one per type of the choice
-                line = (f"{path}.args.{key}: {value!r} is not valid for {title}: expected "
-                        f"{_hint_name(hints[key])}")  # fmt: skip
-            elif problem["loc"]:  # an item of a list or mapping
-                where = "".join(f"[{part!r}]" for part in problem["loc"])
-                line = f"{path}.args.{key}{where}: {message} (in {value!r}, for {title})"
-            else:
-                line = f"{path}.args.{key}: {value!r} is not valid for {title}: {message}"
-            raise UserError(line) from None
-        if isinstance(value, str) and not isinstance(checked, str):
-            raise UserError(f"{path}.args.{key}: {value!r} is a string; {title} takes "
-                            f"{_hint_name(hints[key])} here")  # fmt: skip
-
-
-def _is_choice(hint: Any) -> bool:
-    """A union of several types (`float | list[float]`), not only `X | None`."""
-    members = [member for member in typing.get_args(hint) if member is not type(None)]
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and len(members) > 1
-
-
-def _hint_name(hint: Any) -> str:
-    """`int`, `list[float]`, `float or list[float]` (" | " separates a message's problems)."""
-    if hint is type(None):
-        return "null"
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_hint_name(member) for member in typing.get_args(hint))
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    check_argument_types(path, target, title, args)
 
 
 def instantiate(
