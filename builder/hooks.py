@@ -17,8 +17,18 @@ from trainer.hooks import (
 from utils.build import instantiate, is_subclass_of, lookup_in_package
 from utils.errors import UserError
 
-BUILT_IN = (Checkpointer, CSVLogger, EarlyStopping, LRSchedulerStep, ProgressBar, StopOnSignal,
-            TensorBoardLogger)  # fmt: skip
+# Each built-in hook: the trainer key that adds it, and whether it does for a run's
+# trainer options and LR scheduler intervals (as in `build_hooks`).
+ADDED_BY = {
+    EarlyStopping: ("trainer.early_stop", lambda options, _: options["early_stop"] > 0),
+    CSVLogger: ("trainer.metrics_csv", lambda options, _: options["metrics_csv"]),
+    TensorBoardLogger: ("trainer.tensorboard", lambda options, _: options["tensorboard"]),
+    ProgressBar: ("trainer.progress_bar", lambda options, _: options["progress_bar"]),
+    LRSchedulerStep: ("lr_scheduler", lambda _, intervals: bool(intervals)),
+    Checkpointer: ("trainer.save_period", lambda *_: True),
+    StopOnSignal: ("the trainer itself", lambda *_: True),
+}
+BUILT_IN = tuple(ADDED_BY)
 
 
 def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = False) -> list[Hook]:
@@ -33,8 +43,13 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
         hook_class = lookup_in_package(path, node["type"], hooks, _is_hook)
-        if hook_class.in_evaluation or not evaluation:
-            user.append(_instantiate_hook(path, hook_class, node["args"]))
+        if evaluation and not hook_class.in_evaluation:
+            continue
+        user.append(_instantiate_hook(path, hook_class, node["args"]))  # arguments checked
+        key, adds = ADDED_BY.get(hook_class, ("", lambda *_: False))
+        if not evaluation and adds(options, intervals):
+            raise UserError(f"{path}: {hook_class.__name__} is a built-in hook, already added "
+                            f"by {key}; set that key to configure it")  # fmt: skip
     if evaluation:
         return user
     built = [LRSchedulerStep(intervals)] if intervals else []

@@ -138,6 +138,17 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
             ["trainer.hooks[0].args.early_stop: '3' is a string; EarlyStopping takes int"],
         ),
         (
+            "[{type: EarlyStopping, args: {early_stop: true}}]",
+            ["trainer.hooks[0].args.early_stop: True is a boolean; EarlyStopping takes int"],
+        ),
+        (  # the shipped config has early_stop: 10
+            "[{type: EarlyStopping, args: {early_stop: 3}}]",
+            [
+                "trainer.hooks[0]: EarlyStopping is a built-in hook, already added by "
+                "trainer.early_stop"
+            ],
+        ),
+        (
             "[{type: EMA}, {type: EMA}]",
             ["trainer.hooks", "two hooks", "EMA(model=model, decay=0.999"],
         ),
