@@ -157,13 +157,15 @@ def test_the_shipped_config_writes_metrics_csv(shrunk_run: TrainedRun) -> None:
 def test_a_resume_with_an_unreadable_metrics_csv_is_refused_before_it_trains(
     shrunk_run: TrainedRun, tmp_path, capsys, damage, problem
 ) -> None:
-    """Before this was checked, the first refused at its first line and the second trained an
-    epoch and then failed to write the file."""
+    """Before this was checked, the first failed with a traceback and the second trained an
+    epoch and then failed to write the file. Refused before anything changes: the
+    checkpoints, config.json (which a resume rewrites) and the log are as they were."""
     run = shrunk_run.copy_to(tmp_path)
-    csv_path = run.save_dir / "log" / run.models.parent.name / run.models.name / "metrics.csv"
-    damage(csv_path)
-    before = {p.name: p.read_bytes() for p in run.models.glob("*.pth")}
+    log = run.save_dir / "log" / run.models.parent.name / run.models.name
+    damage(log / "metrics.csv")
+    files = [*run.models.glob("*.pth"), run.models / "config.json", log / "info.log"]
+    before = {path: path.read_bytes() for path in files}
     argv = ["-r", str(run.models), "-o", "trainer.epochs=3"]
-    assert_refused(train.main, argv, capsys, f"{csv_path}: cannot be read", problem)
-    assert {p.name: p.read_bytes() for p in run.models.glob("*.pth")} == before
-    assert csv_path.is_dir() or csv_path.read_bytes() == b"epoch,step\n1,\xff\xfe\n"
+    assert_refused(train.main, argv, capsys, f"{log / 'metrics.csv'}: cannot be read", problem)
+    assert {path: path.read_bytes() for path in files} == before
+    assert (log / "metrics.csv").is_dir() or (log / "metrics.csv").read_bytes().endswith(b"\xfe\n")

@@ -135,6 +135,19 @@ def check_writable(path: str | Path) -> None:
         raise _unwritable(path, error) from None
 
 
+def check_readable_text(path: Path) -> None:
+    """Refuse now a text file a resumed run goes on writing (metrics.csv) that cannot be read
+    (not UTF-8, a directory in its place), before the run changes anything."""
+    if not path.exists():
+        return
+    try:
+        path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        problem = error.strerror if isinstance(error, OSError) else error_summary(error)
+        raise UserError(f"{path}: cannot be read as text ({problem}); move it away, and the "
+                        "resumed run starts a new one") from None  # fmt: skip
+
+
 def _unwritable(path: Path, error: OSError) -> UserError:
     if isinstance(error, IsADirectoryError):
         fix = "move that directory out of the way"

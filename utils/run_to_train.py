@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.checkpoint import check_writable, numbered_checkpoints
+from utils.checkpoint import check_readable_text, check_writable, numbered_checkpoints
 from utils.errors import UserError
 from utils.job import restart_count, slurm_job_id
 from utils.run_dir import (
@@ -74,6 +74,8 @@ def take_run_dirs(
         run_dirs = create_run_dirs(
             config["trainer"]["save_dir"], config["name"], args.run_id, args.run_id_key
         )
+    if resuming and config["trainer"]["metrics_csv"]:
+        check_readable_text(run_dirs.log / "metrics.csv")  # which the run goes on writing
     check_writable(run_dirs.models / "config.json")  # a refusal leaves no lock or log behind
     lock_run_dir(run_dirs.models)  # before anything in it changes
     make_log_dir(run_dirs.log)  # gone from a copied or moved run

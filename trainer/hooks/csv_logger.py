@@ -9,7 +9,6 @@ from pathlib import Path
 from base import BaseTrainer, Hook
 from trainer.hooks.tensorboard_logger import learning_rates
 from utils.checkpoint import atomic_write
-from utils.errors import UserError, error_summary
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +71,13 @@ class CSVLogger(Hook):
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and rows of an existing metrics.csv; none when there is no file. One that
-    cannot be read is refused before the resumed run trains (it would fail at the epoch's
-    end), and left as it is."""
+    """The header and rows of an existing metrics.csv (one that cannot be read was refused
+    before the resumed run changed anything: `take_run_dirs`); none when there is no file."""
     if not path.exists():
         return [], []
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            return list(reader.fieldnames or []), list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        problem = error.strerror if isinstance(error, OSError) else error_summary(error)
-        raise UserError(f"{path}: cannot be read as the run's metrics.csv ({problem}); move it "
-                        "away and the resumed run starts a new one") from None  # fmt: skip
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
 
 
 def completed_epoch(row: dict[str, str], epochs_done: int) -> bool:
