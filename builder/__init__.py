@@ -1,11 +1,11 @@
 """Build the parts of a run that the config names, each only from its designated modules.
 
-This is the one table of where a config `type` may come from:
-`arch` from the modules of the `model` package, `data_loader` from `data_loader.data_loaders`,
-`loss` from `model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric`, `optimizer`
-from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type` from the
-modules of the `trainer` package, `trainer.hooks` from the modules of `trainer.hooks`,
-`test.report` from the reports of the modules of `logger.reports`.
+This is the one table of where a config `type` may come from: `arch` from the modules of the
+`model` package, `data_loader` from the modules of the `data_loader` package, `loss` from
+`model.loss` then `torch.nn`'s loss classes, `metrics` from `model.metric` then torchmetrics,
+`optimizer` from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type`
+from the modules of the `trainer` package, `trainer.hooks` from the modules of
+`trainer.hooks`, `test.report` from the reports of the modules of `logger.reports`.
 
 `build_trainer` (trainer.py) builds them all and the trainer around them; each kind of part
 has its own module: parts.py (data loader, models, loss, metrics), optimizers.py

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import data_loader.data_loaders as data_loaders
+import data_loader
 import model
 import model.loss as losses
 import model.metric as metrics
@@ -29,7 +29,7 @@ def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> E
     device, where it keeps its tensors with `device_resident: true`.
     """
     node = config["data_loader"]
-    loader_class = lookup("data_loader", node["type"], [data_loaders], is_subclass_of(EpochLoader))
+    loader_class = lookup_in_package("data_loader", node["type"], data_loader, _is_loader)
     if "device" in inspect.signature(loader_class).parameters:
         overrides["device"] = device
     return instantiate("data_loader", loader_class, {**node["args"], **overrides})
@@ -84,6 +84,12 @@ def build_metrics(config: dict) -> dict[str, Callable]:
         else:
             built[name] = build_callable(path, metric, node["args"], n_inputs=2)
     return built
+
+
+def _is_loader(value: Any) -> bool:
+    """A loader of the project's (the base classes it derives from take tensors or a
+    dataset, which no config can give)."""
+    return is_subclass_of(EpochLoader)(value) and not value.__module__.startswith("base.")
 
 
 def _is_metric(value: Any) -> bool:

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from conftest import epoch_lines, load, run_dir, run_script
 
-DATA_LOADER = '''
+DATA_LOADER = '''"""A loader in a file of its own: data_loader.type is looked up in every module."""
+
+import torch
+
+from base import TensorDataLoader
+
 
 class TabularDataLoader(TensorDataLoader):
     """Synthetic tabular data: 6 features per sample, 3 classes by a fixed linear rule."""
@@ -105,8 +110,7 @@ CONFIG = {
 def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path: Path) -> None:
     project = tmp_path / "TabularProject"
     assert run_script("new_project.py", str(project)).returncode == 0
-    with open(project / "data_loader" / "data_loaders.py", "a") as file:
-        file.write(textwrap.dedent(DATA_LOADER))
+    (project / "data_loader" / "tabular.py").write_text(DATA_LOADER)
     with open(project / "model" / "model.py", "a") as file:
         file.write(textwrap.dedent(MODEL))
     (project / "trainer" / "l1_trainer.py").write_text(TRAINER)
