@@ -196,11 +196,13 @@ def toy_config(**trainer_options) -> dict:
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The tests of copies (their own suites take minutes) first: started last, one would keep
-    a worker busy long after the other had run out of tests."""
+    """The longest tests first: the tests of copies (their own suites take minutes), then the
+    other slow ones. Started last, one would keep a worker busy long after the other had run
+    out of tests; the many short ones fill the end instead."""
 
-    def order(item) -> tuple[bool, bool]:
+    def order(item) -> tuple[bool, bool, bool]:
         suite = item.nodeid.endswith("::test_make_test_installs_a_lean_copy_and_its_suite_passes")
-        return not suite, not item.nodeid.startswith("tests/test_new_project.py::")
+        copies = item.nodeid.startswith("tests/test_new_project.py::")
+        return not suite, not copies, item.get_closest_marker("slow") is None
 
     items.sort(key=order)
