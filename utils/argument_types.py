@@ -7,7 +7,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from utils.errors import UserError
+from utils.errors import UserError, shown
 
 
 def check_argument_types(path: str, target: Callable, title: str, args: dict) -> None:
@@ -37,7 +37,7 @@ def check_argument_types(path: str, target: Callable, title: str, args: dict) ->
         except ValidationError:
             pass
         wrong_kind = (
-            f"{where}: {value!r} is {_kind_name(value)}; {title} takes {_hint_name(hint)} here"
+            f"{where}: {shown(value)} is {_kind_name(value)}; {title} takes {_hint_name(hint)} here"
         )
         if isinstance(value, bool):  # (lax, true would pass for 1)
             raise UserError(wrong_kind)
@@ -53,11 +53,11 @@ def _problem_line(where: str, value: Any, title: str, hint: Any, error: Any) -> 
     problem = error.errors()[0]
     message = problem["msg"][0].lower() + problem["msg"][1:]
     if _is_choice(hint):  # pydantic's errors are then one per type of the choice
-        return f"{where}: {value!r} is not valid for {title}: expected {_hint_name(hint)}"
+        return f"{where}: {shown(value)} is not valid for {title}: expected {_hint_name(hint)}"
     if problem["loc"]:  # an item of a list or mapping
         item = "".join(f"[{part!r}]" for part in problem["loc"])
-        return f"{where}{item}: {message} (in {value!r}, for {title})"
-    return f"{where}: {value!r} is not valid for {title}: {message}"
+        return f"{where}{item}: {message} (in {shown(value)}, for {title})"
+    return f"{where}: {shown(value)} is not valid for {title}: {message}"
 
 
 SCALAR_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}

@@ -15,7 +15,6 @@ from utils.config_file import (
     key_text,
     load_config_file,
     shape_problem,
-    shown,
     value_problems,
 )
 from utils.config_keys import (
@@ -30,7 +29,7 @@ from utils.config_keys import (
     TRAINER_KEYS,
     Key,
 )
-from utils.errors import UserError, did_you_mean
+from utils.errors import UserError, did_you_mean, shown
 
 
 def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:

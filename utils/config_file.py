@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import reprlib
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,39 +19,11 @@ from typing import Any
 
 import yaml
 
-from utils.errors import UserError
+from utils.errors import UserError, cut, shown
 
 MAX_FILE_BYTES = 1 << 20  # a config is a few kB; 1 MiB leaves room for long lists of numbers
 MAX_VALUES = 100_000  # mappings, lists and scalars, counted with YAML aliases expanded
 MAX_DEPTH = 32  # levels of nesting; the code that walks a config recurses, well within limits
-
-
-class _Repr(reprlib.Repr):
-    """`repr`, bounded at every level (so a huge or shared value prints fast), and huge
-    integers by their size (Python refuses to write out more than 4300 digits)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxstring = self.maxother = 80
-        self.maxlevel = 3
-
-    def repr_int(self, value: int, level: int) -> str:
-        if value.bit_length() > 1024:
-            return f"<an integer of {value.bit_length()} bits>"
-        return super().repr_int(value, level)
-
-
-_REPR = _Repr()
-
-
-def cut(text: str, limit: int = 100) -> str:
-    """`text`, shortened to `limit` characters with `...` where it was cut."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def shown(value: Any) -> str:
-    """`repr(value)` for an error message: at most 100 characters, whatever the value."""
-    return cut(_REPR.repr(value))
 
 
 class _Refused(Exception):

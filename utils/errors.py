@@ -2,7 +2,9 @@
 `TrainingFailed` (exit code 1)."""
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 
 class TrainingFailed(Exception):
@@ -46,3 +48,31 @@ def error_summary(error: BaseException) -> str:
     """`Type: first line of the message`, for one-line reports of an unexpected failure."""
     line = first_line(error)
     return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
+class _Repr(reprlib.Repr):
+    """`repr`, bounded at every level (so a huge or shared value prints fast), and huge
+    integers by their size (Python refuses to write out more than 4300 digits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 80
+        self.maxlevel = 3
+
+    def repr_int(self, value: int, level: int) -> str:
+        if value.bit_length() > 1024:
+            return f"<an integer of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+
+_REPR = _Repr()
+
+
+def cut(text: str, limit: int = 100) -> str:
+    """`text`, shortened to `limit` characters with `...` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message: at most 100 characters, whatever the value."""
+    return cut(_REPR.repr(value))
