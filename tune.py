@@ -44,7 +44,9 @@ from utils.search_space import (
     check_searched_lr,
     load_search,
     monitored,
+    most_epochs,
     override,
+    ray_spaces,
 )
 
 RECORD_NAME = "search.json"  # in the search directory: what the search was started with
@@ -170,20 +172,6 @@ def take_search_directory(directory: Path) -> Path | None:
     return made
 
 
-def ray_spaces(search: Search) -> dict[str, Any]:
-    """Ray Tune's search space objects for the search file's spaces, by dotted key."""
-    from ray import tune
-
-    makers = {
-        "choice": lambda values: tune.choice(list(values)),
-        "grid": lambda values: tune.grid_search(list(values)),
-        "uniform": lambda bounds: tune.uniform(*bounds),
-        "loguniform": lambda bounds: tune.loguniform(*bounds),
-        "randint": lambda bounds: tune.randint(*bounds),  # high exclusive, as in the file
-    }
-    return {space.key: makers[space.kind](space.values) for space in search.spaces}
-
-
 def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, restore: bool):
     """Ray's Tuner for the search: a new one, or the one restored from `directory`."""
     from ray import tune
@@ -219,12 +207,6 @@ def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, r
             verbose=1,
         ),
     )
-
-
-def most_epochs(search: Search, config: dict) -> int:
-    """The most epochs a trial can run: `trainer.epochs`, or the largest it is searched over."""
-    spaces = [space for space in search.spaces if space.key == "trainer.epochs"]
-    return max(spaces[0].edge_values()) if spaces else config["trainer"]["epochs"]
 
 
 def ray_trial_dirname(trial: Any) -> str:

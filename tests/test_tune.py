@@ -35,6 +35,7 @@ from utils.search_space import (
     load_search,
     monitored,
     override,
+    ray_spaces,
 )
 
 CONFIG = str(ROOT / "config" / "config.json")
@@ -69,7 +70,7 @@ space:
     ]  # fmt: skip
     assert (search.num_samples, search.scheduler, search.scheduler_args) == (1, "ASHA", {})
     assert search.resources_per_trial == {"cpu": 1, "gpu": 0}
-    spaces = tune.ray_spaces(search)
+    spaces = ray_spaces(search)
     assert spaces["lr_scheduler.args.gamma"] == {"grid_search": [0.1, 0.5]}
     assert (spaces["trainer.epochs"].lower, spaces["trainer.epochs"].upper) == (2, 5)
 

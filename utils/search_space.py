@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint_fields import is_int, is_number
-from utils.config_file import load_config_file, shown
+from utils.config_file import load_config_file
 from utils.config_keys import parse_monitor
-from utils.errors import UserError, did_you_mean
+from utils.errors import UserError, did_you_mean, shown
 
 SEARCH_KEYS = ("space", "num_samples", "max_concurrent_trials", "scheduler",
                "resources_per_trial", "max_failures")  # fmt: skip
@@ -258,3 +258,23 @@ def check_searched_lr(search: Search, config: dict, path: str | Path) -> None:
             f"rate from lr_scheduler.args.{cyclic[node['type']]} at every step, so the "
             "optimizer's lr changes nothing; search lr_scheduler.args.max_lr instead"
         )
+
+
+def most_epochs(search: Search, config: dict) -> int:
+    """The most epochs a trial can run: `trainer.epochs`, or the largest it is searched over."""
+    spaces = [space for space in search.spaces if space.key == "trainer.epochs"]
+    return max(spaces[0].edge_values()) if spaces else config["trainer"]["epochs"]
+
+
+def ray_spaces(search: Search) -> dict[str, Any]:
+    """Ray Tune's search space objects for the search file's spaces, by dotted key."""
+    from ray import tune
+
+    makers = {
+        "choice": lambda values: tune.choice(list(values)),
+        "grid": lambda values: tune.grid_search(list(values)),
+        "uniform": lambda bounds: tune.uniform(*bounds),
+        "loguniform": lambda bounds: tune.loguniform(*bounds),
+        "randint": lambda bounds: tune.randint(*bounds),  # high exclusive, as in the file
+    }
+    return {space.key: makers[space.kind](space.values) for space in search.spaces}
