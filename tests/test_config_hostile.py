@@ -390,6 +390,8 @@ def test_top_k_acc_refuses_a_bad_k_when_called():
         "k" * 5000 + "=1",
         "arch.type=" + "a" * 5000,  # a name the builder would look up (and show)
         "trainer.epochs=" + "9" * 5000,  # more digits than Python turns into an int: a string
+        "arch.args.num_classes=[" + ", ".join(["7"] * 5000) + "]",  # refused by a type hint
+        "optimizer.args.betas=[0.9, " + "z" * 5000 + "]",  # an item refused by a type hint
     ],
 )
 def test_error_messages_stay_short_whatever_the_value(tmp_path, capsys, override):
