@@ -73,10 +73,7 @@ class BaseDataLoader(DataLoader):
         drop_last: bool = False,
         split_seed: int = 0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        # (A bad batch_size or num_workers is refused by the config's check and by DataLoader.)
         train_indices, valid_indices = split_indices(len(dataset), validation_split, split_seed)
         self.valid_dataset = Subset(dataset, valid_indices) if valid_indices else None
         self.loader_options = {
