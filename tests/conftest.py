@@ -32,11 +32,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+SESSION_ROOT_LEVEL = logging.getLogger().level
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging():
     """A test that runs an entry point in process gets its logging set up (root level, console
-    and file handlers); the next test starts with the logging it had before."""
+    and file handlers); the next test starts with the logging it had before. Each test starts
+    at the session's root level: a module-scoped fixture that ran an entry point (set up
+    before this fixture) would otherwise leave the root at DEBUG for every later test."""
     root = logging.getLogger()
+    root.setLevel(SESSION_ROOT_LEVEL)
     level, handlers = root.level, list(root.handlers)
     yield
     for handler in list(root.handlers):
