@@ -17,17 +17,11 @@ from trainer.hooks import (
 from utils.build import instantiate, is_subclass_of, lookup_in_package
 from utils.errors import UserError
 
-# Each built-in hook: the trainer key that adds it, and whether it does for a run's
-# trainer options and LR scheduler intervals (as in `build_hooks`).
-ADDED_BY = {
-    EarlyStopping: ("trainer.early_stop", lambda options, _: options["early_stop"] > 0),
-    CSVLogger: ("trainer.metrics_csv", lambda options, _: options["metrics_csv"]),
-    TensorBoardLogger: ("trainer.tensorboard", lambda options, _: options["tensorboard"]),
-    ProgressBar: ("trainer.progress_bar", lambda options, _: options["progress_bar"]),
-    LRSchedulerStep: ("lr_scheduler", lambda _, intervals: bool(intervals)),
-    Checkpointer: ("trainer.save_period", lambda *_: True),
-    StopOnSignal: ("the trainer itself", lambda *_: True),
-}
+# The key that adds each built-in hook, for the message that refuses it in `trainer.hooks`.
+ADDED_BY = {EarlyStopping: "trainer.early_stop", CSVLogger: "trainer.metrics_csv",
+            TensorBoardLogger: "trainer.tensorboard", ProgressBar: "trainer.progress_bar",
+            LRSchedulerStep: "lr_scheduler", Checkpointer: "trainer.save_period",
+            StopOnSignal: "the trainer itself"}  # fmt: skip
 BUILT_IN = tuple(ADDED_BY)
 
 
@@ -46,10 +40,6 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
         if evaluation and not hook_class.in_evaluation:
             continue
         user.append(_instantiate_hook(path, hook_class, node["args"]))  # arguments checked
-        key, adds = ADDED_BY.get(hook_class, ("", lambda *_: False))
-        if not evaluation and adds(options, intervals):
-            raise UserError(f"{path}: {hook_class.__name__} is a built-in hook, already added "
-                            f"by {key}; set that key to configure it")  # fmt: skip
     if evaluation:
         return user
     built = [LRSchedulerStep(intervals)] if intervals else []
@@ -65,7 +55,19 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
         built.append(TensorBoardLogger(options["log_images"]))
     if options["progress_bar"]:
         built.append(ProgressBar())
+    _refuse_built_in_twice(user, built)
     return built
+
+
+def _refuse_built_in_twice(user: list[Hook], built: list[Hook]) -> None:
+    """A built-in hook in `trainer.hooks` that its trainer key adds too: one line naming the
+    key (the two would clash in the checkpoint)."""
+    added = {type(hook) for hook in built if not any(hook is own for own in user)}
+    for index, hook in enumerate(user):  # (outside test.py, `user` is every node's hook)
+        if type(hook) in added:
+            raise UserError(f"trainer.hooks[{index}]: {type(hook).__name__} is a built-in hook, "
+                            f"already added by {ADDED_BY[type(hook)]}; set that key to "
+                            "configure it")  # fmt: skip
 
 
 def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:
