@@ -40,13 +40,13 @@ from logger.reports.output import (
     write_report,
 )
 from logger.reports.recorder import ReportRecorder
-from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
-from utils.checkpoint_fields import check_config, naming_checkpoint
+from utils.checkpoint.fields import check_config, naming_checkpoint
+from utils.checkpoint.files import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import load_run_config
-from utils.device import select_device
+from utils.config.check import load_run_config
+from utils.distributed.device import select_device
 from utils.errors import UserError
-from utils.run_dir import readable_path
+from utils.run.dirs import readable_path
 
 logger = logging.getLogger("test")
 

@@ -30,12 +30,12 @@ from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, trainer_keys
 from logger.logger import setup_logging
-from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
-from utils.checkpoint_fields import check_config, naming_checkpoint
+from utils.checkpoint.fields import check_config, naming_checkpoint
+from utils.checkpoint.files import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config import load_run_config
-from utils.device import select_device
-from utils.distributed import (
+from utils.config.check import load_run_config
+from utils.distributed.device import select_device
+from utils.distributed.process_group import (
     barrier,
     broadcast_from_main,
     init_distributed,
@@ -48,9 +48,9 @@ from utils.distributed import (
     world_size,
 )
 from utils.errors import UserError
-from utils.job import requeue_slurm_job, restart_count, slurm_job_id
-from utils.run_dir import RunDirs, readable_path
-from utils.run_to_train import (
+from utils.run.dirs import RunDirs, readable_path
+from utils.run.job import requeue_slurm_job, restart_count, slurm_job_id
+from utils.run.to_train import (
     continue_restarted_job,
     default_run_id,
     run_to_restart,

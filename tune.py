@@ -28,17 +28,17 @@ import torch
 
 import train
 from builder import build_trainer, trainer_keys
-from utils.checkpoint import newest_checkpoint, numbered_checkpoints, write_json
+from utils.checkpoint.files import newest_checkpoint, numbered_checkpoints, write_json
 from utils.cli import ArgumentParser, add_override_option, run_main
-from utils.config import config_changes, load_run_config
-from utils.config_file import load_config_file
-from utils.config_keys import is_path_component
+from utils.config.check import config_changes, load_run_config
+from utils.config.file import load_config_file
+from utils.config.keys import is_path_component
 from utils.errors import TrainingFailed, UserError
-from utils.ray_cluster import check_machine, import_ray, start_ray
-from utils.run_dir import readable_path
-from utils.run_lock import lock_directory
-from utils.search_results import best_config, trial_rows, trials_table, write_trials_csv
-from utils.search_space import (
+from utils.run.dirs import readable_path
+from utils.run.lock import lock_directory
+from utils.search.ray_cluster import check_machine, import_ray, start_ray
+from utils.search.results import best_config, trial_rows, trials_table, write_trials_csv
+from utils.search.space import (
     Search,
     check_edge_values,
     check_searched_lr,

@@ -12,16 +12,16 @@ from base.epoch_batches import BatchFailed, EpochBatches
 from base.epoch_loader import EpochLoader
 from base.gradient_updates import GradientUpdates, NonFiniteLoss
 from base.hook import Hook, check_state_keys
+from base.metric_tracker import MetricTracker
 from base.model_wrapping import wrap_model
 from base.monitor import Monitor
 from base.sharding import strategy_problem
 from base.trainer_state import TrainerState
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
-from utils.distributed import is_distributed
+from utils.distributed.process_group import is_distributed
 from utils.errors import TrainingFailed, UserCodeFailed, UserError
-from utils.metric_tracker import MetricTracker
-from utils.run_dir import RunDirs
+from utils.run.dirs import RunDirs
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from base.epoch_loader import EpochLoader
-from utils.distributed import world_size
+from utils.distributed.process_group import world_size
 from utils.errors import UserError, error_summary
 
 

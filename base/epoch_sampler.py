@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from utils.distributed import shard, share_size
+from utils.distributed.process_group import shard, share_size
 
 
 class EpochSampler(Sampler[int]):

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from base.sharding import is_sharded, is_sharded_tensor
-from utils.distributed import all_reduce_sum, is_distributed
+from utils.distributed.precision import amp_dtype, autocast
+from utils.distributed.process_group import all_reduce_sum, is_distributed
 from utils.errors import TrainingFailed
-from utils.precision import amp_dtype, autocast
 
 logger = logging.getLogger(__name__)
 

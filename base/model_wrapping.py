@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from base.sharding import shard
-from utils.distributed import is_distributed
+from utils.distributed.process_group import is_distributed
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)

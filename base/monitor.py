@@ -3,7 +3,7 @@
 import math
 from typing import Any
 
-from utils.config_keys import parse_monitor
+from utils.config.keys import parse_monitor
 from utils.errors import UserError, did_you_mean
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.base_trainer import BaseTrainer
-from utils.config import check_named_nodes, is_named_nodes
-from utils.config_keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
-from utils.param_groups import group_parameters
+from utils.config.check import check_named_nodes, is_named_nodes
+from utils.config.keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
+from utils.config.param_groups import group_parameters
 
 _ABSENT = object()
 

@@ -30,7 +30,7 @@ from base.resume_refusals import (
     one_cycle_lengths,
     replaced_optimizers,
 )
-from utils.config import config_changes
+from utils.config.check import config_changes
 from utils.errors import UserError
 
 

@@ -13,7 +13,7 @@ from base.optimizer_argument_changes import (
     optimizer_arguments,
     schedulers_in,
 )
-from utils.config import config_changes
+from utils.config.check import config_changes
 
 
 def _fine_tune(goal: str = "change it") -> str:

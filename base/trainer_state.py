@@ -15,11 +15,11 @@ from base.sharding import (
     load_full_optimizer_state,
     load_full_weights,
 )
-from utils.checkpoint import save_checkpoint
-from utils.checkpoint_fields import FieldError
-from utils.distributed import barrier, is_distributed
+from utils.checkpoint.fields import FieldError
+from utils.checkpoint.files import save_checkpoint
+from utils.checkpoint.saved_states import load_like, load_optimizer_state, load_weights
+from utils.distributed.process_group import barrier, is_distributed
 from utils.errors import error_summary
-from utils.saved_states import load_like, load_optimizer_state, load_weights
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)

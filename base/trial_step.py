@@ -24,7 +24,7 @@ from base.epoch_batches import no_batch_message
 from base.gradient_updates import GradientUpdates
 from base.sharding import class_name
 from utils.batch import to_device
-from utils.config import is_named_nodes, metric_name
+from utils.config.check import is_named_nodes, metric_name
 from utils.errors import TrainingFailed, UserError, error_summary
 from utils.seed import get_rng_state, set_rng_state
 

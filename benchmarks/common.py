@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from base import BaseTrainer
-from utils.run_dir import RunDirs
+from utils.run.dirs import RunDirs
 
 
 def cpu_model() -> str:

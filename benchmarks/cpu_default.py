@@ -84,7 +84,7 @@ from benchmarks.common import (
 from data_loader.mnist5k import load_mnist5k
 from model.metric import accuracy, top_k_acc
 from model.model import LeNet
-from utils.config import load_config_file, resolve_config
+from utils.config.check import load_config_file, resolve_config
 from utils.seed import seed_everything
 
 CONFIG = ROOT / "config" / "config.json"

@@ -84,9 +84,9 @@ from logger.logger import setup_logging
 from model import loss as losses
 from model.model import LeNet
 from trainer import Trainer
-from utils.config import resolve_config
-from utils.precision import AMP_DTYPES
-from utils.run_dir import create_run_dirs
+from utils.config.check import resolve_config
+from utils.distributed.precision import AMP_DTYPES
+from utils.run.dirs import create_run_dirs
 
 DATA_SEED, MODEL_SEED = 0, 0
 Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # one epoch's batches

@@ -14,7 +14,7 @@ from trainer.hooks import (
     StopOnSignal,
     TensorBoardLogger,
 )
-from utils.build import instantiate, is_subclass_of, lookup_in_package
+from utils.config.build import instantiate, is_subclass_of, lookup_in_package
 from utils.errors import UserError
 
 # The key that adds each built-in hook, for the message that refuses it in `trainer.hooks`.

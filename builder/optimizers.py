@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
-from utils.build import instantiate, is_subclass_of, lookup
-from utils.config import check_node, is_named_nodes
+from utils.config.build import instantiate, is_subclass_of, lookup
+from utils.config.check import check_node, is_named_nodes
+from utils.config.param_groups import build_param_groups
 from utils.errors import UserError
-from utils.param_groups import build_param_groups
 
 
 def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
@@ -28,7 +28,7 @@ def build_optimizers(
     config: dict, built_models: dict[str, nn.Module], groups: bool = True
 ) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per model, over its trainable parameters (models without any get none),
-    in the parameter groups its node's `param_groups` make (utils/param_groups.py); without
+    in the parameter groups its node's `param_groups` make (utils/config/param_groups.py); without
     `groups` (stand-in models, whose names are not the config's), in one group."""
     nodes = named(config["optimizer"], built_models, "optimizer")
     accept = is_subclass_of(torch.optim.Optimizer)

@@ -14,8 +14,14 @@ import model
 import model.loss as losses
 import model.metric as metrics
 from base import EpochLoader
-from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
-from utils.config import is_named_nodes, metric_name
+from utils.config.build import (
+    build_callable,
+    instantiate,
+    is_subclass_of,
+    lookup,
+    lookup_in_package,
+)
+from utils.config.check import is_named_nodes, metric_name
 from utils.errors import UserError
 
 # Where a `metrics` entry's type is looked up, the first one that has it winning.

@@ -7,7 +7,7 @@ import pkgutil
 import logger.reports
 from base import BaseTrainer
 from logger.reports.report import Report
-from utils.build import is_subclass_of
+from utils.config.build import is_subclass_of
 from utils.errors import UserError, did_you_mean
 
 AUTO = ("classification", "reconstruction", "regression")  # what `auto` tries, in this order

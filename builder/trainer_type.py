@@ -7,8 +7,8 @@ from typing import Any
 
 import trainer
 from base import BaseTrainer
-from utils.build import is_subclass_of, lookup_in_package
-from utils.config_keys import Key
+from utils.config.build import is_subclass_of, lookup_in_package
+from utils.config.keys import Key
 from utils.errors import UserError
 
 SHARED_ARGUMENTS = set(inspect.signature(BaseTrainer.__init__).parameters) | {

@@ -15,7 +15,7 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def top_k_acc(output: torch.Tensor, target: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Fraction of samples whose target is among the `k` highest-scoring classes.
 
-    A config's `k` is checked when the config is read (`METRIC_ARGS` in utils/config.py);
+    A config's `k` is checked when the config is read (`METRIC_ARGS` in utils/config/check.py);
     this check is for code that calls the function itself.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

@@ -14,8 +14,8 @@ from annotated_types import Ge, MinLen
 from torch import nn
 
 from base import BaseModel
+from utils.checkpoint.saved_states import load_weights
 from utils.errors import UserError, did_you_mean, error_summary
-from utils.saved_states import load_weights
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 
 from builder import build_hooks, trainer_options
 from trainer import Trainer
-from utils.config import resolve_config
+from utils.config.check import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

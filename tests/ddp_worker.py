@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 import train
-from utils.distributed import rank, shutdown
+from utils.distributed.process_group import rank, shutdown
 
 if __name__ == "__main__":
     out_dir, *train_args = sys.argv[1:]

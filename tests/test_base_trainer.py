@@ -8,9 +8,9 @@ from torch import nn
 
 from base import BaseTrainer, TensorDataLoader
 from builder import build_hooks, trainer_options
-from utils.config import resolve_config
+from utils.config.check import resolve_config
 from utils.errors import UserError
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 
 BASE_CONFIG = {
     "name": "toy",

@@ -1,4 +1,4 @@
-"""utils/build.py and builder/: config nodes to objects, from designated modules."""
+"""utils/config/build.py and builder/: config nodes to objects, from designated modules."""
 
 import os
 import types
@@ -23,8 +23,14 @@ from builder import (
     trainer_keys,
 )
 from model.model import LeNet
-from utils.build import build_callable, instantiate, is_subclass_of, lookup, lookup_in_package
-from utils.config import load_config_file, resolve_config
+from utils.config.build import (
+    build_callable,
+    instantiate,
+    is_subclass_of,
+    lookup,
+    lookup_in_package,
+)
+from utils.config.check import load_config_file, resolve_config
 from utils.errors import UserError
 
 CPU = torch.device("cpu")

@@ -1,4 +1,5 @@
-"""utils/checkpoint.py, utils/seed.py and utils/run_dir.py: what a run writes and reads back."""
+"""utils/checkpoint/files.py, utils/seed.py and utils/run/dirs.py: what a run writes and reads
+back."""
 
 import os
 import random
@@ -10,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint, write_json
+from utils.checkpoint.files import CHECKPOINT_KEYS, load_checkpoint, save_checkpoint, write_json
 from utils.errors import UserError
-from utils.run_dir import RunDirs, create_run_dirs, run_dirs_at
+from utils.run.dirs import RunDirs, create_run_dirs, run_dirs_at
 from utils.seed import get_rng_state, seed_everything, set_rng_state
 
 
@@ -298,7 +299,7 @@ def test_seed_everything_is_repeatable():
     assert draws()[0] != first[0]
 
 
-# ---------------------------------------------------------------- utils/run_dir.py
+# ---------------------------------------------------------------- utils/run/dirs.py
 
 
 def test_create_run_dirs_layout(tmp_path):

@@ -1,7 +1,8 @@
 """Checkpoints as found on disk: damaged bytes, files a copy or `touch` re-dated, stray files
 beside them, and fields that do not hold what the template writes. Each is refused (or, in
 `-r RUN_DIR`, passed over) by name, before any of it is used and before anything is written
-(utils/checkpoint.py's loads, utils/checkpoint_fields.py, utils/saved_states.py)."""
+(the loads of utils/checkpoint/files.py, then utils/checkpoint/fields.py and
+utils/checkpoint/saved_states.py)."""
 
 import os
 import shutil
@@ -18,10 +19,10 @@ from torch import nn
 
 import train
 from builder import build_trainer
-from utils.checkpoint import load_checkpoint, newest_checkpoint
-from utils.config import resolve_config
+from utils.checkpoint.files import load_checkpoint, newest_checkpoint
+from utils.checkpoint.saved_states import load_weights
+from utils.config.check import resolve_config
 from utils.errors import UserError
-from utils.saved_states import load_weights
 
 
 def files_under(directory: Path) -> dict[str, bytes | None]:

@@ -1,4 +1,4 @@
-"""utils/config.py: reading, overriding and validating the run config."""
+"""utils/config/check.py: reading, overriding and validating the run config."""
 
 import copy
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import apply_overrides, load_config_file, resolve_config
-from utils.config_keys import TRAINER_KEYS, parse_monitor
+from utils.config.check import apply_overrides, load_config_file, resolve_config
+from utils.config.keys import TRAINER_KEYS, parse_monitor
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

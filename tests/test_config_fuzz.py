@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import train
-from utils.config import load_config_file
-from utils.config_keys import MAX_WORKERS, TOP_LEVEL_KEYS, TRAINER_KEYS, Key
+from utils.config.check import load_config_file
+from utils.config.keys import MAX_WORKERS, TOP_LEVEL_KEYS, TRAINER_KEYS, Key
 from utils.errors import UserError
 
 SHIPPED = [  # (not the configs that download their data: no network in tests)

@@ -18,8 +18,8 @@ from test_cli_errors import assert_refused, run_in_process
 
 import train
 from model.metric import top_k_acc
-from utils.config import apply_overrides, load_config_file, resolve_config
-from utils.config_keys import MAX_WORKERS
+from utils.config.check import apply_overrides, load_config_file, resolve_config
+from utils.config.keys import MAX_WORKERS
 from utils.errors import UserError
 
 SHIPPED = json.loads((ROOT / "config" / "config.json").read_text())

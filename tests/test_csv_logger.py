@@ -16,7 +16,7 @@ from base import BaseTrainer, Hook, TensorDataLoader
 from model.metric import accuracy
 from trainer import Trainer
 from trainer.hooks import CSVLogger
-from utils.run_dir import RunDirs, create_run_dirs
+from utils.run.dirs import RunDirs, create_run_dirs
 
 STEPS_PER_EPOCH = 7  # batches of 4, one optimizer step each
 

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
 
 from builder import build_trainer
-from utils.config import load_config_file, resolve_config
+from utils.config.check import load_config_file, resolve_config
 
 CONFIG = str(ROOT / "config" / "config.json")
 

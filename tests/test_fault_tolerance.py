@@ -25,10 +25,10 @@ from conftest import (
 )
 
 from base import TensorDataLoader
-from utils.checkpoint import load_checkpoint
-from utils.config import resolve_config
+from utils.checkpoint.files import load_checkpoint
+from utils.config.check import resolve_config
 from utils.errors import TrainingFailed, UserError
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -284,7 +284,7 @@ def test_unwritable_save_dir_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_full_disk_stops_cleanly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
-    import utils.checkpoint
+    import utils.checkpoint.files
 
     trainer, run_dirs = toy_trainer(tmp_path, [], epochs=2)
     real_save = torch.save
@@ -297,10 +297,10 @@ def test_full_disk_stops_cleanly_and_keeps_the_previous_checkpoint(tmp_path, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(state, file)
 
-    monkeypatch.setattr(utils.checkpoint.torch, "save", save_then_fill_the_disk)
+    monkeypatch.setattr(utils.checkpoint.files.torch, "save", save_then_fill_the_disk)
     with pytest.raises(TrainingFailed, match="No space left on device"):
         trainer.train(run_dirs)
-    monkeypatch.setattr(utils.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(utils.checkpoint.files.torch, "save", real_save)
     assert load(run_dirs.models / "checkpoint-epoch1.pth")["epoch"] == 1
     assert not (run_dirs.models / "checkpoint-epoch2.pth").exists()
     assert not [p for p in run_dirs.models.iterdir() if p.name.endswith(".tmp")]

@@ -16,9 +16,9 @@ from test_trial_step import assert_trial_undone, overrides
 
 import train
 from builder import build_trainer, trainer_keys
-from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 
 CONFIG = str(ROOT / "config" / "gan.json")
 NAME = "Mnist_GAN"

@@ -13,9 +13,9 @@ from torch.optim import lr_scheduler as schedulers
 from base import BaseTrainer, Hook
 from builder import build_lr_schedulers, build_trainer, trainer_keys
 from trainer.hooks import LRSchedulerStep
-from utils.config import resolve_config
+from utils.config.check import resolve_config
 from utils.errors import UserError
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 from utils.seed import seed_everything
 
 LR = 1e-3

@@ -1,13 +1,13 @@
-"""base/base_model.py, model/ and utils/metric_tracker.py."""
+"""base/base_model.py, model/ and base/metric_tracker.py."""
 
 import pytest
 import torch
 from torch import nn
 
 from base import BaseModel
+from base.metric_tracker import MetricTracker
 from model.metric import accuracy, top_k_acc
 from model.model import LeNet
-from utils.metric_tracker import MetricTracker
 
 # ---------------------------------------------------------------- BaseModel
 

@@ -1,4 +1,4 @@
-"""Parameter groups from the config (utils/param_groups.py), with frozen parameters
+"""Parameter groups from the config (utils/config/param_groups.py), with frozen parameters
 (`BaseModel.freeze`): what each parameter trains at, on a small model of the test's own."""
 
 import pytest

@@ -16,7 +16,7 @@ import train
 from base import BaseTrainer, TensorDataLoader
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_hooks, build_lr_schedulers, build_optimizers, trainer_options
-from utils.config import resolve_config
+from utils.config.check import resolve_config
 from utils.errors import UserError
 
 CONFIG = str(ROOT / "config" / "config.json")

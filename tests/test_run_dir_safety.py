@@ -26,9 +26,9 @@ import base.trainer_state
 import train
 from base.monitor import Monitor
 from trainer.hooks import Checkpointer
-from utils.checkpoint import numbered_checkpoints
+from utils.checkpoint.files import numbered_checkpoints
 from utils.errors import TrainingFailed
-from utils.run_dir import RunDirs, run_dirs_at
+from utils.run.dirs import RunDirs, run_dirs_at
 
 CONFIG = str(ROOT / "config" / "config.json")
 FOUR_EPOCHS = ["-o", "trainer.epochs=4", "-o", "trainer.save_every_steps=2"]
@@ -166,7 +166,7 @@ def test_a_resumed_run_restores_its_best_model_from_the_epoch_that_set_it(tmp_pa
 
 def hold_lock(models: Path) -> subprocess.Popen:
     """Another process that has taken the run directory, once it says so."""
-    code = ("import sys; from pathlib import Path; from utils.run_lock import lock_run_dir; "
+    code = ("import sys; from pathlib import Path; from utils.run.lock import lock_run_dir; "
             f"lock_run_dir(Path({str(models)!r})); print('locked', flush=True); "
             "sys.stdin.read()")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,

@@ -9,11 +9,11 @@ import torch
 import torchvision
 from conftest import ROOT
 
+from base.metric_tracker import MetricInputs
 from builder import build_trainer, trainer_keys
 from utils.batch import to_device
-from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
-from utils.metric_tracker import MetricInputs
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, TrainedRun, run_dir, shrunk
 from test_fault_tolerance import wait_until
 
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint.files import load_checkpoint
 from utils.stop_signals import StopSignals, exit_on_stop_signals
 
 CONFIG = str(ROOT / "config" / "config.json")

@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT, load, run_dir, run_script
 from torch.utils.data import TensorDataset
 
-import utils.distributed
+import utils.distributed.process_group
 from base.base_data_loader import BaseDataLoader
 from base.tensor_data_loader import TensorDataLoader
 from data_loader.data_loaders import Mnist5kDataLoader, Mnist5kTensorDataLoader
@@ -171,8 +171,8 @@ def test_tensors_of_different_lengths_raise():
 
 def simulate_rank(monkeypatch, rank: int, n_ranks: int) -> None:
     """What torchrun would make `rank()` and `world_size()` say, where they are looked up."""
-    monkeypatch.setattr(utils.distributed, "rank", lambda: rank)
-    monkeypatch.setattr(utils.distributed, "world_size", lambda: n_ranks)
+    monkeypatch.setattr(utils.distributed.process_group, "rank", lambda: rank)
+    monkeypatch.setattr(utils.distributed.process_group, "world_size", lambda: n_ranks)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from base import BaseTrainer, Hook, TensorDataLoader
 from logger.tensorboard import TensorboardWriter, hyperparameters
 from trainer import Trainer
 from utils.errors import TrainingFailed
-from utils.run_dir import RunDirs, create_run_dirs
+from utils.run.dirs import RunDirs, create_run_dirs
 from utils.stop_signals import Stopped
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from utils.checkpoint import CHECKPOINT_KEYS
+from utils.checkpoint.files import CHECKPOINT_KEYS
 
 CONFIG = str(ROOT / "config" / "config.json")
 

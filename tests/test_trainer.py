@@ -12,7 +12,7 @@ from torch import nn
 
 from base import TensorDataLoader
 from utils.errors import TrainingFailed
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 
 
 class TwoInputs(nn.Module):

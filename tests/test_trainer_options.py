@@ -16,9 +16,9 @@ from base.model_wrapping import wrap_model
 from base.tensor_data_loader import TensorDataLoader
 from model.model import LeNet
 from trainer.trainer import Trainer
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint.files import save_checkpoint
 from utils.errors import UserError
-from utils.run_dir import create_run_dirs
+from utils.run.dirs import create_run_dirs
 
 CPU = torch.device("cpu")
 CONFIG = str(ROOT / "config" / "config.json")

@@ -19,7 +19,7 @@ import train
 from base.resume_changes import resume_with_changes
 from builder import build_optimizers, build_trainer, trainer_keys
 from model.torchvision_model import TorchvisionModel
-from utils.config import load_run_config
+from utils.config.check import load_run_config
 
 _spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
 test_script = importlib.util.module_from_spec(_spec)

@@ -24,11 +24,11 @@ from torch import nn
 
 import base.epoch_batches
 import train
-import utils.distributed
+import utils.distributed.process_group
 from base import BaseTrainer, TensorDataLoader
 from base.epoch_batches import EpochBatches
 from builder import build_trainer, trainer_keys
-from utils.config import apply_overrides, load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
 
 CONFIG = str(ROOT / "config" / "config.json")
@@ -190,9 +190,9 @@ def test_an_empty_loader_is_refused_by_any_trainer() -> None:
 
 
 def test_an_empty_share_under_torchrun_names_the_share(monkeypatch) -> None:
-    for module in (utils.distributed, base.epoch_batches):
+    for module in (utils.distributed.process_group, base.epoch_batches):
         monkeypatch.setattr(module, "world_size", lambda: 4)
-    monkeypatch.setattr(utils.distributed, "rank", lambda: 3)
+    monkeypatch.setattr(utils.distributed.process_group, "rank", lambda: 3)
     loader = TensorDataLoader((torch.randn(10, 4), torch.zeros(10)), 4, drop_last=True)
     with pytest.raises(UserError, match=r"the 3 samples each of 4 processes gets \(of 10\)"):
         EpochBatches(loader)

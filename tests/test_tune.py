@@ -25,10 +25,10 @@ from test_cli_errors import assert_refused
 
 import tune
 from builder import build_trainer, trainer_keys
-from utils.config import load_run_config
-from utils.config_file import parse_value
+from utils.config.check import load_run_config
+from utils.config.file import parse_value
 from utils.errors import UserError
-from utils.search_space import (
+from utils.search.space import (
     Space,
     check_edge_values,
     check_searched_lr,

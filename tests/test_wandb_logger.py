@@ -17,7 +17,7 @@ from trainer import Trainer
 from trainer.hooks.wandb_logger import WandbLogger
 from utils.cli import run_main
 from utils.errors import TrainingFailed, UserError
-from utils.run_dir import RunDirs, create_run_dirs
+from utils.run.dirs import RunDirs, create_run_dirs
 
 STEPS_PER_EPOCH, LOG_STEP = 7, 3
 BLOCK = 32768  # bytes per block of W&B's record log (LevelDB's log format)

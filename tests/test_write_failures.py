@@ -16,8 +16,8 @@ from conftest import ROOT, TrainedRun, run_script
 from test_cli_errors import assert_refused, run_in_process, test_script
 
 import train
-import utils.checkpoint
-from utils.checkpoint import load_checkpoint, save_checkpoint
+import utils.checkpoint.files
+from utils.checkpoint.files import load_checkpoint, save_checkpoint
 from utils.errors import TrainingFailed
 from utils.stop_signals import Stopped
 
@@ -155,7 +155,7 @@ class FailingFile:
 def save_failing(monkeypatch, path: Path, failure: BaseException) -> None:
     """`save_checkpoint` of a 4 MB state, with its file write failing half-way."""
     real_save = torch.save
-    monkeypatch.setattr(utils.checkpoint.torch, "save", lambda state, file: real_save(
+    monkeypatch.setattr(utils.checkpoint.files.torch, "save", lambda state, file: real_save(
         state, FailingFile(file, 2_000_000, failure)))  # fmt: skip
     save_checkpoint({"weights": torch.zeros(1_000_000)}, path)
 

@@ -6,8 +6,8 @@ from typing import Any
 import torch
 
 from base import BaseTrainer
+from base.metric_tracker import MetricInputs, is_stateful
 from utils.batch import call_model
-from utils.metric_tracker import MetricInputs, is_stateful
 
 
 class Trainer(BaseTrainer):

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from logger.reports.report import ReportResult
-from utils.checkpoint import atomic_write
+from utils.checkpoint.files import atomic_write
 from utils.errors import UserError
-from utils.run_dir import readable_path, run_dirs_at
+from utils.run.dirs import readable_path, run_dirs_at
 
 logger = logging.getLogger(__name__)
 

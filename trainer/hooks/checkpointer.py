@@ -5,8 +5,8 @@ import math
 from pathlib import Path
 
 from base import BaseTrainer, Hook
-from utils.checkpoint import atomic_write, load_checkpoint, numbered_checkpoints
-from utils.distributed import broadcast_from_main
+from utils.checkpoint.files import atomic_write, load_checkpoint, numbered_checkpoints
+from utils.distributed.process_group import broadcast_from_main
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)

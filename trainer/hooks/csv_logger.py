@@ -8,7 +8,7 @@ from pathlib import Path
 
 from base import BaseTrainer, Hook
 from trainer.hooks.tensorboard_logger import learning_rates
-from utils.checkpoint import atomic_write
+from utils.checkpoint.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import time
 from tqdm import tqdm
 
 from base import BaseTrainer, Hook
-from utils.distributed import is_main_process
+from utils.distributed.process_group import is_main_process
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 import torch
 
 from base import BaseTrainer, Hook
-from utils.distributed import all_reduce_sum, is_distributed
+from utils.distributed.process_group import all_reduce_sum, is_distributed
 from utils.stop_signals import TRAINING_STOP_SIGNALS, Stopped, StopSignals
 
 logger = logging.getLogger(__name__)

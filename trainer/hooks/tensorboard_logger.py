@@ -9,7 +9,7 @@ from base import BaseTrainer, Hook
 from base.sharding import is_sharded
 from logger.tensorboard import TensorboardWriter, hyperparameters
 from utils.batch import is_image_batch
-from utils.distributed import world_size
+from utils.distributed.process_group import world_size
 
 
 def per_optimizer(trainer: BaseTrainer, tag: str, values: dict[str, float]) -> dict[str, float]:

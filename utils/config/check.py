@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from utils.config_file import (
+from utils.config.file import (
     apply_overrides,
     key_text,
     load_config_file,
     shape_problem,
     value_problems,
 )
-from utils.config_keys import (
+from utils.config.keys import (
     LOADER_ARGS,
     METRIC_ARGS,
     METRIC_NODE_KEYS,

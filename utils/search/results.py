@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils.checkpoint import atomic_write
-from utils.config_file import apply_overrides, load_config_file
-from utils.run_dir import readable_path
-from utils.search_space import override
+from utils.checkpoint.files import atomic_write
+from utils.config.file import apply_overrides, load_config_file
+from utils.run.dirs import readable_path
+from utils.search.space import override
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint, numbered_checkpoints
-from utils.config_keys import is_path_component
+from utils.checkpoint.files import CHECKPOINT_NAME, load_checkpoint, numbered_checkpoints
+from utils.config.keys import is_path_component
 from utils.errors import UserError
 
 

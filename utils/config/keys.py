@@ -1,6 +1,6 @@
 """The config keys the template knows: their types, defaults and valid values.
 
-`utils.config.resolve_config` checks a config against these tables; the README's config
+`utils.config.check.resolve_config` checks a config against these tables; the README's config
 tables describe the same keys.
 """
 
@@ -37,7 +37,7 @@ METRIC_NODE_KEYS = {  # beside "type" and "args" in a metrics entry
 }  # fmt: skip
 OPTIMIZER_KEYS = {  # beside "type" and "args" in an optimizer node
     # Per-pattern options; the entries are checked against the model where the optimizer is
-    # built (utils/param_groups.py).
+    # built (utils/config/param_groups.py).
     "param_groups": Key((list,), [], valid="a list of {params: [PATTERN, ...], OPTION: VALUE}"),
 }
 _COUNT = Key((int,), check=lambda v: v >= 1, valid="an integer >= 1")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from utils.checkpoint_fields import FieldError, child, invalid, is_number
+from utils.checkpoint.fields import FieldError, child, invalid, is_number
 from utils.errors import error_summary
 
 

@@ -2,7 +2,7 @@
 
 A checkpoint that loads may still be malformed: edited by hand, written by another program or
 an older template. `check_fields` checks what needs no trainer (types, ranges, the layout of
-each field) when the file is loaded; `utils.saved_states` checks the rest against the
+each field) when the file is loaded; `utils.checkpoint.saved_states` checks the rest against the
 built parts the states go into. A problem is a `FieldError` naming the field.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from utils.config import resolve_config
-from utils.config_keys import Key
+from utils.config.check import resolve_config
+from utils.config.keys import Key
 from utils.errors import UserError, error_summary
 
 MAX_COUNT = 2**63  # counters go into int64s (tensors, TensorBoard steps)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from utils.distributed import all_reduce_sum, is_main_process
+from utils.distributed.process_group import all_reduce_sum, is_main_process
 
 
 def is_stateful(metric: Any) -> bool:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.checkpoint_fields import is_int, is_number
-from utils.config_file import load_config_file
-from utils.config_keys import parse_monitor
+from utils.checkpoint.fields import is_int, is_number
+from utils.config.file import load_config_file
+from utils.config.keys import parse_monitor
 from utils.errors import UserError, did_you_mean, shown
 
 SEARCH_KEYS = ("space", "num_samples", "max_concurrent_trials", "scheduler",

@@ -14,7 +14,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from utils.argument_types import check_argument_types
+from utils.config.argument_types import check_argument_types
 from utils.errors import UserError, did_you_mean, error_summary, first_line
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from utils.errors import UserError, first_line
-from utils.search_space import Search
+from utils.search.space import Search
 from utils.stop_signals import STOP_SIGNALS, Stopped
 
 RESUMES = "(the search resumes with the same command and --resume)"

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from utils.checkpoint_fields import check_fields, is_int
+from utils.checkpoint.fields import check_fields, is_int
 from utils.errors import TrainingFailed, UserError, error_summary
 
 CHECKPOINT_KEYS = (

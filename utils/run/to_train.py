@@ -6,17 +6,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.checkpoint import check_readable_text, check_writable, numbered_checkpoints
+from utils.checkpoint.files import check_readable_text, check_writable, numbered_checkpoints
 from utils.errors import UserError
-from utils.job import restart_count, slurm_job_id
-from utils.run_dir import (
+from utils.run.dirs import (
     RunDirs,
     create_run_dirs,
     existing_run,
     run_dirs_at,
     set_aside_later_checkpoints,
 )
-from utils.run_lock import lock_run_dir
+from utils.run.job import restart_count, slurm_job_id
+from utils.run.lock import lock_run_dir
 
 SLURM_RUN_ID = "the run id from SLURM_JOB_ID (the default in a SLURM job)"
 
