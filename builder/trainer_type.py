@@ -43,7 +43,7 @@ def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
 def trainer_keys(name: str) -> dict[str, Key]:
     """The config keys a trainer class takes beyond the shared ones: its own arguments."""
     return {
-        name: Key((object,), None if p.default is p.empty else p.default)
+        name: Key(Any, None if p.default is p.empty else p.default)
         for name, p in accepted_arguments(trainer_class(name)).items()
         if name not in SHARED_ARGUMENTS
     }

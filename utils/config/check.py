@@ -6,10 +6,12 @@ that knows which keys exist, so a typo anywhere is caught before anything is bui
 """
 
 import copy
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from utils.config.argument_types import fits
 from utils.config.file import (
     apply_overrides,
     key_text,
@@ -53,32 +55,20 @@ def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[s
 
 
 def _check_value(value: Any, spec: Key, path: str, errors: list[str]) -> bool:
-    """Whether `value` is valid for `spec`; if not, the problem is appended to `errors`."""
-    # bool is a subclass of int: true is never an integer here, nor 1 a boolean.
-    if isinstance(value, bool):
-        type_ok = bool in spec.types
-    else:
-        type_ok = isinstance(value, tuple(t for t in spec.types if t is not bool))
-    if not type_ok:
-        valid = spec.valid or " or ".join(_type_name(t) for t in spec.types)
-        errors.append(f"{path}: {shown(value)} is not valid; expected {valid}")
-        return False
-    if spec.check is not None and value is not None and not spec.check(value):
-        errors.append(f"{path}: {shown(value)} is not valid; expected {spec.valid}")
-        return False
-    return True
+    """Whether `value` fits `spec`'s hint; if not, the problem is appended to `errors`."""
+    if fits(spec.hint, value):
+        return True
+    errors.append(
+        f"{path}: {shown(value)} is not valid; expected {spec.valid or _described(spec.hint)}"
+    )
+    return False
 
 
-def _type_name(kind: type) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        dict: "a mapping",
-        list: "a list",
-        type(None): "null",
-    }[kind]
+def _described(hint: Any) -> str:
+    """`str | dict | None` -> "a string or a mapping or null", for a key without `valid`."""
+    names = {str: "a string", bool: "true or false", dict: "a mapping", list: "a list",
+             type(None): "null"}  # fmt: skip
+    return " or ".join(names[kind] for kind in typing.get_args(hint) or (hint,))
 
 
 def check_node(

@@ -11,11 +11,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from utils.checkpoint.fields import is_int, is_number
+from annotated_types import Ge, Gt, Predicate
+
+from utils.config.argument_types import fits
 from utils.config.file import load_config_file
-from utils.config.keys import parse_monitor
+from utils.config.keys import Count, parse_monitor
 from utils.errors import UserError, did_you_mean, shown
 
 SEARCH_KEYS = ("space", "num_samples", "max_concurrent_trials", "scheduler",
@@ -27,13 +29,13 @@ SPACE_KINDS = {  # kind -> what its value must be, for the error message
     "loguniform": "[low, high], numbers with 0 < low < high; a float drawn uniformly in log",
     "randint": "[low, high], integers with low < high; an integer from low to high - 1",
 }
+NUMBER = Annotated[float, Predicate(math.isfinite)]  # (a YAML file may hold .inf)
 SCHEDULER_ARGS = {  # ASHA's arguments a search file may set; the others come from the config
-    "grace_period": (lambda v: _is_count(v, 1),
+    "grace_period": (Count(1),
                      "an integer >= 1 (epochs every trial runs before it may be stopped)"),
-    "reduction_factor": (lambda v: _is_number(v) and v > 1,
+    "reduction_factor": (Annotated[NUMBER, Gt(1)],
                          "a number > 1 (1/reduction_factor of the trials go on at each rung)"),
-    "brackets": (lambda v: _is_count(v, 1),
-                 "an integer >= 1"),
+    "brackets": (Count(1), "an integer >= 1"),
 }  # fmt: skip
 SET_BY_TUNE = ("metric", "mode", "time_attr", "max_t")  # from trainer.monitor and epochs
 FIXED_IN_A_SEARCH = {  # config keys every trial shares, and why
@@ -87,14 +89,6 @@ class Search:
         }
 
 
-def _is_number(value: Any) -> bool:
-    return is_number(value) and math.isfinite(value)  # (a YAML file may hold .inf)
-
-
-def _is_count(value: Any, least: int) -> bool:
-    return is_int(value) and value >= least
-
-
 def load_search(path: str | Path) -> Search:
     """Read and check a search file (JSON or YAML, read like a config file)."""
     data = load_config_file(path)
@@ -116,7 +110,7 @@ def load_search(path: str | Path) -> Search:
     counts = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}
     for key, least in counts.items():
         value = data.get(key)
-        if value is not None and not _is_count(value, least):
+        if value is not None and not fits(Count(least), value):
             raise refuse(key, f"{shown(value)} is not valid; expected an integer >= {least}")
     scheduler, scheduler_args = _scheduler(data.get("scheduler"), refuse)
     return Search(
@@ -150,8 +144,8 @@ def _space(key: Any, value: Any, refuse: Callable[[str, str], UserError]) -> Spa
     if not isinstance(values, list) or not values:
         raise refuse(where, f"{shown(values)} is not valid; {expected}")
     if kind in ("uniform", "loguniform", "randint"):
-        is_bound = is_int if kind == "randint" else _is_number
-        valid = len(values) == 2 and all(is_bound(v) for v in values)
+        bound = int if kind == "randint" else NUMBER
+        valid = len(values) == 2 and all(fits(bound, v) for v in values)
         if not valid or values[0] >= values[1] or (kind == "loguniform" and values[0] <= 0):
             raise refuse(where, f"{shown(values)} is not valid; {expected}")
     return Space(key, kind, tuple(values))
@@ -186,8 +180,8 @@ def _scheduler(node: Any, refuse: Callable[[str, str], UserError]) -> tuple[str,
                 f"scheduler.args.{name}",
                 f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}",
             )
-        check, valid = SCHEDULER_ARGS[name]
-        if not check(value):
+        hint, valid = SCHEDULER_ARGS[name]
+        if not fits(hint, value):
             raise refuse(f"scheduler.args.{name}", f"{shown(value)} is not valid; expected {valid}")
     return kind, dict(args)
 
@@ -205,7 +199,7 @@ def _resources(node: Any, refuse: Callable[[str, str], UserError]) -> dict[str, 
                 f"resources_per_trial.{name}",
                 f"unknown key{did_you_mean(str(name), resources)}; valid: cpu, gpu",
             )
-        if not _is_number(value) or value < 0 or (name == "cpu" and value == 0):
+        if not fits(Annotated[NUMBER, Gt(0) if name == "cpu" else Ge(0)], value):
             valid = "a number > 0" if name == "cpu" else "a number >= 0"
             problem = f"{shown(value)} is not valid; expected {valid}"
             raise refuse(f"resources_per_trial.{name}", problem)
