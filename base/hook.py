@@ -34,6 +34,9 @@ class Hook:
     # a hook that only records training (a logger of an outside service), so that evaluating
     # needs neither its package nor its service.
     in_evaluation = True
+    # Where the hook's node is in the config, for the messages of `check`: the builder sets
+    # `trainer.hooks[i]` on a hook the config lists.
+    config_path = "trainer.hooks"
 
     @property
     def state_key(self) -> str:

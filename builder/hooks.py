@@ -74,10 +74,12 @@ def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:
     """`instantiate`, with the config path put before a hook's own one-line error (a missing
     optional package)."""
     try:
-        return instantiate(path, hook_class, args)
+        hook = instantiate(path, hook_class, args)
     except UserError as error:
         message = str(error)
         raise UserError(message if message.startswith(path) else f"{path}: {message}") from None
+    hook.config_path = path
+    return hook
 
 
 def _is_hook(value: Any) -> bool:

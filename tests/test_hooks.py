@@ -103,7 +103,7 @@ def test_validation_sees_the_average_and_training_gets_its_weights_back(caplog) 
 @pytest.mark.parametrize(
     ("hooks", "fragment"),
     [
-        ([EMA(model="generator")], "EMA.model: 'generator' is not a model of this run"),
+        ([EMA(model="generator")], "trainer.hooks.args.model: 'generator' is not a model of"),
         ([EMA(decay=0.9), EMA(decay=0.5)], "two EMA hooks evaluate 'model'"),
     ],
 )
@@ -157,8 +157,8 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
             ["trainer.hooks[0].args.decai", "did you mean 'decay'"],
         ),
         (  # checked when the trainer is built, before any run directory exists
-            "[{type: EMA, args: {model: generator}}]",
-            ["EMA.model: 'generator' is not a model of this run"],
+            "[{type: EMA, args: {decay: 0.9}}, {type: EMA, args: {model: generator}}]",
+            ["trainer.hooks[1].args.model: 'generator' is not a model of this run"],
         ),
     ],
 )

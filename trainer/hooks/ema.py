@@ -35,8 +35,8 @@ class EMA(Hook):
 
     def check(self, trainer: BaseTrainer) -> None:
         if self.model not in trainer.bare_models:
-            raise UserError(f"trainer.hooks: EMA.model: {self.model!r} is not a model of this "
-                            f"run{did_you_mean(self.model, trainer.bare_models)}")  # fmt: skip
+            raise UserError(f"{self.config_path}.args.model: {self.model!r} is not a model of "
+                            f"this run{did_you_mean(self.model, trainer.bare_models)}")  # fmt: skip
         evaluated = [h.model for h in trainer.hooks if isinstance(h, EMA) and h.evaluate]
         if self.evaluate and evaluated.count(self.model) > 1:  # each would restore the other's
             raise UserError(f"trainer.hooks: two EMA hooks evaluate {self.model!r}; set "
