@@ -62,16 +62,7 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     shaded = Image.fromarray(_shades(shares)).resize((matrix_size,) * 2, Image.Resampling.NEAREST)
     picture.paste(shaded, (left, top))
     if cell >= LINE:  # room for lines between the cells and the counts in them
-        for k in range(1, n_classes):
-            draw.line((left + k * cell, top, left + k * cell, top + matrix_size), fill=GRID)
-            draw.line((left, top + k * cell, left + matrix_size, top + k * cell), fill=GRID)
-        for true, row in enumerate(confusion.tolist()):
-            for predicted, count in enumerate(row):
-                if count and font.getlength(str(count)) <= cell - 4:
-                    share = shares[true, predicted].item()
-                    middle = (left + predicted * cell + cell / 2, top + true * cell + cell / 2)
-                    draw.text(middle, str(count), anchor="mm", font=font,
-                              fill=BLANK if share > 0.5 else INK)  # fmt: skip
+        _draw_cells(draw, confusion, shares, (left, top), cell, font)
     draw.rectangle((left - 1, top - 1, left + matrix_size, top + matrix_size), outline=INK)
     for k in range(0, n_classes, every):
         middle = k * cell + cell / 2
@@ -83,6 +74,30 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     axis = rotated_text("true class", font)
     picture.paste(axis, (MARGIN, round(top + matrix_size / 2 - axis.height / 2)))
     return picture
+
+
+def _draw_cells(
+    draw: ImageDraw.ImageDraw,
+    confusion: torch.Tensor,
+    shares: torch.Tensor,
+    corner: tuple[int, int],
+    cell: int,
+    font: ImageFont.ImageFont,
+) -> None:
+    """Grid lines between the cells of the matrix whose top left is `corner`, and each
+    count that fits in its cell, white on a dark shade."""
+    left, top = corner
+    matrix_size = cell * len(confusion)
+    for k in range(1, len(confusion)):
+        draw.line((left + k * cell, top, left + k * cell, top + matrix_size), fill=GRID)
+        draw.line((left, top + k * cell, left + matrix_size, top + k * cell), fill=GRID)
+    for true, row in enumerate(confusion.tolist()):
+        for predicted, count in enumerate(row):
+            if count and font.getlength(str(count)) <= cell - 4:
+                share = shares[true, predicted].item()
+                middle = (left + predicted * cell + cell / 2, top + true * cell + cell / 2)
+                draw.text(middle, str(count), anchor="mm", font=font,
+                          fill=BLANK if share > 0.5 else INK)  # fmt: skip
 
 
 def rotated_text(text: str, font: ImageFont.ImageFont) -> Image.Image:
