@@ -104,9 +104,7 @@ def load_config_file(path: str | Path) -> dict:
             config = json.loads(text, object_pairs_hook=_unique_keys)
         else:
             config = yaml.load(text, _Loader)
-        problem = _shape_problem(config)
-        if problem:
-            raise _Refused(problem)
+        _check_shape(config)
     except _Refused as error:
         raise UserError(f"config file {path}: {error}") from None
     except RecursionError:
@@ -199,23 +197,22 @@ def key_text(key: Any) -> str:
 def data_problems(data: Any) -> list[str]:
     """Why `data` is not a tree of JSON values: its shape problem, if any (then nothing else
     can be walked), else every value problem."""
-    problem = _shape_problem(data)
-    return [problem] if problem else list(_value_problems(data))
+    try:
+        _check_shape(data)
+    except _Refused as problem:
+        return [str(problem)]
+    return list(_value_problems(data))
 
 
-def _shape_problem(data: Any) -> str | None:
-    """Why `data` cannot be walked as a tree: a value inside itself (a recursive YAML alias),
+def _check_shape(data: Any) -> None:
+    """Refuse what cannot be walked as a tree: a value inside itself (a recursive YAML alias),
     more than `MAX_VALUES` values with shared ones counted at every place they appear (a
-    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`; None if it can.
+    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`.
 
     Each shared mapping or list is visited once, so this takes time in proportion to what
     the file holds, not to what it expands to.
     """
-    try:
-        _expanded_size(data, (), sizes={}, open_ids=set())
-    except _Refused as problem:
-        return str(problem)
-    return None
+    _expanded_size(data, (), sizes={}, open_ids=set())
 
 
 def _expanded_size(
