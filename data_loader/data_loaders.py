@@ -26,8 +26,8 @@ class Mnist5kDataLoader(BaseDataLoader):
         drop_last: bool = False,
     ) -> None:
         dataset = load_mnist5k(data_dir, training)
-        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers, pin_memory,
-                         drop_last=drop_last)  # fmt: skip
+        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers,
+                         pin_memory=pin_memory, drop_last=drop_last)  # fmt: skip
 
 
 class Mnist5kTensorDataLoader(TensorDataLoader):
@@ -46,15 +46,8 @@ class Mnist5kTensorDataLoader(TensorDataLoader):
         device: torch.device | str = "cpu",
     ) -> None:
         dataset = load_mnist5k(data_dir, training)
-        super().__init__(
-            dataset.tensors,
-            batch_size,
-            shuffle,
-            validation_split,
-            drop_last=drop_last,
-            device_resident=device_resident,
-            device=device,
-        )
+        super().__init__(dataset.tensors, batch_size, shuffle, validation_split, drop_last,
+                         device_resident, device=device)  # fmt: skip
 
 
 class MnistDataLoader(BaseDataLoader):
@@ -76,8 +69,8 @@ class MnistDataLoader(BaseDataLoader):
         drop_last: bool = False,
     ) -> None:
         dataset = _torchvision_mnist(data_dir, training, download)
-        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers, pin_memory,
-                         drop_last=drop_last)  # fmt: skip
+        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers,
+                         pin_memory=pin_memory, drop_last=drop_last)  # fmt: skip
 
 
 def _torchvision_mnist(data_dir: str, training: bool, download: bool) -> Dataset:
