@@ -25,6 +25,16 @@ from utils.config_keys import (
 )
 from utils.errors import UserError, did_you_mean, shown
 
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+    type(None): "null",
+}
+
 
 def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:
     """Validate one mapping against its key table; return it with defaults filled in.
@@ -61,17 +71,6 @@ def _check_value(value: Any, spec: Key, path: str, errors: list[str]) -> bool:
         errors.append(f"{path}: {shown(value)} is not valid; expected {spec.valid}")
         return False
     return True
-
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    dict: "a mapping",
-    list: "a list",
-    type(None): "null",
-}
 
 
 def check_node(
