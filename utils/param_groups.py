@@ -58,7 +58,6 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     module docstring); a malformed entry, or a pattern that matches no trainable parameter,
     is an error naming it."""
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    special = norm_and_bias_names(model)
     options: dict[str, dict[str, Any]] = {name: {} for name in trainable}
     chosen_by: dict[str, list[str]] = {name: [] for name in trainable}
     if not isinstance(entries, list):
@@ -67,7 +66,7 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     for index, entry in enumerate(entries):
         for number, pattern in enumerate(_patterns(entry, f"{path}[{index}]")):
             where = f"{path}[{index}].params[{number}]"
-            for name in _matching(model, trainable, special, pattern, where):
+            for name in _matching(model, trainable, pattern, where):
                 options[name].update({k: v for k, v in entry.items() if k != "params"})
                 chosen_by[name].append(pattern)
     groups: dict[str, ParamGroup] = {"{}": ParamGroup({})}  # the default group comes first
@@ -83,12 +82,11 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     return [group for group in groups.values() if group.names]
 
 
-def _matching(
-    model: nn.Module, trainable: list[str], special: set[str], pattern: str, where: str
-) -> list[str]:
-    """The `trainable` names `pattern` matches (`special`: the norm-and-bias names); none is
-    an error saying whether it matches frozen parameters only."""
+def _matching(model: nn.Module, trainable: list[str], pattern: str, where: str) -> list[str]:
+    """The `trainable` names `pattern` matches; none is an error saying whether it matches
+    frozen parameters only."""
     if pattern == NORM_AND_BIAS:
+        special = norm_and_bias_names(model)
         matched = [name for name in trainable if name in special]
     else:
         matched = fnmatch.filter(trainable, pattern)
