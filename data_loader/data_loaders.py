@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from base import BaseDataLoader, TensorDataLoader
 from data_loader.mnist5k import MEAN, STD, load_mnist5k
@@ -25,15 +26,8 @@ class Mnist5kDataLoader(BaseDataLoader):
         drop_last: bool = False,
     ) -> None:
         dataset = load_mnist5k(data_dir, training)
-        super().__init__(
-            dataset,
-            batch_size,
-            shuffle,
-            validation_split,
-            num_workers,
-            pin_memory=pin_memory,
-            drop_last=drop_last,
-        )
+        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers,
+                         pin_memory=pin_memory, drop_last=drop_last)  # fmt: skip
 
 
 class Mnist5kTensorDataLoader(TensorDataLoader):
@@ -52,15 +46,8 @@ class Mnist5kTensorDataLoader(TensorDataLoader):
         device: torch.device | str = "cpu",
     ) -> None:
         dataset = load_mnist5k(data_dir, training)
-        super().__init__(
-            dataset.tensors,
-            batch_size,
-            shuffle,
-            validation_split,
-            drop_last=drop_last,
-            device_resident=device_resident,
-            device=device,
-        )
+        super().__init__(dataset.tensors, batch_size, shuffle, validation_split, drop_last,
+                         device_resident, device=device)  # fmt: skip
 
 
 class MnistDataLoader(BaseDataLoader):
@@ -81,33 +68,28 @@ class MnistDataLoader(BaseDataLoader):
         pin_memory: bool | None = None,
         drop_last: bool = False,
     ) -> None:
-        from torchvision import datasets, transforms  # slow import, only when this loader is used
+        dataset = _torchvision_mnist(data_dir, training, download)
+        super().__init__(dataset, batch_size, shuffle, validation_split, num_workers,
+                         pin_memory=pin_memory, drop_last=drop_last)  # fmt: skip
 
-        transform = transforms.Compose(
-            [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
-        )
-        try:
-            dataset = datasets.MNIST(
-                data_dir, train=training, download=download, transform=transform
-            )
-        except (RuntimeError, OSError) as error:
-            where = Path(data_dir) / "MNIST"
-            error = " ".join(str(error).split())  # torchvision lists one failure per line
-            if download:
-                raise UserError(
-                    f"data_loader.args.download: could not download MNIST into {where} "
-                    f"({error}); check the network or put the files there by hand"
-                ) from None
+
+def _torchvision_mnist(data_dir: str, training: bool, download: bool) -> Dataset:
+    """One split of full MNIST, normalised as the bundled subset is; missing files are an
+    error that says how to get them."""
+    from torchvision import datasets, transforms  # slow import, only when this loader is used
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    try:
+        return datasets.MNIST(data_dir, train=training, download=download, transform=transform)
+    except (RuntimeError, OSError) as error:
+        where = Path(data_dir) / "MNIST"
+        error = " ".join(str(error).split())  # torchvision lists one failure per line
+        if download:
             raise UserError(
-                f"data_loader.args.data_dir: MNIST is not in {where}; "
-                "set data_loader.args.download to true to fetch it"
+                f"data_loader.args.download: could not download MNIST into {where} "
+                f"({error}); check the network or put the files there by hand"
             ) from None
-        super().__init__(
-            dataset,
-            batch_size,
-            shuffle,
-            validation_split,
-            num_workers,
-            pin_memory=pin_memory,
-            drop_last=drop_last,
-        )
+        raise UserError(
+            f"data_loader.args.data_dir: MNIST is not in {where}; "
+            "set data_loader.args.download to true to fetch it"
+        ) from None

@@ -59,19 +59,7 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     draw.text((MARGIN, MARGIN), title, fill=INK, font=font)
     draw.text((MARGIN, MARGIN + LINE), "shade: share of the true class's samples",
               fill=INK, font=font)  # fmt: skip
-    shaded = Image.fromarray(_shades(shares)).resize((matrix_size,) * 2, Image.Resampling.NEAREST)
-    picture.paste(shaded, (left, top))
-    if cell >= LINE:  # room for lines between the cells and the counts in them
-        for k in range(1, n_classes):
-            draw.line((left + k * cell, top, left + k * cell, top + matrix_size), fill=GRID)
-            draw.line((left, top + k * cell, left + matrix_size, top + k * cell), fill=GRID)
-        for true, row in enumerate(confusion.tolist()):
-            for predicted, count in enumerate(row):
-                if count and font.getlength(str(count)) <= cell - 4:
-                    share = shares[true, predicted].item()
-                    middle = (left + predicted * cell + cell / 2, top + true * cell + cell / 2)
-                    draw.text(middle, str(count), anchor="mm", font=font,
-                              fill=BLANK if share > 0.5 else INK)  # fmt: skip
+    picture.paste(_matrix(confusion, shares, cell), (left, top))
     draw.rectangle((left - 1, top - 1, left + matrix_size, top + matrix_size), outline=INK)
     for k in range(0, n_classes, every):
         middle = k * cell + cell / 2
@@ -83,6 +71,26 @@ def confusion_matrix_picture(confusion: torch.Tensor, names: list[str], title: s
     axis = rotated_text("true class", font)
     picture.paste(axis, (MARGIN, round(top + matrix_size / 2 - axis.height / 2)))
     return picture
+
+
+def _matrix(confusion: torch.Tensor, shares: torch.Tensor, cell: int) -> Image.Image:
+    """The cells, `cell` pixels each, shaded by `shares`; where there is room, lines between
+    them and each count that fits written in its cell."""
+    size = cell * len(confusion)
+    matrix = Image.fromarray(_shades(shares)).resize((size, size), Image.Resampling.NEAREST)
+    if cell < LINE:
+        return matrix
+    draw, font = ImageDraw.Draw(matrix), text_font()
+    for k in range(1, len(confusion)):
+        draw.line((k * cell, 0, k * cell, size), fill=GRID)
+        draw.line((0, k * cell, size, k * cell), fill=GRID)
+    for true, row in enumerate(confusion.tolist()):
+        for predicted, count in enumerate(row):
+            if count and font.getlength(str(count)) <= cell - 4:
+                middle = (predicted * cell + cell / 2, true * cell + cell / 2)
+                fill = BLANK if shares[true, predicted].item() > 0.5 else INK
+                draw.text(middle, str(count), anchor="mm", font=font, fill=fill)
+    return matrix
 
 
 def rotated_text(text: str, font: ImageFont.ImageFont) -> Image.Image:

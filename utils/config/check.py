@@ -12,13 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.argument_types import fits
-from utils.config.file import (
-    apply_overrides,
-    key_text,
-    load_config_file,
-    shape_problem,
-    value_problems,
-)
+from utils.config.file import apply_overrides, data_problems, key_text, load_config_file
 from utils.config.keys import (
     LOADER_ARGS,
     METRIC_ARGS,
@@ -100,9 +94,7 @@ def check_node(
             f"{path}.type: {shown(node['type'])} is not valid; expected a class or function name "
             "(at most 100 characters)"
         )
-    args = node.get("args", {})
-    if args is None:
-        args = {}
+    args = {} if node.get("args") is None else node["args"]
     if not isinstance(args, dict):
         errors.append(f"{path}.args: {shown(args)} is not valid; expected a mapping of arguments")
         args = {}
@@ -150,13 +142,26 @@ def resolve_config(
     shared `TRAINER_KEYS` (its own constructor arguments). Every problem found is reported
     at once, in one `UserError` (one line, ` | ` between them).
     """
-    # First what the config is made of: no check below could make sense of a cycle or a date.
-    problem = shape_problem(config)
-    problems = [problem] if problem else list(value_problems(config))
+    problems = data_problems(config)  # no check below could make sense of a cycle or a date
     if problems:
         raise UserError(_one_line(problems))
     errors: list[str] = []
     resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
+    _check_nodes(resolved, errors)
+    resolved["trainer"] = _check_trainer(resolved["trainer"] or {}, trainer_keys, errors)
+    resolved["test"] = _check_keys(resolved["test"], TEST_KEYS, "test.", errors)
+    _check_args(resolved["data_loader"]["args"], LOADER_ARGS, "data_loader", errors)
+    for index, node in enumerate(resolved["metrics"]):
+        if isinstance(node["type"], str):
+            _check_args(node["args"], METRIC_ARGS.get(node["type"], {}), f"metrics[{index}]",
+                        errors)  # fmt: skip
+    if errors:
+        raise UserError(_one_line(errors))
+    return resolved
+
+
+def _check_nodes(resolved: dict, errors: list[str]) -> None:
+    """Replace each `{"type": ..., "args": ...}` node of the top level by its checked form."""
     resolved["arch"] = check_named_nodes(resolved["arch"], "arch", errors)
     resolved["optimizer"] = check_named_nodes(
         resolved["optimizer"], "optimizer", errors, extra_keys=OPTIMIZER_KEYS
@@ -172,26 +177,22 @@ def resolve_config(
         check_node(m, f"metrics[{i}]", errors, allow_name=True, extra_keys=METRIC_NODE_KEYS)
         for i, m in enumerate(resolved["metrics"] or [])
     ]
-    trainer = resolved["trainer"] or {}
+
+
+def _check_trainer(
+    trainer: dict, trainer_keys: Callable[[str], dict[str, Key]] | None, errors: list[str]
+) -> dict:
+    """The `trainer` section checked against the shared keys and the chosen class's own."""
     keys = dict(TRAINER_KEYS)
     if trainer_keys is not None and isinstance(trainer.get("type", "Trainer"), str):
         try:
             keys.update(trainer_keys(trainer.get("type", "Trainer")))
         except UserError as error:
             errors.append(str(error))
-    resolved["trainer"] = _check_keys(trainer, keys, "trainer.", errors)
-    resolved["trainer"]["hooks"] = [
-        check_node(node, f"trainer.hooks[{i}]", errors)
-        for i, node in enumerate(resolved["trainer"]["hooks"])
+    resolved = _check_keys(trainer, keys, "trainer.", errors)
+    resolved["hooks"] = [
+        check_node(node, f"trainer.hooks[{i}]", errors) for i, node in enumerate(resolved["hooks"])
     ]
-    resolved["test"] = _check_keys(resolved["test"], TEST_KEYS, "test.", errors)
-    _check_args(resolved["data_loader"]["args"], LOADER_ARGS, "data_loader", errors)
-    for index, node in enumerate(resolved["metrics"]):
-        if isinstance(node["type"], str):
-            _check_args(node["args"], METRIC_ARGS.get(node["type"], {}), f"metrics[{index}]",
-                        errors)  # fmt: skip
-    if errors:
-        raise UserError(_one_line(errors))
     return resolved
 
 
@@ -250,6 +251,4 @@ def load_run_config(
 def arch_types(config: dict) -> str | dict[str, str]:
     """The model class name (one model), or the class name of each named model."""
     arch = config["arch"]
-    return (
-        {name: node["type"] for name, node in arch.items()} if "type" not in arch else arch["type"]
-    )
+    return arch["type"] if "type" in arch else {name: node["type"] for name, node in arch.items()}

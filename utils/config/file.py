@@ -104,9 +104,7 @@ def load_config_file(path: str | Path) -> dict:
             config = json.loads(text, object_pairs_hook=_unique_keys)
         else:
             config = yaml.load(text, _Loader)
-        problem = shape_problem(config)
-        if problem:
-            raise _Refused(problem)
+        _check_shape(config)
     except _Refused as error:
         raise UserError(f"config file {path}: {error}") from None
     except RecursionError:
@@ -196,55 +194,63 @@ def key_text(key: Any) -> str:
     return cut(key) if isinstance(key, str) else shown(key)
 
 
-def shape_problem(data: Any) -> str | None:
-    """Why `data` cannot be walked as a tree: a value inside itself (a recursive YAML alias),
+def data_problems(data: Any) -> list[str]:
+    """Why `data` is not a tree of JSON values: its shape problem, if any (then nothing else
+    can be walked), else every value problem."""
+    try:
+        _check_shape(data)
+    except _Refused as problem:
+        return [str(problem)]
+    return list(_value_problems(data))
+
+
+def _check_shape(data: Any) -> None:
+    """Refuse what cannot be walked as a tree: a value inside itself (a recursive YAML alias),
     more than `MAX_VALUES` values with shared ones counted at every place they appear (a
-    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`; None if it can.
+    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`.
 
     Each shared mapping or list is visited once, so this takes time in proportion to what
     the file holds, not to what it expands to.
     """
-    sizes: dict[int, int] = {}  # id of a visited mapping or list -> values in it, expanded
-    open_ids: set[int] = set()  # the mappings and lists on the path being visited
-
-    def size(value: Any, path: tuple[str, ...]) -> int:
-        if not isinstance(value, dict | list):
-            return 1
-        if id(value) in sizes:
-            return sizes[id(value)]
-
-        def where() -> str:
-            return "".join(path).removeprefix(".") or "the top level"
-
-        if id(value) in open_ids:
-            raise _Refused(f"{where()}: holds itself (a recursive YAML alias); a config is a tree")
-        if len(path) >= MAX_DEPTH:
-            raise _Refused(f"{where()}: nested more than {MAX_DEPTH} levels deep")
-        open_ids.add(id(value))
-        if isinstance(value, dict):
-            items = ((f".{key_text(key)}", child) for key, child in value.items())
-        else:
-            items = ((f"[{index}]", child) for index, child in enumerate(value))
-        total = 1
-        for part, child in items:
-            total += size(child, (*path, part))
-            if total > MAX_VALUES:
-                raise _Refused(
-                    f"{where()}: more than {MAX_VALUES} values once YAML aliases are expanded; "
-                    "a config holds settings, not data"
-                )
-        open_ids.discard(id(value))
-        sizes[id(value)] = total
-        return total
-
-    try:
-        size(data, ())
-    except _Refused as problem:
-        return str(problem)
-    return None
+    _expanded_size(data, (), sizes={}, open_ids=set())
 
 
-def value_problems(node: Any, path: str = "") -> Iterable[str]:
+def _expanded_size(
+    value: Any, path: tuple[str, ...], sizes: dict[int, int], open_ids: set[int]
+) -> int:
+    """How many values `value` holds, shared ones counted at every place. `sizes`: the id of
+    each mapping or list visited -> its size; `open_ids`: those on the path to `value`."""
+    if not isinstance(value, dict | list):
+        return 1
+    if id(value) in sizes:
+        return sizes[id(value)]
+    if id(value) in open_ids:
+        raise _Refused(f"{_where(path)}: holds itself (a recursive YAML alias); a config is a tree")
+    if len(path) >= MAX_DEPTH:
+        raise _Refused(f"{_where(path)}: nested more than {MAX_DEPTH} levels deep")
+    open_ids.add(id(value))
+    if isinstance(value, dict):
+        items = ((f".{key_text(key)}", child) for key, child in value.items())
+    else:
+        items = ((f"[{index}]", child) for index, child in enumerate(value))
+    total = 1
+    for part, child in items:
+        total += _expanded_size(child, (*path, part), sizes, open_ids)
+        if total > MAX_VALUES:
+            raise _Refused(
+                f"{_where(path)}: more than {MAX_VALUES} values once YAML aliases are expanded; "
+                "a config holds settings, not data"
+            )
+    open_ids.discard(id(value))
+    sizes[id(value)] = total
+    return total
+
+
+def _where(path: tuple[str, ...]) -> str:
+    return "".join(path).removeprefix(".") or "the top level"
+
+
+def _value_problems(node: Any, path: str = "") -> Iterable[str]:
     """Why values in `node` are not JSON data the template can use: a key that is not a
     string, a value JSON has no type for (a YAML date, `!!binary`, `!!set`), an integer
     beyond 64 bits (no float or tensor holds it), a non-finite number, a NUL character."""
@@ -253,10 +259,10 @@ def value_problems(node: Any, path: str = "") -> Iterable[str]:
             child = f"{path}.{key_text(key)}" if path else key_text(key)
             if not isinstance(key, str):
                 yield f"{child}: the key {shown(key)} is not valid; expected a string key"
-            yield from value_problems(value, child)
+            yield from _value_problems(value, child)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from value_problems(value, f"{path}[{index}]")
+            yield from _value_problems(value, f"{path}[{index}]")
     elif isinstance(node, str):
         if "\x00" in node:
             yield f"{path}: {shown(node)} is not valid; a string may not hold a NUL character"

@@ -58,31 +58,15 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     module docstring); a malformed entry, or a pattern that matches no trainable parameter,
     is an error naming it."""
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    special = norm_and_bias_names(model)
     options: dict[str, dict[str, Any]] = {name: {} for name in trainable}
     chosen_by: dict[str, list[str]] = {name: [] for name in trainable}
     if not isinstance(entries, list):
         raise UserError(f"{path}: {entries!r} is not valid; expected a list of "
                         '{"params": [PATTERN, ...], OPTION: VALUE, ...}')  # fmt: skip
     for index, entry in enumerate(entries):
-        where = f"{path}[{index}]"
-        patterns = _patterns(entry, where)
-        for number, pattern in enumerate(patterns):
-            if pattern == NORM_AND_BIAS:
-                matched = [name for name in trainable if name in special]
-            else:
-                matched = fnmatch.filter(trainable, pattern)
-            if not matched:
-                frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-                why = ("only frozen parameters (arch.args.freeze), which are in no group"
-                       if pattern != NORM_AND_BIAS and fnmatch.filter(frozen, pattern)
-                       else "no trainable parameter")  # fmt: skip
-                raise UserError(
-                    f"{where}.params[{number}]: {pattern!r} matches {why}; names look like "
-                    f"{', '.join(trainable[:3])} (fnmatch patterns, or {NORM_AND_BIAS!r} for "
-                    "every bias and normalisation-layer parameter)"
-                )
-            for name in matched:
+        for number, pattern in enumerate(_patterns(entry, f"{path}[{index}]")):
+            where = f"{path}[{index}].params[{number}]"
+            for name in _matching(model, trainable, pattern, where):
                 options[name].update({k: v for k, v in entry.items() if k != "params"})
                 chosen_by[name].append(pattern)
     groups: dict[str, ParamGroup] = {"{}": ParamGroup({})}  # the default group comes first
@@ -96,6 +80,27 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     for group in groups.values():
         group.selectors.sort(key=order.__getitem__)  # in the order the config lists them
     return [group for group in groups.values() if group.names]
+
+
+def _matching(model: nn.Module, trainable: list[str], pattern: str, where: str) -> list[str]:
+    """The `trainable` names `pattern` matches; none is an error saying whether it matches
+    frozen parameters only."""
+    if pattern == NORM_AND_BIAS:
+        special = norm_and_bias_names(model)
+        matched = [name for name in trainable if name in special]
+    else:
+        matched = fnmatch.filter(trainable, pattern)
+    if matched:
+        return matched
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    why = ("only frozen parameters (arch.args.freeze), which are in no group"
+           if pattern != NORM_AND_BIAS and fnmatch.filter(frozen, pattern)
+           else "no trainable parameter")  # fmt: skip
+    raise UserError(
+        f"{where}: {pattern!r} matches {why}; names look like "
+        f"{', '.join(trainable[:3])} (fnmatch patterns, or {NORM_AND_BIAS!r} for "
+        "every bias and normalisation-layer parameter)"
+    )
 
 
 def _patterns(entry: Any, where: str) -> list[str]:

@@ -78,7 +78,6 @@ def start_ray(ray: Any, address: str | None, node_ip_address: str | None = None)
     once Ray is up (and shut down), or 10 s after it came if Ray is still starting (an
     address that answers but is no Ray cluster), or at a second signal: with our line, and
     at once (nothing of the search is being written yet)."""
-    local = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 100 << 20}  # no data
     deferred: list[int] = []
 
     def defer(signum: int, frame: FrameType | None) -> None:
@@ -91,6 +90,16 @@ def start_ray(ray: Any, address: str | None, node_ip_address: str | None = None)
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, defer)
+    _init_ray(ray, address, node_ip_address)
+    if deferred:
+        ray.shutdown()
+        _end_at_once(deferred[0])
+    return stop_search_on_signals()
+
+
+def _init_ray(ray: Any, address: str | None, node_ip_address: str | None) -> None:
+    """`ray.init` for a search, with Ray's own SIGTERM handler passed over (see `start_ray`)."""
+    local = {"num_cpus": os.cpu_count() or 1, "object_store_memory": 100 << 20}  # no data
     ray_utils = importlib.import_module("ray._private.utils")
     set_sigterm_handler = ray_utils.set_sigterm_handler
     ray_utils.set_sigterm_handler = lambda handler: None
@@ -108,10 +117,6 @@ def start_ray(ray: Any, address: str | None, node_ip_address: str | None = None)
         raise UserError(f"--address {address}: {first_line(error)}") from None
     finally:
         ray_utils.set_sigterm_handler = set_sigterm_handler
-    if deferred:
-        ray.shutdown()
-        _end_at_once(deferred[0])
-    return stop_search_on_signals()
 
 
 def _end_at_once(signum: int) -> None:
