@@ -21,6 +21,7 @@ from builder.report import report_kinds, reports_to_try
 from builder.trainer import build_trainer, steps_per_epoch
 from builder.trainer_type import (
     accepted_arguments,
+    run_config,
     runtime_arguments,
     trainer_class,
     trainer_keys,
@@ -41,6 +42,7 @@ __all__ = [
     "build_trainer",
     "report_kinds",
     "reports_to_try",
+    "run_config",
     "runtime_arguments",
     "steps_per_epoch",
     "trainer_class",
