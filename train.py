@@ -9,11 +9,9 @@ fine-tune those weights under a new config in a new run. Under
 # First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
 # program with one line, not a traceback or a silent kill. Only when run as a script, so that
 # importing this module (as the tests do) leaves the importer's signal handlers alone.
-from utils.stop_signals import exit_on_stop_signals
+from utils.stop_signals import TRAINING_STOP_SIGNALS, exit_on_stop_signals
 
 if __name__ == "__main__":
-    from utils.stop_signals import TRAINING_STOP_SIGNALS
-
     STOPPED = "outside the training loop (this stop saves no checkpoint)"  # what the one line says
     exit_on_stop_signals(STOPPED, at_once=True, signals=TRAINING_STOP_SIGNALS)
 
@@ -50,12 +48,7 @@ from utils.distributed import (
 from utils.errors import UserError
 from utils.job import requeue_slurm_job, restart_count, slurm_job_id
 from utils.run_dir import RunDirs, readable_path
-from utils.run_to_train import (
-    continue_restarted_job,
-    default_run_id,
-    run_to_restart,
-    take_run_dirs,
-)
+from utils.run_to_train import continue_restarted_job, default_run_id, run_to_restart, take_run_dirs
 from utils.seed import seed_everything
 from utils.stop_signals import REQUEUE_SIGNAL, Stopped
 
@@ -136,7 +129,7 @@ def build(
     run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
-    log_run(trainer, run_dirs, device, device_ids)
+    log_run(trainer, run_dirs, device_ids)
     if restarted is not None:
         logger.log(*restarted)
     if fine_tune:
@@ -212,9 +205,7 @@ def start_from_checkpoint(
     return {}
 
 
-def log_run(
-    trainer: BaseTrainer, run_dirs: RunDirs, device: torch.device, device_ids: list[int]
-) -> None:
+def log_run(trainer: BaseTrainer, run_dirs: RunDirs, device_ids: list[int]) -> None:
     """The models (debug), and one line of what runs where: run id, code, device(s), seed."""
     config = trainer.config
     for model in trainer.bare_models.values():
@@ -224,7 +215,7 @@ def log_run(
     gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     uncommitted = " (with uncommitted changes)" if config["code_version"]["dirty"] else ""
     logger.info("run %s  code %s%s  device %s%s%s  seed %d", run_dirs.run_id,
-                config["code_version"]["commit"], uncommitted, device, gpus, processes,
+                config["code_version"]["commit"], uncommitted, trainer.device, gpus, processes,
                 config["seed"])  # fmt: skip
 
 
