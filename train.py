@@ -9,7 +9,7 @@ fine-tune those weights under a new config in a new run. Under
 # First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
 # program with one line, not a traceback or a silent kill. Only when run as a script, so that
 # importing this module (as the tests do) leaves the importer's signal handlers alone.
-from utils.stop_signals import TRAINING_STOP_SIGNALS, exit_on_stop_signals
+from utils.stop_signals import REQUEUE_SIGNAL, TRAINING_STOP_SIGNALS, Stopped, exit_on_stop_signals
 
 if __name__ == "__main__":
     STOPPED = "outside the training loop (this stop saves no checkpoint)"  # what the one line says
@@ -50,7 +50,6 @@ from utils.job import requeue_slurm_job, restart_count, slurm_job_id
 from utils.run_dir import RunDirs, readable_path
 from utils.run_to_train import continue_restarted_job, default_run_id, run_to_restart, take_run_dirs
 from utils.seed import seed_everything
-from utils.stop_signals import REQUEUE_SIGNAL, Stopped
 
 logger = logging.getLogger("train")
 
@@ -78,10 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag, value in (("-c", args.config), ("-r", args.resume)):
         if value == "":
             parser.error(f"{flag}: empty path; give a file (or, for -r, a run directory)")
-    if args.lr is not None:
-        args.override.append(f"optimizer.args.lr={args.lr}")
-    if args.bs is not None:
-        args.override.append(f"data_loader.args.batch_size={args.bs}")
+    for key, value in (("optimizer.args.lr", args.lr), ("data_loader.args.batch_size", args.bs)):
+        if value is not None:  # after the -o options: the shortcut wins
+            args.override.append(f"{key}={value}")
     args.run_id_key = "--run-id"  # where the run id came from, for messages
     default_run_id(args)
     return args
@@ -109,7 +107,10 @@ def build(
 ) -> tuple[BaseTrainer, RunDirs | None]:
     """Everything a run needs, built and checked; then (on the writing rank) its directories.
     `extra_hooks` are the calling program's own (tune.py's reporter), after the config's."""
-    restarted = continue_restarted_run(args)  # it may turn the command into `-r` of its run
+    restarted = None
+    if args.config is not None and restart_count():  # it may turn into `-r` of its run
+        new = run_config(args.config, args.override)
+        restarted = continue_restarted_job(args, new["trainer"]["save_dir"], new["name"])
     checkpoint, restart = checkpoint_to_resume(args)
     config_file = restart.models / "config.json" if restart else args.config
     config = run_config(config_file, args.override, checkpoint, args.resume)
@@ -142,14 +143,6 @@ def build(
     return trainer, run_dirs
 
 
-def continue_restarted_run(args: argparse.Namespace) -> tuple[int, str] | None:
-    """In a job started again, `continue_restarted_job` with the run the config names."""
-    if args.config is None or not restart_count():
-        return None
-    config = run_config(args.config, args.override)
-    return continue_restarted_job(args, config["trainer"]["save_dir"], config["name"])
-
-
 def checkpoint_to_resume(args: argparse.Namespace) -> tuple[dict | None, RunDirs | None]:
     """The checkpoint `-r` names (of a run directory: its newest, whose path `args.resume`
     then holds), or the run to start again, of a run directory with no checkpoint yet."""
@@ -157,8 +150,7 @@ def checkpoint_to_resume(args: argparse.Namespace) -> tuple[dict | None, RunDirs
         return None, None
     if not Path(args.resume).is_dir():
         return load_checkpoint(args.resume), None
-    restart = run_to_restart(Path(args.resume)) if args.config is None else None
-    if restart is not None:
+    if args.config is None and (restart := run_to_restart(Path(args.resume))):
         return None, restart
     resume_path, checkpoint = newest_checkpoint(args.resume)
     args.resume = str(resume_path)
