@@ -29,22 +29,11 @@ from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_trainer, run_config
 from logger.logger import setup_logging
+from utils import distributed
 from utils.checkpoint import load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import naming_checkpoint
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.device import select_device
-from utils.distributed import (
-    barrier,
-    broadcast_from_main,
-    init_distributed,
-    is_distributed,
-    is_main_process,
-    launched_by_torchrun,
-    local_rank,
-    node_ranks,
-    shutdown,
-    world_size,
-)
 from utils.errors import UserError
 from utils.job import requeue_slurm_job, restart_count, slurm_job_id
 from utils.run_dir import RunDirs, readable_path
@@ -124,7 +113,7 @@ def build(
     trainer.trial_step()  # one step on one batch, undone: a part that fails, fails here
 
     # Everything is built and checked: only now does the run get directories.
-    if not is_main_process():
+    if not distributed.is_main_process():
         setup_logging(None, process_verbosity(config))  # nothing on disk
         return trainer, None
     run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
@@ -161,15 +150,15 @@ def set_up_process(requested_device: str | None, config: dict) -> tuple[torch.de
     """This process's device(s), console logging and seed; the config gets the seed (drawn
     when it has none) and the code version, for config.json and the checkpoints."""
     device, device_ids = select_device(requested_device, config["n_gpu"])
-    if launched_by_torchrun():
-        device, device_ids = init_distributed(device), []
+    if distributed.launched_by_torchrun():
+        device, device_ids = distributed.init_distributed(device), []
     # What the builder logs (frozen parameters, parameter groups) goes to the console now and
     # into info.log once the run directory exists.
     setup_logging(None, process_verbosity(config), hold=True)
-    if is_distributed() and local_rank() == 0:
-        logger.info("%s", node_ranks())
+    if distributed.is_distributed() and distributed.local_rank() == 0:
+        logger.info("%s", distributed.node_ranks())
     if config["seed"] is None:  # the same on every rank
-        config["seed"] = broadcast_from_main(secrets.randbits(31))
+        config["seed"] = distributed.broadcast_from_main(secrets.randbits(31))
     seed_everything(config["seed"])
     config["code_version"] = code_version()
     return device, device_ids
@@ -179,9 +168,9 @@ def process_verbosity(config: dict) -> int:
     """`trainer.verbosity` on the writing rank. Each other node's first process logs its ranks
     and the epoch lines; other ranks show warnings only."""
     verbosity = config["trainer"]["verbosity"]
-    if is_main_process():
+    if distributed.is_main_process():
         return verbosity
-    return min(verbosity, 1) if local_rank() == 0 else 0
+    return min(verbosity, 1) if distributed.local_rank() == 0 else 0
 
 
 def start_from_checkpoint(
@@ -202,8 +191,10 @@ def log_run(trainer: BaseTrainer, run_dirs: RunDirs, device_ids: list[int]) -> N
     config = trainer.config
     for model in trainer.bare_models.values():
         logger.debug("%s", model)
-    strategy = "FSDP" if config["trainer"]["strategy"] == "fsdp" else "DDP"
-    processes = f"  {strategy} world size {world_size()}" if is_distributed() else ""
+    processes = ""
+    if distributed.is_distributed():
+        strategy = "FSDP" if config["trainer"]["strategy"] == "fsdp" else "DDP"
+        processes = f"  {strategy} world size {distributed.world_size()}"
     gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
     uncommitted = " (with uncommitted changes)" if config["code_version"]["dirty"] else ""
     logger.info("run %s  code %s%s  device %s%s%s  seed %d", run_dirs.run_id,
@@ -254,17 +245,17 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
     try:
         trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
-        barrier()  # no rank leaves the process group while another still uses it
+        distributed.barrier()  # no rank leaves the process group while another still uses it
     except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
             logger.info("to resume: python train.py -r %s", run_dirs.models)
         if stopped.signum == REQUEUE_SIGNAL and slurm_job_id():
-            if is_main_process():  # after the checkpoint: the job may end at once
+            if distributed.is_main_process():  # after the checkpoint: the job may end at once
                 logger.info("%s", requeue_slurm_job())
-            barrier()  # the other ranks wait: torchrun ends every rank when one exits
+            distributed.barrier()  # the other ranks wait: torchrun ends every rank when one exits
         raise
     finally:
-        shutdown()
+        distributed.shutdown()
     if run_dirs is not None:
         log_next_commands(trainer, run_dirs)
     return 0
