@@ -33,13 +33,7 @@ from builder import (
     trainer_class,
 )
 from logger.logger import setup_logging
-from logger.reports.output import (
-    picture_paths,
-    remove_stale,
-    table,
-    tensorboard_dir,
-    write_report,
-)
+from logger.reports.output import picture_paths, remove_stale, table, tensorboard_dir, write_report
 from logger.reports.recorder import ReportRecorder
 from utils.checkpoint import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.checkpoint_fields import naming_checkpoint
