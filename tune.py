@@ -158,7 +158,7 @@ def check_start(args: argparse.Namespace, directory: Path, record: dict, ray: An
             f"--resume: the search in {directory} was started with other settings "
             f"({'; '.join(changes[:3])}); resume with the same -c, -s, -o and --num-samples"
         )
-    # (Not when it was stopped before Ray saved anything: then it starts again.)
+    # False for a search stopped before Ray saved anything: it starts again.
     return ray.tune.Tuner.can_restore(str(directory.resolve()))
 
 
