@@ -23,27 +23,21 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from base import BaseTrainer, EpochLoader
 from builder import (
     build_data_loader,
     build_trainer,
     report_kinds,
     reports_to_try,
+    run_config,
     trainer_class,
-    trainer_keys,
 )
 from logger.logger import setup_logging
-from logger.reports.output import (
-    picture_paths,
-    remove_stale,
-    table,
-    tensorboard_dir,
-    write_report,
-)
+from logger.reports.output import picture_paths, remove_stale, table, tensorboard_dir, write_report
 from logger.reports.recorder import ReportRecorder
-from utils.checkpoint.fields import check_config, naming_checkpoint
+from utils.checkpoint.fields import naming_checkpoint
 from utils.checkpoint.files import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config.check import load_run_config
 from utils.distributed.device import select_device
 from utils.errors import UserError
 from utils.run.dirs import readable_path
@@ -98,34 +92,16 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     path, checkpoint = checkpoint_to_evaluate(args.resume)
-    output = path.with_name(f"{path.stem}.test_metrics.json")
-    if args.config is None:
-        check_config(path, checkpoint, trainer_keys)  # naming the checkpoint
-    config = load_run_config(args.config, checkpoint, args.override, trainer_keys)
+    config = run_config(args.config, args.override, checkpoint, path)
     setup_logging(None, config["trainer"]["verbosity"])
-    trainer_type = trainer_class(config["trainer"]["type"])
-    if not trainer_type.evaluates():
-        raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
-    kinds, named = reports_to_try(config, trainer_type)
+    kinds, named = reports_to_try(config, trainer_to_test(config))
+    output = path.with_name(f"{path.stem}.test_metrics.json")
     # Every report's pictures: this evaluation writes some, and removes those of an earlier one.
     pictures = picture_paths(path, [n for kind in report_kinds().values() for n in kind.pictures])
     for written in (output, *pictures.values()):
         check_writable(written)  # now, rather than after an evaluation that may take long
 
-    device, _ = select_device(args.device, config["n_gpu"])
-    data_loader = build_data_loader(
-        config, device, training=False, shuffle=False, validation_split=0.0
-    )
-    # The test split stands where the validation split stood, so the trainer and its hooks
-    # see the names they saw in training (`val_*`).
-    trainer = build_trainer(config, device, data_loader=data_loader,
-                            valid_data_loader=data_loader, evaluation=True)  # fmt: skip
-    with naming_checkpoint(path):  # a malformed field names the file
-        trainer.load_weights(checkpoint)
-        trainer.load_hook_states(checkpoint.get("hooks", {}))
-    epochs = f"{checkpoint['epoch']} epoch{'s' if checkpoint['epoch'] != 1 else ''} done"
-    logger.info("evaluating %s (step %d, %s) on the test split",
-                readable_path(path), checkpoint["step"], epochs)  # fmt: skip
+    trainer, data_loader = evaluating_trainer(config, args.device, path, checkpoint)
     # One pass: the recorder sees each batch and the model's output on it.
     candidates = [kind(data_loader, args.worst) for kind in kinds]
     recorder = ReportRecorder(trainer.models.get("model"), candidates, named)
@@ -133,9 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["n_samples"] = len(data_loader.dataset)
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
-    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": checkpoint["step"],
-               **results}  # fmt: skip
-    report = recorder.finish(f"{path.name} (step {checkpoint['step']})")
+    step = checkpoint["step"]
+    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": step, **results}
+    report = recorder.finish(f"{path.name} (step {step})")
     if report is not None:
         logger.info("%s report:\n%s", recorder.report.name, table(report.rows))
         summary["report"] = {"kind": recorder.report.name, **report.summary}
@@ -143,9 +119,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("wrote %s", readable_path(output))
     remove_stale(pictures, report.pictures if report is not None else {})
     if report is not None:
-        write_report(report, recorder.report.name, path, tensorboard_dir(path, config),
-                     checkpoint["step"])  # fmt: skip
+        write_report(report, recorder.report.name, path, tensorboard_dir(path, config), step)
     return 0
+
+
+def trainer_to_test(config: dict) -> type[BaseTrainer]:
+    """The trainer class the config names, which must have a validation step."""
+    trainer_type = trainer_class(config["trainer"]["type"])
+    if not trainer_type.evaluates():
+        raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
+    return trainer_type
+
+
+def evaluating_trainer(
+    config: dict, requested_device: str | None, path: Path, checkpoint: dict
+) -> tuple[BaseTrainer, EpochLoader]:
+    """The trainer with the checkpoint's weights and hook states, and the test split's loader.
+    The test split stands where the validation split stood, so the trainer and its hooks see
+    the names they saw in training (`val_*`)."""
+    device, _ = select_device(requested_device, config["n_gpu"])
+    loader = build_data_loader(config, device, training=False, shuffle=False, validation_split=0.0)
+    trainer = build_trainer(config, device, data_loader=loader, valid_data_loader=loader,
+                            evaluation=True)  # fmt: skip
+    with naming_checkpoint(path):  # a malformed field names the file
+        trainer.load_weights(checkpoint)
+        trainer.load_hook_states(checkpoint.get("hooks", {}))
+    epochs = f"{checkpoint['epoch']} epoch{'s' if checkpoint['epoch'] != 1 else ''} done"
+    logger.info("evaluating %s (step %d, %s) on the test split",
+                readable_path(path), checkpoint["step"], epochs)  # fmt: skip
+    return trainer, loader
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ fine-tune those weights under a new config in a new run. Under
 # First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
 # program with one line, not a traceback or a silent kill. Only when run as a script, so that
 # importing this module (as the tests do) leaves the importer's signal handlers alone.
-from utils.stop_signals import exit_on_stop_signals
+from utils.stop_signals import REQUEUE_SIGNAL, TRAINING_STOP_SIGNALS, Stopped, exit_on_stop_signals
 
 if __name__ == "__main__":
-    from utils.stop_signals import TRAINING_STOP_SIGNALS
-
     STOPPED = "outside the training loop (this stop saves no checkpoint)"  # what the one line says
     exit_on_stop_signals(STOPPED, at_once=True, signals=TRAINING_STOP_SIGNALS)
 
@@ -24,40 +22,23 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
 from base import BaseTrainer, Hook
 from base.resume_changes import resume_change_lines, resume_with_changes
-from builder import build_trainer, trainer_keys
+from builder import build_trainer, run_config
 from logger.logger import setup_logging
-from utils.checkpoint.fields import check_config, naming_checkpoint
+from utils.checkpoint.fields import naming_checkpoint
 from utils.checkpoint.files import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
-from utils.config.check import load_run_config
+from utils.distributed import process_group
 from utils.distributed.device import select_device
-from utils.distributed.process_group import (
-    barrier,
-    broadcast_from_main,
-    init_distributed,
-    is_distributed,
-    is_main_process,
-    launched_by_torchrun,
-    local_rank,
-    node_ranks,
-    shutdown,
-    world_size,
-)
 from utils.errors import UserError
 from utils.run.dirs import RunDirs, readable_path
 from utils.run.job import requeue_slurm_job, restart_count, slurm_job_id
-from utils.run.to_train import (
-    continue_restarted_job,
-    default_run_id,
-    run_to_restart,
-    take_run_dirs,
-)
+from utils.run.to_train import continue_restarted_job, default_run_id, run_to_restart, take_run_dirs
 from utils.seed import seed_everything
-from utils.stop_signals import REQUEUE_SIGNAL, Stopped
 
 logger = logging.getLogger("train")
 
@@ -85,10 +66,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag, value in (("-c", args.config), ("-r", args.resume)):
         if value == "":
             parser.error(f"{flag}: empty path; give a file (or, for -r, a run directory)")
-    if args.lr is not None:
-        args.override.append(f"optimizer.args.lr={args.lr}")
-    if args.bs is not None:
-        args.override.append(f"data_loader.args.batch_size={args.bs}")
+    for key, value in (("optimizer.args.lr", args.lr), ("data_loader.args.batch_size", args.bs)):
+        if value is not None:  # after the -o options: the shortcut wins
+            args.override.append(f"{key}={value}")
     args.run_id_key = "--run-id"  # where the run id came from, for messages
     default_run_id(args)
     return args
@@ -118,86 +98,119 @@ def build(
     `extra_hooks` are the calling program's own (tune.py's reporter), after the config's."""
     restarted = None
     if args.config is not None and restart_count():  # it may turn into `-r` of its run
-        new = load_run_config(args.config, None, args.override, trainer_keys)
+        new = run_config(args.config, args.override)
         restarted = continue_restarted_job(args, new["trainer"]["save_dir"], new["name"])
-    checkpoint, restart = None, None
-    if args.resume and Path(args.resume).is_dir():
-        restart = run_to_restart(Path(args.resume)) if args.config is None else None
-        if restart is None:
-            resume_path, checkpoint = newest_checkpoint(args.resume)
-            args.resume = str(resume_path)
-    elif args.resume:
-        checkpoint = load_checkpoint(args.resume)
+    checkpoint, restart = checkpoint_to_resume(args)
     config_file = restart.models / "config.json" if restart else args.config
-    if checkpoint is not None and config_file is None:
-        check_config(args.resume, checkpoint, trainer_keys)  # naming the checkpoint
-    config = load_run_config(config_file, checkpoint, args.override, trainer_keys)
+    config = run_config(config_file, args.override, checkpoint, args.resume)
     fine_tune = checkpoint is not None and args.config is not None
     if checkpoint is not None and not fine_tune:
         check_epochs_left(config, checkpoint, args.resume)
-    device, device_ids = select_device(args.device, config["n_gpu"])
-    if launched_by_torchrun():
-        device, device_ids = init_distributed(device), []
-    # What the builder logs (frozen parameters, parameter groups) goes to the console now and
-    # into info.log once the run directory exists. Each other node's first process logs its
-    # ranks and the epoch lines; other ranks show warnings only.
-    verbosity = config["trainer"]["verbosity"]
-    if not is_main_process():
-        verbosity = min(verbosity, 1) if local_rank() == 0 else 0
-    setup_logging(None, verbosity, hold=True)
-    if is_distributed() and local_rank() == 0:
-        logger.info("%s", node_ranks())
-    if config["seed"] is None:
-        # Recorded in config.json, so the run can be redone; the same on every rank.
-        config["seed"] = broadcast_from_main(secrets.randbits(31))
-    seed_everything(config["seed"])
-    config["code_version"] = code_version()  # recorded in config.json and the checkpoints
-
+    device, device_ids = set_up_process(args.device, config)
     trainer = build_trainer(config, device, device_ids, extra_hooks=extra_hooks,
                             weights_from_checkpoint=checkpoint is not None)  # fmt: skip
-    with naming_checkpoint(args.resume):  # a malformed field names the file
-        if fine_tune:
-            trainer.load_weights(checkpoint)
-        elif checkpoint is not None:  # with the changed optimizer arguments applied, or refused
-            applied = resume_with_changes(trainer, checkpoint)
+    applied = start_from_checkpoint(trainer, checkpoint, args.resume, fine_tune)
     trainer.trial_step()  # one step on one batch, undone: a part that fails, fails here
 
     # Everything is built and checked: only now does the run get directories.
-    if not is_main_process():
-        setup_logging(None, verbosity)  # nothing on disk
+    if not process_group.is_main_process():
+        setup_logging(None, process_verbosity(config))  # nothing on disk
         return trainer, None
     run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
-    for model in trainer.bare_models.values():
-        logger.debug("%s", model)
-    strategy = "FSDP" if config["trainer"]["strategy"] == "fsdp" else "DDP"
-    processes = f"  {strategy} world size {world_size()}" if is_distributed() else ""
-    gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
-    logger.info(
-        "run %s  code %s%s  device %s%s%s  seed %d",
-        run_dirs.run_id,
-        config["code_version"]["commit"],
-        " (with uncommitted changes)" if config["code_version"]["dirty"] else "",
-        device,
-        gpus,
-        processes,
-        config["seed"],
-    )
+    log_run(trainer, run_dirs, device_ids)
     if restarted is not None:
         logger.log(*restarted)
     if fine_tune:
         logger.info("fine-tuning the weights of %s", readable_path(args.resume))
     elif checkpoint is not None:
-        logger.info("resuming %s, from %s", resume_position(trainer), readable_path(args.resume))
-        for note in notes:
-            logger.warning("%s", note)
-        for level, line in resume_change_lines(checkpoint["config"], config, applied):
-            logger.log(level, "%s", line)
+        log_resume(trainer, args.resume, checkpoint, notes, applied)
     elif restart is not None:
         logger.info("%s has no checkpoint yet: starting the run again from the beginning, "
                     "with its config.json", run_dirs.models)  # fmt: skip
     return trainer, run_dirs
+
+
+def checkpoint_to_resume(args: argparse.Namespace) -> tuple[dict | None, RunDirs | None]:
+    """The checkpoint `-r` names (of a run directory: its newest, whose path `args.resume`
+    then holds), or the run to start again, of a run directory with no checkpoint yet."""
+    if not args.resume:
+        return None, None
+    if not Path(args.resume).is_dir():
+        return load_checkpoint(args.resume), None
+    if args.config is None and (restart := run_to_restart(Path(args.resume))):
+        return None, restart
+    resume_path, checkpoint = newest_checkpoint(args.resume)
+    args.resume = str(resume_path)
+    return checkpoint, None
+
+
+def set_up_process(requested_device: str | None, config: dict) -> tuple[torch.device, list[int]]:
+    """This process's device(s), console logging and seed; the config gets the seed (drawn
+    when it has none) and the code version, for config.json and the checkpoints."""
+    device, device_ids = select_device(requested_device, config["n_gpu"])
+    if process_group.launched_by_torchrun():
+        device, device_ids = process_group.init_distributed(device), []
+    # What the builder logs (frozen parameters, parameter groups) goes to the console now and
+    # into info.log once the run directory exists.
+    setup_logging(None, process_verbosity(config), hold=True)
+    if process_group.is_distributed() and process_group.local_rank() == 0:
+        logger.info("%s", process_group.node_ranks())
+    if config["seed"] is None:  # the same on every rank
+        config["seed"] = process_group.broadcast_from_main(secrets.randbits(31))
+    seed_everything(config["seed"])
+    config["code_version"] = code_version()
+    return device, device_ids
+
+
+def process_verbosity(config: dict) -> int:
+    """`trainer.verbosity` on the writing rank. Each other node's first process logs its ranks
+    and the epoch lines; other ranks show warnings only."""
+    verbosity = config["trainer"]["verbosity"]
+    if process_group.is_main_process():
+        return verbosity
+    return min(verbosity, 1) if process_group.local_rank() == 0 else 0
+
+
+def start_from_checkpoint(
+    trainer: BaseTrainer, checkpoint: dict | None, path: str | None, fine_tune: bool
+) -> dict[str, str]:
+    """Load the checkpoint's weights (fine-tuning) or its whole state (resuming: with the
+    changed optimizer arguments applied, or refused); the applied changes' log lines."""
+    with naming_checkpoint(path):  # a malformed field names the file
+        if fine_tune:
+            trainer.load_weights(checkpoint)
+        elif checkpoint is not None:
+            return resume_with_changes(trainer, checkpoint)
+    return {}
+
+
+def log_run(trainer: BaseTrainer, run_dirs: RunDirs, device_ids: list[int]) -> None:
+    """The models (debug), and one line of what runs where: run id, code, device(s), seed."""
+    config = trainer.config
+    for model in trainer.bare_models.values():
+        logger.debug("%s", model)
+    processes = ""
+    if process_group.is_distributed():
+        strategy = "FSDP" if config["trainer"]["strategy"] == "fsdp" else "DDP"
+        processes = f"  {strategy} world size {process_group.world_size()}"
+    gpus = f" x{len(device_ids)}" if len(device_ids) > 1 else ""
+    uncommitted = " (with uncommitted changes)" if config["code_version"]["dirty"] else ""
+    logger.info("run %s  code %s%s  device %s%s%s  seed %d", run_dirs.run_id,
+                config["code_version"]["commit"], uncommitted, trainer.device, gpus, processes,
+                config["seed"])  # fmt: skip
+
+
+def log_resume(
+    trainer: BaseTrainer, path: str, checkpoint: dict, notes: list[str], applied: dict[str, str]
+) -> None:
+    """Where the resumed run picks up, what `take_run_dirs` noted, and the config changes."""
+    logger.info("resuming %s, from %s", resume_position(trainer), readable_path(path))
+    for note in notes:
+        logger.warning("%s", note)
+    for level, line in resume_change_lines(checkpoint["config"], trainer.config, applied):
+        logger.log(level, "%s", line)
 
 
 def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
@@ -209,14 +222,6 @@ def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
             f"completed {done}, so nothing is left to train; to train longer, pass "
             f"-o trainer.epochs=N with N > {done}"
         )
-
-
-def early_stop_override(trainer: BaseTrainer) -> str:
-    """` -o trainer.early_stop=0` when early stopping has run out of patience, else ""."""
-    patience = trainer.config["trainer"]["early_stop"]
-    monitor = trainer.monitor
-    spent = patience > 0 and monitor.enabled and monitor.not_improved_count >= patience
-    return " -o trainer.early_stop=0" if spent else ""
 
 
 def resume_position(trainer: BaseTrainer) -> str:
@@ -240,39 +245,43 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
     try:
         trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
-        barrier()  # no rank leaves the process group while another still uses it
+        process_group.barrier()  # no rank leaves the process group while another still uses it
     except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
             logger.info("to resume: python train.py -r %s", run_dirs.models)
         if stopped.signum == REQUEUE_SIGNAL and slurm_job_id():
-            if is_main_process():  # after the checkpoint: the job may end at once
+            if process_group.is_main_process():  # after the checkpoint: the job may end at once
                 logger.info("%s", requeue_slurm_job())
-            barrier()  # the other ranks wait: torchrun ends every rank when one exits
+            process_group.barrier()  # the other ranks wait: torchrun ends every rank when one exits
         raise
     finally:
-        shutdown()
+        process_group.shutdown()
     if run_dirs is not None:
-        logger.info("outputs in %s and %s", run_dirs.models, run_dirs.log)
-        logger.info("to evaluate: python test.py -r %s", run_dirs.models)
-        # Early stopping's count is restored on resume: one more epoch without improvement
-        # would end the resumed run again, so the commands turn it off.
-        early_stop = early_stop_override(trainer)
-        if trainer.epoch < trainer.epochs:  # a hook ended it
-            logger.info("to train on: python train.py -r %s%s", run_dirs.models, early_stop)
-        elif has_one_cycle(trainer):  # its length is fixed when it starts: a resume cannot
-            config = run_dirs.models / "config.json"
-            logger.info("to train longer, fine-tune the last weights with a new cycle in a "
-                        "new run: python train.py -c %s -r %s -o trainer.epochs=%d",
-                        config, run_dirs.models, trainer.epoch)  # fmt: skip
-        else:
-            logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
-                        "python train.py -r %s -o trainer.epochs=%d%s",
-                        trainer.epoch, run_dirs.models, 2 * trainer.epoch, early_stop)  # fmt: skip
+        log_next_commands(trainer, run_dirs)
     return 0
 
 
-def has_one_cycle(trainer: BaseTrainer) -> bool:
-    return any(isinstance(s, OneCycleLR) for s in trainer.lr_schedulers.values())
+def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
+    """Where the outputs are, and the commands that evaluate the run and train it on."""
+    models, epoch = run_dirs.models, trainer.epoch
+    logger.info("outputs in %s and %s", models, run_dirs.log)
+    logger.info("to evaluate: python test.py -r %s", models)
+    # Early stopping's count is restored on resume: one more epoch without improvement
+    # would end the resumed run again, so the commands turn it off.
+    patience, monitor = trainer.config["trainer"]["early_stop"], trainer.monitor
+    spent = patience > 0 and monitor.enabled and monitor.not_improved_count >= patience
+    early_stop = " -o trainer.early_stop=0" if spent else ""
+    if epoch < trainer.epochs:  # a hook ended it
+        logger.info("to train on: python train.py -r %s%s", models, early_stop)
+    elif any(isinstance(s, OneCycleLR) for s in trainer.lr_schedulers.values()):
+        # One cycle's length is fixed when it starts: a resume cannot lengthen it.
+        logger.info("to train longer, fine-tune the last weights with a new cycle in a "
+                    "new run: python train.py -c %s -r %s -o trainer.epochs=%d",
+                    models / "config.json", models, epoch)  # fmt: skip
+    else:
+        logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
+                    "python train.py -r %s -o trainer.epochs=%d%s",
+                    epoch, models, 2 * epoch, early_stop)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,23 +14,22 @@ if __name__ == "__main__":
     exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
-import dataclasses
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import train
-from builder import build_trainer, trainer_keys
+from builder import build_trainer, run_config
 from utils.checkpoint.files import newest_checkpoint, numbered_checkpoints, write_json
 from utils.cli import ArgumentParser, add_override_option, run_main
-from utils.config.check import config_changes, load_run_config
+from utils.config.check import config_changes
 from utils.config.file import load_config_file
 from utils.config.keys import is_path_component
 from utils.errors import TrainingFailed, UserError
@@ -127,7 +126,7 @@ def ended_run_result(run_dir: Path, best_key: str) -> dict[str, Any] | None:
 def check_values(args: argparse.Namespace, extra: list[str]) -> None:
     """Refuse (`UserError`) a config that the base config plus `extra` overrides makes:
     validated and built, as a trial would build it (without data on a GPU)."""
-    config = load_run_config(args.config, None, [*args.override, *extra], trainer_keys)
+    config = run_config(args.config, [*args.override, *extra])
     build_trainer(config, torch.device("cpu"))
 
 
@@ -139,7 +138,7 @@ def search_directory(config: dict, args: argparse.Namespace) -> Path:
     return readable_path(Path(config["trainer"]["save_dir"]) / "search" / config["name"] / name)
 
 
-def check_start(args: argparse.Namespace, directory: Path, record: dict, can_restore: bool) -> bool:
+def check_start(args: argparse.Namespace, directory: Path, record: dict, ray: Any) -> bool:
     """Whether Ray restores the search in `directory` (else it starts one there); refuses a
     start over an existing search, a resume of none, and a resume with other settings."""
     command = "python " + " ".join(sys.argv) if sys.argv[0].endswith("tune.py") else "tune.py"
@@ -159,7 +158,8 @@ def check_start(args: argparse.Namespace, directory: Path, record: dict, can_res
             f"--resume: the search in {directory} was started with other settings "
             f"({'; '.join(changes[:3])}); resume with the same -c, -s, -o and --num-samples"
         )
-    return can_restore  # else it was stopped before Ray saved anything: it starts again
+    # False for a search stopped before Ray saved anything: it starts again.
+    return ray.tune.Tuner.can_restore(str(directory.resolve()))
 
 
 def take_search_directory(directory: Path) -> Path | None:
@@ -198,7 +198,8 @@ def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, r
             scheduler=scheduler,
             num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent_trials,
-            trial_dirname_creator=ray_trial_dirname,
+            # Ray's own record of a trial (params.json, progress.csv), beside models/ and log/.
+            trial_dirname_creator=lambda trial: f"ray_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=directory.name,
@@ -209,18 +210,13 @@ def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, r
     )
 
 
-def ray_trial_dirname(trial: Any) -> str:
-    """Ray's own record of a trial (params.json, progress.csv), beside `models/` and `log/`."""
-    return f"ray_{trial.trial_id}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ray = import_ray()
     search = load_search(args.search)
     if args.num_samples is not None:
-        search = dataclasses.replace(search, num_samples=args.num_samples)
-    config = load_run_config(args.config, None, args.override, trainer_keys)
+        search = replace(search, num_samples=args.num_samples)
+    config = run_config(args.config, args.override)
     metric, mode = monitored(config)
     check_searched_lr(search, config, args.search)
     check_edge_values(search, args.search, lambda extra: check_values(args, extra))
@@ -228,32 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_machine(search, address, "--address" if args.address else "RAY_ADDRESS")
     directory = search_directory(config, args)
     record = {"config": config, "search": search.as_dict()}
-    can_restore = args.resume and ray.tune.Tuner.can_restore(str(directory.resolve()))
-    restore = check_start(args, directory, record, can_restore)
+    restore = check_start(args, directory, record, ray)
     made = take_search_directory(directory)
     write_json(directory / RECORD_NAME, record)
     print(f"search directory: {directory}", flush=True)
-
-    base_settings = [f"trainer.save_dir={directory.resolve()}"] + [
-        override(key, value) for key, value in TRIAL_SETTINGS.items()
-    ]
-    train_args = ["-c", args.config]
-    for item in [*args.override, *base_settings]:
-        train_args += ["-o", item]
-    plan = TrialPlan(
-        cwd=os.getcwd(),
-        train_args=tuple(train_args),
-        models=str((directory / "models" / config["name"]).resolve()),
-        best_key=f"best_{metric}",
-    )
+    plan = trial_plan(args, config, directory, metric)
     ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        try:
-            stopped_by = start_ray(ray, address, args.node_ip_address)
-        except UserError:  # (no cluster at --address auto): the search never started
-            if made is not None:
-                shutil.rmtree(made, ignore_errors=True)
-            raise
+        stopped_by = start_search_ray(ray, address, args.node_ip_address, made)
         results = make_tuner(search, config, plan, directory, restore).fit()
     finally:
         for signum, handler in ours.items():
@@ -264,6 +242,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = signal.Signals(stopped_by[0]).name
         print(f"stopped by {name}; to resume: {resume}", file=sys.stderr)
         return 128 + stopped_by[0]
+    report_trials(results, search, config, mode, plan, directory)
+    if results.num_errors:
+        print(f"{results.num_errors} trial(s) failed; --resume retries them: {resume}")
+    return 0
+
+
+def trial_plan(args: argparse.Namespace, config: dict, directory: Path, metric: str) -> TrialPlan:
+    """The trials' train.py arguments: the base config's, saving in the search directory."""
+    settings = [f"trainer.save_dir={directory.resolve()}"]
+    settings += [override(key, value) for key, value in TRIAL_SETTINGS.items()]
+    options = [part for item in [*args.override, *settings] for part in ("-o", item)]
+    models = (directory / "models" / config["name"]).resolve()
+    return TrialPlan(os.getcwd(), ("-c", args.config, *options), str(models), f"best_{metric}")
+
+
+def start_search_ray(
+    ray: Any, address: str | None, node_ip_address: str | None, made: Path | None
+) -> list[int]:
+    """`start_ray`; when it fails (no cluster at `--address auto`) the search never started,
+    and the directory made for it (`made`, the topmost one) is removed."""
+    try:
+        return start_ray(ray, address, node_ip_address)
+    except UserError:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def report_trials(
+    results: Any, search: Search, config: dict, mode: str, plan: TrialPlan, directory: Path
+) -> None:
+    """The trials' table (printed, and trials.csv) and the best trial's config, to train."""
     keys = [space.key for space in search.spaces]
     rows = trial_rows(results, keys, plan.best_key, Path(plan.models))
     print(trials_table(rows, plan.best_key))
@@ -280,9 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"trials: {directory / 'trials.csv'}")
     print(f"to train the best config: python train.py -c {best_path}")
     print(f"to evaluate the best trial: python test.py -r {best.run_dir}")
-    if results.num_errors:
-        print(f"{results.num_errors} trial(s) failed; --resume retries them: {resume}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,26 +14,17 @@ trainer_type.py (the trainer class and the config keys it takes) and report.py (
 evaluation report).
 """
 
-from builder.hooks import BUILT_IN, build_hooks
-from builder.optimizers import build_lr_scheduler, build_lr_schedulers, build_optimizers
+from builder.hooks import build_hooks
+from builder.optimizers import build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
 from builder.report import report_kinds, reports_to_try
-from builder.trainer import build_trainer, steps_per_epoch
-from builder.trainer_type import (
-    accepted_arguments,
-    runtime_arguments,
-    trainer_class,
-    trainer_keys,
-    trainer_options,
-)
+from builder.trainer import build_trainer
+from builder.trainer_type import run_config, trainer_class, trainer_keys, trainer_options
 
 __all__ = [
-    "BUILT_IN",
-    "accepted_arguments",
     "build_data_loader",
     "build_hooks",
     "build_loss",
-    "build_lr_scheduler",
     "build_lr_schedulers",
     "build_metrics",
     "build_models",
@@ -41,8 +32,7 @@ __all__ = [
     "build_trainer",
     "report_kinds",
     "reports_to_try",
-    "runtime_arguments",
-    "steps_per_epoch",
+    "run_config",
     "trainer_class",
     "trainer_keys",
     "trainer_options",

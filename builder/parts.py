@@ -85,10 +85,7 @@ def build_metrics(config: dict) -> dict[str, Callable]:
             modules += [importlib.import_module(name) for name in METRIC_MODULES]
         where = "model.metric or torchmetrics (.classification, .regression)"
         metric = lookup(path, node["type"], modules, _is_metric, where=where)
-        if isinstance(metric, type):
-            built[name] = instantiate(path, metric, node["args"])
-        else:
-            built[name] = build_callable(path, metric, node["args"], n_inputs=2)
+        built[name] = build_callable(path, metric, node["args"], n_inputs=2)
     return built
 
 

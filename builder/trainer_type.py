@@ -1,13 +1,17 @@
 """The trainer class `trainer.type` names, and which config keys are its constructor's
-arguments: the trainer keys beyond the shared ones, the loss and the metrics."""
+arguments: the trainer keys beyond the shared ones, the loss and the metrics; and a run's
+config, checked with those keys."""
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import trainer
 from base import BaseTrainer
+from utils.checkpoint.fields import check_config
 from utils.config.build import is_subclass_of, lookup_in_package
+from utils.config.check import load_run_config
 from utils.config.keys import Key
 from utils.errors import UserError
 
@@ -47,6 +51,20 @@ def trainer_keys(name: str) -> dict[str, Key]:
         for name, p in accepted_arguments(trainer_class(name)).items()
         if name not in SHARED_ARGUMENTS
     }
+
+
+def run_config(
+    config_file: str | Path | None,
+    overrides: Iterable[str],
+    checkpoint: dict | None = None,
+    checkpoint_path: str | Path | None = None,
+) -> dict:
+    """The config of a run (train.py, test.py, a tune.py trial): `config_file`, else the
+    checkpoint's own (whose problems then name the checkpoint), with `overrides` applied and
+    checked, the trainer keys included."""
+    if checkpoint is not None and config_file is None:
+        check_config(checkpoint_path, checkpoint, trainer_keys)
+    return load_run_config(config_file, checkpoint, overrides, trainer_keys)
 
 
 def trainer_options(config: dict) -> dict[str, Any]:
