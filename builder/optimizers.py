@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim import lr_scheduler as schedulers
 
 from utils.config.build import instantiate, is_subclass_of, lookup
-from utils.config.check import check_node, is_named_nodes
+from utils.config.check import check_node, is_named_nodes, node_path
 from utils.config.param_groups import build_param_groups
 from utils.errors import UserError
 
@@ -37,7 +37,7 @@ def build_optimizers(
         model = built_models[name]
         parameters = [p for p in model.parameters() if p.requires_grad]
         if parameters:
-            path = f"optimizer.{name}" if is_named_nodes(config["optimizer"]) else "optimizer"
+            path = node_path(config, "optimizer", name)
             optimizer_class = lookup(path, node["type"], [torch.optim], accept)
             if groups and node.get("param_groups"):
                 parameters = build_param_groups(model, node["param_groups"],
@@ -60,7 +60,7 @@ def build_lr_schedulers(
         return {}, {}
     built, intervals = {}, {}
     for name, child in named(node, optimizers, "lr_scheduler").items():
-        path = f"lr_scheduler.{name}" if is_named_nodes(node) else "lr_scheduler"
+        path = node_path(config, "lr_scheduler", name)
         interval = child.get("interval") or ("step" if child["type"] == "OneCycleLR" else "epoch")
         if interval == "step" and child["type"] == "ReduceLROnPlateau":
             raise UserError(

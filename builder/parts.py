@@ -21,7 +21,7 @@ from utils.config.build import (
     lookup,
     lookup_in_package,
 )
-from utils.config.check import is_named_nodes, metric_name
+from utils.config.check import is_named_nodes, metric_name, node_path
 from utils.errors import UserError
 
 # Where a `metrics` entry's type is looked up, the first one that has it winning.
@@ -49,7 +49,7 @@ def build_models(config: dict, weights_from_checkpoint: bool = False) -> dict[st
     accept = is_subclass_of(nn.Module)
     built = {}
     for name, node in nodes.items():
-        path = f"arch.{name}" if is_named_nodes(arch) else "arch"
+        path = node_path(config, "arch", name)
         model_class = lookup_in_package(path, node["type"], model, accept)
         args = node["args"]
         initial_weights = getattr(model_class, "initial_weights_argument", None)

@@ -113,6 +113,12 @@ def is_named_nodes(node: Any) -> bool:
     return isinstance(node, dict) and bool(node) and not {"type", "args"} & set(node)
 
 
+def node_path(config: dict, key: str, name: str) -> str:
+    """The config path of one model's node under `key` (arch, optimizer, lr_scheduler):
+    `optimizer`, or `optimizer.generator` when the key names its nodes."""
+    return f"{key}.{name}" if is_named_nodes(config.get(key)) else key
+
+
 def check_named_nodes(
     node: Any, path: str, errors: list[str], extra_keys: dict[str, Key] | None = None
 ) -> dict:
