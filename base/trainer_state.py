@@ -128,15 +128,7 @@ class TrainerState:
             )
             raise FieldError("batches_done", problem)
         self.load_weights(state)
-        optimizers = self._unpack(state["optimizer"])
-        for name, optimizer in self.optimizers.items():
-            if name not in optimizers:
-                raise FieldError(self._field("optimizer", name), "missing")
-            model = self.bare_models.get(name)
-            load = None
-            if model is not None and is_sharded(model):
-                load = functools.partial(load_full_optimizer_state, model, optimizer)
-            load_optimizer_state(optimizer, optimizers[name], self._field("optimizer", name), load)
+        self._load_optimizers(self._unpack(state["optimizer"]))
         saved = state["lr_scheduler"]
         schedulers = self._unpack(saved) if saved is not None else {}
         for name, scheduler in self.lr_schedulers.items():
@@ -155,6 +147,17 @@ class TrainerState:
             self.monitor.load_state_dict(state)
         self.load_hook_states(state.get("hooks", {}))
         self._rng_state = state["rng"]
+
+    def _load_optimizers(self, states: dict[str, Any]) -> None:
+        """Each optimizer's saved state; a sharded model's optimizer loads the full state."""
+        for name, optimizer in self.optimizers.items():
+            if name not in states:
+                raise FieldError(self._field("optimizer", name), "missing")
+            model = self.bare_models.get(name)
+            load = None
+            if model is not None and is_sharded(model):
+                load = functools.partial(load_full_optimizer_state, model, optimizer)
+            load_optimizer_state(optimizer, states[name], self._field("optimizer", name), load)
 
     def _field(self, key: str, name: str) -> str:
         """The checkpoint field of one model's state: `key`, or `key.name` (several models)."""
