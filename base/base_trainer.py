@@ -1,7 +1,6 @@
 """The loop every trainer shares; a subclass says what one training step does with one batch."""
 
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,40 +9,30 @@ from torch import nn
 
 from base.epoch_batches import BatchFailed, EpochBatches
 from base.epoch_loader import EpochLoader
+from base.failure_checkpoint import save_for_resume
 from base.gradient_updates import GradientUpdates, NonFiniteLoss
-from base.hook import Hook, check_state_keys
+from base.hook import Hook, HookEvents, StopTraining
 from base.metric_tracker import MetricTracker
-from base.model_wrapping import wrap_model
-from base.monitor import Monitor
-from base.sharding import strategy_problem
+from base.model_wrapping import place_models
 from base.trainer_state import TrainerState
+from base.trainer_steps import TrainerSteps
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
-from utils.distributed.process_group import is_distributed
-from utils.errors import TrainingFailed, UserCodeFailed, UserError
+from utils.errors import UserError
 from utils.run.dirs import RunDirs
 
 logger = logging.getLogger(__name__)
 
 
-class StopTraining(Exception):
-    """Ends the run normally after the current event (early stopping, a hook's request)."""
-
-
-class BaseTrainer(TrainerState, ABC):
+class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
     """Runs epochs of `train_step` over `data_loader`, calling the hooks at every event.
 
-    Provided here, for every trainer: accumulation, mixed precision and the fp16 scaler,
-    clipping and the non-finite guard (`self.updates`), DDP `no_sync`, the epoch loop with
-    mid-epoch resume, validation, the monitored value, logged means, and the checkpoint
-    (`TrainerState`). Models, optimizers and LR schedulers are held by name; `model_names`
-    says which models a trainer expects.
+    A subclass defines the steps (`TrainerSteps`). Provided here, for every trainer:
+    accumulation, mixed precision and the fp16 scaler, clipping and the non-finite guard
+    (`self.updates`), DDP `no_sync`, the epoch loop with mid-epoch resume, validation, the
+    monitored value, logged means, and the checkpoint (`TrainerState`). Models, optimizers
+    and LR schedulers are held by name; `model_names` says which models a trainer expects.
     """
-
-    model_names: tuple[str, ...] = ("model",)
-    # The evaluation report test.py makes under `test.report: auto`: a report's name (a
-    # module of logger/reports/); None chooses one from the model's output and the targets.
-    report: str | None = None
 
     def __init__(
         self,
@@ -72,71 +61,27 @@ class BaseTrainer(TrainerState, ABC):
         strategy: str | None = None,
     ) -> None:
         self.bare_models = models  # what checkpoints hold: never wrapped, never compiled
-        self.optimizers = optimizers
-        self.lr_schedulers = lr_schedulers or {}
-        self.device, self.config = device, config
-        self.epochs, self.log_step = epochs, log_step
-        self.valid_data_loader = valid_data_loader
-        self.updates = GradientUpdates(
-            device, amp, accumulate_steps, clip_grad_norm, on_nonfinite, max_skipped
-        )
+        self.optimizers, self.lr_schedulers = optimizers, lr_schedulers or {}
+        self.device, self.config, self.channels_last = device, config, channels_last
+        self.epochs, self.log_step, self.valid_data_loader = epochs, log_step, valid_data_loader
+        self.updates = GradientUpdates(device, amp, accumulate_steps, clip_grad_norm,
+                                       on_nonfinite, max_skipped)  # fmt: skip
         self.batches = EpochBatches(data_loader, len_epoch and len_epoch * accumulate_steps)
-        self.channels_last = channels_last
         torch.backends.cudnn.benchmark = cudnn_benchmark  # a process-wide switch
-        problem = strategy_problem(strategy, is_distributed(), amp=amp, compile=compile,
-                                   model_names=list(models),
-                                   hooks=[type(hook).__name__ for hook in hooks])  # fmt: skip
-        if problem:
-            raise UserError(problem)
-        for model in models.values():  # in place: the optimizers keep their parameters
-            model.to(device, memory_format=torch.channels_last if channels_last else None)
-        self.models = {
-            name: wrap_model(model, device, device_ids, compile, strategy, optimizers.values())
-            for name, model in models.items()
-        }
-        self.monitor = Monitor(monitor, self.logged_names())
         self.hooks = list(hooks)
+        self.models = place_models(models, optimizers, device, device_ids, amp=amp,
+                                   channels_last=channels_last, compile_option=compile,
+                                   strategy=strategy, hooks=self.hooks)  # fmt: skip
+        self.start_state(monitor)
         self._check_parts()
-        self.tracker = MetricTracker(self.stateful_metrics(), device)  # the current epoch's
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer steps taken
-        self.batch: Any = None  # the batch being trained on, on the device
-        self.step_samples = 0  # samples this rank trained on in the last step
-        self.window: dict[str, float] | None = None  # at log steps: means since the epoch's last
-        self.epoch_log: dict[str, float] = {}  # the last epoch's means (val_ for validation)
-        self.run_dirs: RunDirs | None = None  # None on ranks that do not write
-        self.stop_requested = False
-        self.failure: BaseException | None = None  # what ended the run, if not its normal end
-        self._stop: BaseException = StopTraining()
-        self._rng_state: dict | None = None
-        self.group_start: dict[str, int] = {}  # the position before the current group of batches
 
-    @abstractmethod
-    def logged_names(self) -> list[str]:
-        """The names of the epoch log: what `train_step` returns, and `val_` + what
-        `validation_step` returns when there is validation. `trainer.monitor` must be one."""
-
-    @abstractmethod
-    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
-        """Train on one batch (already on the device): forward under `self.updates.autocast()`,
-        `self.updates.backward(loss)`, `self.updates.step(optimizer)` for each optimizer.
-        Return the batch's values to log (0-d tensors, kept on the device)."""
-
-    def stateful_metrics(self) -> dict[str, Any]:
-        """The logged values that are computed from a state over all their batches (such as
-        torchmetrics metrics), by name: `train_step` and `validation_step` give each its
-        `MetricInputs`. None by default."""
-        return {}
-
-    def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
-        """Evaluate one batch (no gradients, eval mode); return the values to log."""
-        raise NotImplementedError(f"{type(self).__name__} has no validation_step")
-
-    def request_stop(self, reason: BaseException | None = None) -> None:
-        """End the run after the current event's hooks (all of them still run, so the
-        `Checkpointer` after the caller saves first); raise `reason`, else end normally."""
-        self.stop_requested = True
-        self._stop = reason or StopTraining()
+    def _check_parts(self) -> None:
+        self.check_hooks()
+        if self.valid_data_loader is not None and not self.evaluates():
+            raise UserError(
+                f"data_loader.args.validation_split: {type(self).__name__} has no "
+                "validation_step; set the split to 0"
+            )
 
     def trial_step(self) -> None:
         """One training step on the first batch, undone afterwards (`base/trial_step.py`): a
@@ -154,15 +99,9 @@ class BaseTrainer(TrainerState, ABC):
                 self._train_epoch(epoch)
         except StopTraining:
             logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
-        except BatchFailed as failed:  # the user's data: its traceback, then where to resume
-            saved = self._save_group_start()
-            self.failure = UserCodeFailed(
-                f"the data loader raised {failed.summary()} at epoch "
-                f"{self.epoch + 1}, batch {failed.batch} (its traceback is above); the last "
-                f"step's state is in {saved}: fix the data, then resume with "
-                f"python train.py -r {saved}"
-            )
-            raise self.failure from failed.__cause__
+        except (BatchFailed, NonFiniteLoss) as error:  # the state before the group is whole
+            self.failure = save_for_resume(self, error)
+            raise self.failure from error.__cause__
         except BaseException as error:  # an error or a stop signal: `after_train` sees it
             self.failure = error
             raise
@@ -175,22 +114,15 @@ class BaseTrainer(TrainerState, ABC):
         if self.batches.batches_done == 0:
             self.tracker.reset()  # (a resumed epoch restored its totals instead)
         self._call("before_epoch")
-        n_batches, group = self.batches.batches_per_epoch, self.updates.accumulate_steps
         self.group_start, group_values = self.batches.position(), []
         for index, batch in enumerate(self.batches.remaining(epoch), self.batches.batches_done):
-            first = index - index % group
-            if index == first:
+            if self.updates.start_batch(index, self.batches.batches_per_epoch):
                 self._call("before_step")
-            self.updates.group_size = min(group, n_batches - first)
-            self.updates.group_end = index + 1 == first + self.updates.group_size
             logs = self.updates.group_end and self._is_log_step(index)
             self.updates.measure_grad_norms = logs  # only where logged: a pass over the gradients
             self.batch = to_device(batch, self.device, self.channels_last)
-            try:
-                with self.updates.no_sync(self.models):
-                    group_values.append((self.train_step(self.batch), batch_size(self.batch)))
-            except NonFiniteLoss:
-                self._stop_on_nonfinite(epoch, index)
+            with self.updates.no_sync(self.models):
+                group_values.append((self.train_step(self.batch), batch_size(self.batch)))
             self.batches.batches_done = index + 1
             if self.updates.group_end:
                 self._end_group(group_values, logs)
@@ -244,40 +176,3 @@ class BaseTrainer(TrainerState, ABC):
             model.train()
         self._call("after_validation")
         return tracker.result()
-
-    def _call(self, event: str) -> None:
-        """Call `event` on every hook, then stop if one of them asked to."""
-        for hook in self.hooks:
-            getattr(hook, event)(self)
-        if self.stop_requested and event != "after_train":
-            raise self._stop
-
-    def _save_group_start(self) -> str:
-        """Save the state from before the current group of batches as a step checkpoint (a
-        resumed run replays the group); where it is."""
-        self.batches.load_position(self.group_start)
-        return str(self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)")
-
-    def _stop_on_nonfinite(self, epoch: int, index: int) -> None:
-        """`on_nonfinite: "stop"`: save the state from before this group, then fail."""
-        saved = self._save_group_start()
-        raise TrainingFailed(
-            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {index + 1}); "
-            f"the last good state is in {saved}. Lower the learning rate, or set "
-            "trainer.on_nonfinite to 'skip'"
-        )
-
-    def _check_parts(self) -> None:
-        check_state_keys(self.hooks)
-        for hook in self.hooks:
-            hook.check(self)
-        if self.valid_data_loader is not None and not self.evaluates():
-            raise UserError(
-                f"data_loader.args.validation_split: {type(self).__name__} has no "
-                "validation_step; set the split to 0"
-            )
-
-    @classmethod
-    def evaluates(cls) -> bool:
-        """Whether this trainer has a `validation_step` (validation, test.py)."""
-        return cls.validation_step is not BaseTrainer.validation_step

@@ -55,6 +55,14 @@ class GradientUpdates:
         self.measure_grad_norms = False  # whether this group's `step`s record `grad_norms`
         self.grad_norms: dict[torch.optim.Optimizer, torch.Tensor] = {}
 
+    def start_batch(self, index: int, batches_per_epoch: int) -> bool:
+        """Place batch `index` (from 0) of the epoch in its group (an epoch's last group may
+        be smaller); True when the batch starts the group."""
+        first = index - index % self.accumulate_steps
+        self.group_size = min(self.accumulate_steps, batches_per_epoch - first)
+        self.group_end = index + 1 == first + self.group_size
+        return index == first
+
     def autocast(self) -> AbstractContextManager:
         """The forward pass's precision (`trainer.amp`)."""
         return autocast(self.device, self.precision)

@@ -80,12 +80,38 @@ class Hook:
         """Restore what `state_dict` returned."""
 
 
-def check_state_keys(hooks: list[Hook]) -> None:
-    """Refuse two hooks with one `state_key`: their checkpoint states would collide."""
-    keys = [hook.state_key for hook in hooks]
-    for key in keys:
-        if keys.count(key) > 1:
-            raise UserError(
-                f"trainer.hooks: two hooks have the state key {key!r}; give them different "
-                "arguments, or a `state_key` that tells them apart"
-            )
+class StopTraining(Exception):
+    """Ends the run normally after the current event (early stopping, a hook's request)."""
+
+
+class HookEvents:
+    """The trainer's side of the protocol: its hooks, called in list order at each event."""
+
+    hooks: list[Hook]
+    stop_requested = False  # whether a hook asked to end the run after the current event
+    _stop: BaseException | None = None  # what to raise then (None: `StopTraining`)
+
+    def request_stop(self, reason: BaseException | None = None) -> None:
+        """End the run after the current event's hooks (all of them still run, so the
+        `Checkpointer` after the caller saves first); raise `reason`, else end normally."""
+        self.stop_requested, self._stop = True, reason
+
+    def check_hooks(self) -> None:
+        """Refuse two hooks with one `state_key` (their checkpoint states would collide), then
+        let each hook refuse this trainer."""
+        keys = [hook.state_key for hook in self.hooks]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise UserError(
+                    f"trainer.hooks: two hooks have the state key {key!r}; give them different "
+                    "arguments, or a `state_key` that tells them apart"
+                )
+        for hook in self.hooks:
+            hook.check(self)
+
+    def _call(self, event: str) -> None:
+        """Call `event` on every hook, then stop if one of them asked to."""
+        for hook in self.hooks:
+            getattr(hook, event)(self)
+        if self.stop_requested and event != "after_train":
+            raise self._stop or StopTraining()

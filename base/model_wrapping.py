@@ -2,17 +2,46 @@
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from base.sharding import shard
+from base.hook import Hook
+from base.sharding import shard, strategy_problem
 from utils.distributed.process_group import is_distributed
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+def place_models(
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    device: torch.device,
+    device_ids: Sequence[int],
+    *,
+    channels_last: bool,
+    compile_option: bool | dict,
+    strategy: str | None,
+    amp: str | bool,
+    hooks: Sequence[Hook],
+) -> dict[str, nn.Module]:
+    """The modules training calls, by name: each model moved to `device` in place (the
+    optimizers keep their parameters), then wrapped (`wrap_model`). A `strategy` that cannot
+    serve the run (its `amp`, `compile_option`, models and hooks) is refused first."""
+    problem = strategy_problem(strategy, is_distributed(), amp=amp, compile=compile_option,
+                               model_names=list(models),
+                               hooks=[type(hook).__name__ for hook in hooks])  # fmt: skip
+    if problem:
+        raise UserError(problem)
+    for model in models.values():
+        model.to(device, memory_format=torch.channels_last if channels_last else None)
+    return {
+        name: wrap_model(model, device, device_ids, compile_option, strategy, optimizers.values())
+        for name, model in models.items()
+    }
 
 
 def wrap_model(
@@ -21,7 +50,7 @@ def wrap_model(
     device_ids: Sequence[int],
     compile_option: bool | dict,
     strategy: str | None = None,
-    optimizers: Sequence[torch.optim.Optimizer] = (),
+    optimizers: Iterable[torch.optim.Optimizer] = (),
 ) -> nn.Module:
     """DDP under torchrun (`strategy` "fsdp": the model sharded in place, and `optimizers`
     pointed at its shards), DataParallel for several GPUs in one process, then

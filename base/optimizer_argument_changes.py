@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from base.base_trainer import BaseTrainer
-from utils.config.check import check_named_nodes, is_named_nodes
+from utils.config.check import check_named_nodes, node_path
 from utils.config.keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
 from utils.config.param_groups import group_parameters
 
@@ -31,9 +31,8 @@ def config_node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
     if node is None:
         return key, None
     extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
-    if is_named_nodes(node):
-        return f"{key}.{name}", check_named_nodes(node.get(name), f"{key}.{name}", [], extra_keys)
-    return key, check_named_nodes(node, key, [], extra_keys)
+    path = node_path(config, key, name)
+    return path, check_named_nodes(node.get(name) if path != key else node, path, [], extra_keys)
 
 
 def optimizer_arguments(config: dict, name: str) -> dict:

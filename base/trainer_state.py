@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from base.metric_tracker import MetricTracker
+from base.monitor import Monitor
 from base.sharding import (
     class_name,
     full_optimizer_state,
@@ -20,6 +22,7 @@ from utils.checkpoint.files import save_checkpoint
 from utils.checkpoint.saved_states import load_like, load_optimizer_state, load_weights
 from utils.distributed.process_group import barrier, is_distributed
 from utils.errors import error_summary
+from utils.run.dirs import RunDirs
 from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -28,11 +31,27 @@ SINGLE = ("model",)  # a trainer of one model keeps the flat checkpoint layout
 
 
 class TrainerState:
-    """`state_dict`/`load_state_dict` of a `BaseTrainer` (see the README's checkpoint table).
+    """What a `BaseTrainer` has done so far: its start, its checkpoint (`state_dict`, see the
+    README's checkpoint table) and a resumed run's `load_state_dict`.
 
     Models, optimizers and schedulers are stored by name (`{"generator": ..., ...}`); a
     trainer whose only model is `model` stores each one directly, as before names existed.
     """
+
+    def start_state(self, monitor: str) -> None:
+        """The state of a run that has trained nothing yet, which hooks read."""
+        self.monitor = Monitor(monitor, self.logged_names())
+        self.tracker = MetricTracker(self.stateful_metrics(), self.device)  # the current epoch's
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken
+        self.batch: Any = None  # the batch being trained on, on the device
+        self.step_samples = 0  # samples this rank trained on in the last step
+        self.window: dict[str, float] | None = None  # at log steps: means since the epoch's last
+        self.epoch_log: dict[str, float] = {}  # the last epoch's means (val_ for validation)
+        self.run_dirs: RunDirs | None = None  # None on ranks that do not write
+        self.failure: BaseException | None = None  # what ended the run, if not its normal end
+        self.group_start: dict[str, int] = {}  # the position before the current group of batches
+        self._rng_state: dict | None = None  # a loaded checkpoint's, until `train` restores it
 
     def save(self, filename: str) -> Path | None:
         """Write the checkpoint as `filename` in the run directory (atomically). Every rank
@@ -109,15 +128,7 @@ class TrainerState:
             )
             raise FieldError("batches_done", problem)
         self.load_weights(state)
-        optimizers = self._unpack(state["optimizer"])
-        for name, optimizer in self.optimizers.items():
-            if name not in optimizers:
-                raise FieldError(self._field("optimizer", name), "missing")
-            model = self.bare_models.get(name)
-            load = None
-            if model is not None and is_sharded(model):
-                load = functools.partial(load_full_optimizer_state, model, optimizer)
-            load_optimizer_state(optimizer, optimizers[name], self._field("optimizer", name), load)
+        self._load_optimizers(self._unpack(state["optimizer"]))
         saved = state["lr_scheduler"]
         schedulers = self._unpack(saved) if saved is not None else {}
         for name, scheduler in self.lr_schedulers.items():
@@ -136,6 +147,17 @@ class TrainerState:
             self.monitor.load_state_dict(state)
         self.load_hook_states(state.get("hooks", {}))
         self._rng_state = state["rng"]
+
+    def _load_optimizers(self, states: dict[str, Any]) -> None:
+        """Each optimizer's saved state; a sharded model's optimizer loads the full state."""
+        for name, optimizer in self.optimizers.items():
+            if name not in states:
+                raise FieldError(self._field("optimizer", name), "missing")
+            model = self.bare_models.get(name)
+            load = None
+            if model is not None and is_sharded(model):
+                load = functools.partial(load_full_optimizer_state, model, optimizer)
+            load_optimizer_state(optimizer, states[name], self._field("optimizer", name), load)
 
     def _field(self, key: str, name: str) -> str:
         """The checkpoint field of one model's state: `key`, or `key.name` (several models)."""

@@ -24,7 +24,7 @@ from base.epoch_batches import no_batch_message
 from base.gradient_updates import GradientUpdates
 from base.sharding import class_name
 from utils.batch import to_device
-from utils.config.check import is_named_nodes, metric_name
+from utils.config.check import metric_name, node_path
 from utils.errors import TrainingFailed, UserError, error_summary
 from utils.seed import get_rng_state, set_rng_state
 
@@ -40,10 +40,9 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
     trainer evaluates), then step every LR scheduler once, calling no hook; a failure becomes
     a `UserError` naming the config node it came from.
 
-    Afterwards the weights, buffers, gradients, optimizer, scheduler and scaler states, the
-    random generators, the train/eval modes and `trainer.updates` are as they were; the step
-    counters, the hooks and the loader's position are never touched (the first batch is read
-    from a fresh iterator: the run sets the loader's epoch before each pass).
+    Afterwards all that the step changed is as it was (`_undone`); the step counters, the
+    hooks and the loader's position are never touched (the first batch is read from a fresh
+    iterator: the run sets the loader's epoch before each pass).
     """
     parts = _parts(trainer)
     with _undone(trainer), warnings.catch_warnings():
@@ -72,7 +71,7 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
             with _reported(parts, "validation", shapes), torch.no_grad():
                 trainer.validation_step(batch)
         for name, scheduler in trainer.lr_schedulers.items():
-            _step_scheduler(scheduler, _node(trainer.config, "lr_scheduler", name))
+            _step_scheduler(scheduler, node_path(trainer.config, "lr_scheduler", name))
 
 
 def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes: str) -> None:
@@ -102,22 +101,20 @@ def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes
 def _undone(trainer: "BaseTrainer") -> Iterator[None]:
     """On leaving, put back everything a training step changes. The copies are kept on the
     CPU, so that the trial needs no more GPU memory than a step of the run does."""
-    rng = get_rng_state()
+    rng, batch, scaler = get_rng_state(), trainer.batch, trainer.updates.scaler
     tensors = [t for m in trainer.bare_models.values() for t in (*m.parameters(), *m.buffers())]
     values = [tensor.detach().to("cpu", copy=True) for tensor in tensors]
     grads = [None if t.grad is None else t.grad.detach().to("cpu", copy=True) for t in tensors]
     modes = [(m, m.training) for model in trainer.models.values() for m in model.modules()]
-    optimizers = [(o, _to_cpu(o.state_dict())) for o in trainer.optimizers.values()]
+    states = [(o, _to_cpu(o.state_dict())) for o in trainer.optimizers.values()]
+    states += [(s, copy.deepcopy(s.state_dict())) for s in trainer.lr_schedulers.values()]
+    states += [(scaler, scaler.state_dict())] if scaler.is_enabled() else []
     # Set by the LR schedulers' wrapper of `optimizer.step`; read by their order warning.
     stepped = [(o, vars(o).get("_opt_called")) for o in trainer.optimizers.values()]
-    schedulers = [(s, copy.deepcopy(s.state_dict())) for s in trainer.lr_schedulers.values()]
-    scaler = trainer.updates.scaler
-    scaler_state = scaler.state_dict() if scaler.is_enabled() else None
     # Which optimizers the scaler has unscaled or stepped since its last update: not in its
     # state_dict, and a step left "stepped" would refuse the run's first step.
     scaler_stages = copy.deepcopy(vars(scaler).get("_per_optimizer_states"))
     updates = {**vars(trainer.updates), "grad_norms": dict(trainer.updates.grad_norms)}
-    batch = trainer.batch
     try:
         yield
     finally:
@@ -127,17 +124,12 @@ def _undone(trainer: "BaseTrainer") -> Iterator[None]:
                 tensor.grad = None if grad is None else grad.to(tensor.device)
         for module, training in modes:
             module.training = training
-        for optimizer, state in optimizers:
-            optimizer.load_state_dict(state)
+        for part, state in states:
+            part.load_state_dict(state)
         for optimizer, called in stepped:
-            if called is None:
-                vars(optimizer).pop("_opt_called", None)
-            else:
+            vars(optimizer).pop("_opt_called", None)
+            if called is not None:
                 optimizer._opt_called = called
-        for scheduler, state in schedulers:
-            scheduler.load_state_dict(state)
-        if scaler_state is not None:
-            scaler.load_state_dict(scaler_state)
         if scaler_stages is not None:
             scaler._per_optimizer_states = scaler_stages
         vars(trainer.updates).update(updates)
@@ -229,7 +221,7 @@ def _parts(trainer: "BaseTrainer") -> dict[CodeType, Part]:
         _code(GradientUpdates.backward): ("loss", "the backward pass", f"check loss, {fits}")
     }
     for name, model in trainer.bare_models.items():
-        node = _node(config, "arch", name)
+        node = node_path(config, "arch", name)
         what = f"{class_name(model)}.forward"
         parts[_code(model)] = (node, what, f"check {node}.args, and that it takes these batches")
     criterion = getattr(trainer, "criterion", None)
@@ -240,7 +232,7 @@ def _parts(trainer: "BaseTrainer") -> dict[CodeType, Part]:
         node = f"metrics[{metric_types.index(name) if name in metric_types else index}]"
         parts[_code(metric)] = (node, name, f"check {node}.args, {fits}")
     for name, optimizer in trainer.optimizers.items():
-        node = _node(config, "optimizer", name)
+        node = node_path(config, "optimizer", name)
         parts[_code(type(optimizer).step)] = (
             node, f"{type(optimizer).__name__}.step", f"check {node}.args"
         )  # fmt: skip
@@ -262,11 +254,6 @@ def _name(function: Any) -> str:
     while isinstance(function, functools.partial):
         function = function.func
     return getattr(function, "__name__", type(function).__name__)
-
-
-def _node(config: dict, key: str, name: str) -> str:
-    """The config path of one model's node: `arch`, or `arch.generator` when nodes are named."""
-    return f"{key}.{name}" if is_named_nodes(config.get(key)) else key
 
 
 def _describe(batch: Any) -> str:
