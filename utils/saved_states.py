@@ -135,16 +135,16 @@ def load_weights(
     field: str = "state_dict",
     load: Callable[[dict], None] | None = None,
 ) -> None:
-    """Load a state dict of weights into `model` (or `load(weights)`: a sharded model's); if
-    they do not fit, name the missing, unexpected and mis-shaped keys (a `FieldError` on
-    `field` of the checkpoint)."""
+    """Load a state dict of weights (tensors, as `check_fields` sees them) into `model` (or
+    `load(weights)`: a sharded model's); if they do not fit, name the missing, unexpected and
+    mis-shaped keys (a `FieldError` on `field` of the checkpoint)."""
     own = model.state_dict()
     missing = [key for key in own if key not in weights]
     unexpected = [key for key in weights if key not in own]
     shapes = [
         f"{key} {tuple(weights[key].shape)} (the model's: {tuple(own[key].shape)})"
         for key in own
-        if key in weights and getattr(weights[key], "shape", None) != own[key].shape
+        if key in weights and weights[key].shape != own[key].shape
     ]
     problems = [
         f"{what} {_some(keys)}"
