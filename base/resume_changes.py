@@ -23,12 +23,11 @@ from base.base_trainer import BaseTrainer
 from base.optimizer_argument_changes import ArgumentChange, apply_change, argument_changes
 from base.resume_refusals import (
     changed_lengths,
+    changed_optimizers,
     changed_order,
-    changed_param_groups,
     changed_schedules,
     contradictions,
     one_cycle_lengths,
-    replaced_optimizers,
 )
 from utils.config.check import config_changes
 from utils.errors import UserError
@@ -40,8 +39,7 @@ def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str
     the restored state contradicts is a `UserError`, raised before anything is written."""
     old, new = checkpoint["config"], trainer.config
     _refuse(
-        replaced_optimizers(trainer, old, new)
-        + changed_param_groups(trainer, old, new)
+        changed_optimizers(trainer, old, new)
         + changed_schedules(trainer, old, new)
         + changed_order(checkpoint, old, new)
     )

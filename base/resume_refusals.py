@@ -42,30 +42,24 @@ def changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
     return errors
 
 
-def replaced_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
-    """A changed `optimizer.type`: the restored state (Adam's moments, ...) is the old type's."""
+def changed_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
+    """A changed `optimizer.type`: the restored state (Adam's moments, ...) is the old type's.
+    A changed `optimizer.param_groups`: the restored state numbers its parameters by the old
+    groups, and each group's hyperparameters (and schedule) are the old ones."""
     errors = []
     for name in trainer.optimizers:
         path, node = config_node(new, "optimizer", name)
-        was = config_node(old, "optimizer", name)[1]["type"]
-        if node["type"] != was:
+        was = config_node(old, "optimizer", name)[1]
+        if node["type"] != was["type"]:
             errors.append(
-                f"{path}.type: {was!r} -> {node['type']!r} on resume: the restored optimizer "
-                f"state is {was}'s; {_fine_tune('switch optimizer')}"
+                f"{path}.type: {was['type']!r} -> {node['type']!r} on resume: the restored "
+                f"optimizer state is {was['type']}'s; {_fine_tune('switch optimizer')}"
             )
-    return errors
-
-
-def changed_param_groups(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
-    """A changed `optimizer.param_groups`: the restored state numbers its parameters by the
-    old groups, and each group's hyperparameters (and schedule) are the old ones."""
-    errors = []
-    for name in trainer.optimizers:
-        path, node = config_node(new, "optimizer", name)
-        was = config_node(old, "optimizer", name)[1]["param_groups"]
-        if node["param_groups"] != was:
+        if node["param_groups"] != was["param_groups"]:
             key = f"{path}.param_groups"
-            changes = "; ".join(config_changes({key: was}, {key: node["param_groups"]}))
+            changes = "; ".join(
+                config_changes({key: was["param_groups"]}, {key: node["param_groups"]})
+            )
             errors.append(
                 f"{changes or key + ': reordered'} on resume: the restored optimizer state "
                 f"is in the old parameter groups, with their options; {_fine_tune()}"

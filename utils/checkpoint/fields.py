@@ -75,6 +75,10 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_count(value: Any, top: int = MAX_COUNT) -> bool:
+    return is_int(value) and 0 <= value < top
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -90,7 +94,7 @@ def _mapping(value: Any, field: str, path: Path, expected: str, keys: tuple = ()
 
 
 def _count(value: Any, field: str, path: Path, top: int = MAX_COUNT) -> None:
-    if not is_int(value) or not 0 <= value < top:
+    if not is_count(value, top):
         expected = "an integer >= 0" if top == MAX_COUNT else f"an integer from 0 to {top - 1}"
         raise invalid(field, value, expected, path)
 
@@ -180,9 +184,7 @@ def _check_optimizer(value: Any, field: str, path: Path) -> None:
         where = child(f"{field}.state", number)
         if number not in numbers:
             raise FieldError(where, "not a parameter number of its param_groups", path)
-        for name, tensor in _mapping(entry, where, path, "a mapping of names to tensors").items():
-            if not isinstance(tensor, torch.Tensor):
-                raise invalid(child(where, name), tensor, "a tensor", path)
+        _check_weights(entry, where, path)  # (its tensors by name, as a model's weights)
 
 
 def _check_rng(rng: Any, path: Path) -> None:
@@ -210,14 +212,12 @@ def _check_rng(rng: Any, path: Path) -> None:
         raise invalid("rng.numpy.gauss", numpy["gauss"], "a number", path)
     if not isinstance(rng["cuda"], list):
         raise invalid("rng.cuda", rng["cuda"], "a list of CUDA generator states", path)
-    for field, value in [("rng.torch", rng["torch"])] + [
-        (f"rng.cuda[{index}]", value) for index, value in enumerate(rng["cuda"])
-    ]:
+    for index, value in enumerate(rng["cuda"]):  # (only the global generators could try them)
         if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.dim() != 1:
-            raise invalid(field, value, "a uint8 tensor of one dimension", path)
+            raise invalid(f"rng.cuda[{index}]", value, "a uint8 tensor of one dimension", path)
     try:
-        torch.Generator().set_state(rng["torch"])
-    except RuntimeError as error:
+        torch.Generator().set_state(rng["torch"])  # (which checks its type and size)
+    except (TypeError, RuntimeError) as error:
         problem = f"not a state of torch's generator ({error_summary(error)})"
         raise FieldError("rng.torch", problem, path) from None
 
@@ -233,7 +233,7 @@ def _check_progress(progress: Any, path: Path) -> None:
     metrics = _mapping(progress["train_metrics"], field, path, "a mapping", METRIC_KEYS)
     kinds = {
         "device_totals": ("a 0-d tensor", lambda v: isinstance(v, torch.Tensor) and v.dim() == 0),
-        "device_counts": ("an integer >= 0", lambda v: is_int(v) and v >= 0),
+        "device_counts": ("an integer >= 0", is_count),
         "totals": ("a number", is_number),
         "counts": ("a number", is_number),
     }
@@ -247,8 +247,8 @@ def _check_progress(progress: Any, path: Path) -> None:
     stateful = _mapping(metrics.get("stateful", {}), f"{field}.stateful", path, "a mapping")
     for name, states in stateful.items():
         where = child(f"{field}.stateful", name)
-        for part in _mapping(states, where, path, "a mapping", ("epoch", "window")).values():
-            _check_metric_state(part, where, path)
+        for window, part in _mapping(states, where, path, "a mapping", ("epoch", "window")).items():
+            _check_metric_state(part, child(where, window), path)
 
 
 def _check_metric_state(state: Any, field: str, path: Path) -> None:

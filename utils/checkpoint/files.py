@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from utils.checkpoint.fields import check_fields, is_int
+from utils.checkpoint.fields import check_fields, is_count
 from utils.errors import TrainingFailed, UserError, error_summary
 
 CHECKPOINT_KEYS = (
@@ -190,10 +190,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"checkpoint {path}: not a readable checkpoint (damaged: {error_summary(error)})"
         ) from None
-    if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
-        missing = [
-            key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state
-        ]
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
         raise UserError(
             f"checkpoint {path}: not a checkpoint of this template (missing {', '.join(missing)})"
         )
@@ -262,7 +260,7 @@ def _position(path: Path) -> tuple[int, int, int]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         position = state["step"], state["epoch"], state["batches_done"]
-        if all(is_int(value) for value in position):
+        if all(is_count(value) for value in position):
             return position
     except Exception:  # whatever it is, the whole load below says it properly
         pass

@@ -56,21 +56,18 @@ def check_like(saved: Any, template: Any, field: str, partial: bool = False) -> 
                 raise FieldError(child(field, key), "missing")
 
 
+def _load(load: Callable[[Any], Any], saved: Any, field: str, what: str = "does not load") -> None:
+    """`load(saved)`, the error of a state torch's own checks refuse a `FieldError`."""
+    try:
+        load(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise FieldError(field, f"{what} ({error_summary(error)})") from None
+
+
 def load_like(target: Any, saved: Any, field: str) -> None:
     """`target.load_state_dict(saved)` (a scheduler, a scaler), once `saved` is like its own."""
     check_like(saved, target.state_dict(), field)
-    try:
-        target.load_state_dict(saved)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise FieldError(field, f"does not load ({error_summary(error)})") from None
-
-
-def _fits(saved: torch.Size, shape: torch.Size) -> bool:
-    """An optimizer's per-parameter tensor: 0-d (a step count), or the parameter's shape,
-    where a factored optimizer (Adafactor) may keep 1 along some dimensions."""
-    if len(saved) != len(shape):
-        return len(saved) == 0
-    return all(n in (1, own) for n, own in zip(saved, shape, strict=True))
+    _load(target.load_state_dict, saved, field)
 
 
 def load_optimizer_state(
@@ -80,9 +77,9 @@ def load_optimizer_state(
     load: Callable[[dict], None] | None = None,
 ) -> None:
     """`optimizer.load_state_dict(saved)` (or `load(saved)`: a sharded optimizer's), once the
-    saved groups match the optimizer's (count, parameters, hyperparameter kinds), each state
-    tensor fits its parameter, and parameters of one rank have state under the same names
-    (Adafactor keeps other names for matrices)."""
+    saved groups match the optimizer's (count, parameters, hyperparameter kinds: torch counts
+    them only as it loads, a sharded optimizer's loader not at all) and each state tensor fits
+    its parameter (`_check_optimizer_state`)."""
     groups, own = saved["param_groups"], optimizer.state_dict()["param_groups"]
     name = type(optimizer).__name__
     if len(groups) != len(own):
@@ -98,26 +95,38 @@ def load_optimizer_state(
             raise FieldError(where, problem + str(len(mine["params"])))
         parameters.update(zip(group["params"], live["params"], strict=True))
         check_like({k: v for k, v in group.items() if k != "params"}, mine, where, partial=True)
-    names: dict[int, set[str]] = {}  # what the optimizer keeps for a parameter, by its rank
-    for number, entry in saved["state"].items():
-        shape = parameters[number].shape
-        kept = names.setdefault(len(shape), set(entry))
-        if set(entry) != kept:
-            problem = f"holds {sorted(entry)}; others of rank {len(shape)} hold {sorted(kept)}"
-            raise FieldError(child(f"{field}.state", number), problem)
-        for key, tensor in entry.items():
-            if not _fits(tensor.shape, shape):
-                where = child(child(f"{field}.state", number), key)
-                raise invalid(where, tensor, f"a tensor of its parameter's shape {tuple(shape)}")
-    try:
-        (load or optimizer.load_state_dict)(saved)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise FieldError(field, f"does not load ({error_summary(error)})") from None
+    _check_optimizer_state(saved["state"], parameters, field)
+    _load(load or optimizer.load_state_dict, saved, field)
     for index, group in enumerate(optimizer.param_groups):
         missing = sorted(set(optimizer.defaults) - set(group))
         if missing:  # (torch has filled in those that its newer versions added)
             problem = f"has no {', '.join(missing)}: it is not the state of a {name}"
             raise FieldError(f"{field}.param_groups[{index}]", problem)
+
+
+def _check_optimizer_state(state: dict, parameters: dict[int, torch.Tensor], field: str) -> None:
+    """Each saved state tensor fits its parameter (torch's load takes any shape), and the
+    parameters of one rank have state under the same names (Adafactor keeps other names
+    for matrices)."""
+    names: dict[int, set[str]] = {}  # what the optimizer keeps for a parameter, by its rank
+    for number, entry in state.items():
+        shape, where = parameters[number].shape, child(f"{field}.state", number)
+        kept = names.setdefault(len(shape), set(entry))
+        if set(entry) != kept:
+            problem = f"holds {sorted(entry)}; others of rank {len(shape)} hold {sorted(kept)}"
+            raise FieldError(where, problem)
+        for key, tensor in entry.items():
+            if not _fits(tensor.shape, shape):
+                expected = f"a tensor of its parameter's shape {tuple(shape)}"
+                raise invalid(child(where, key), tensor, expected)
+
+
+def _fits(saved: torch.Size, shape: torch.Size) -> bool:
+    """An optimizer's per-parameter tensor: 0-d (a step count), or the parameter's shape,
+    where a factored optimizer (Adafactor) may keep 1 along some dimensions."""
+    if len(saved) != len(shape):
+        return len(saved) == 0
+    return all(n in (1, own) for n, own in zip(saved, shape, strict=True))
 
 
 def load_weights(
@@ -126,16 +135,16 @@ def load_weights(
     field: str = "state_dict",
     load: Callable[[dict], None] | None = None,
 ) -> None:
-    """Load a state dict of weights into `model` (or `load(weights)`: a sharded model's); if
-    they do not fit, name the missing, unexpected and mis-shaped keys (a `FieldError` on
-    `field` of the checkpoint)."""
+    """Load a state dict of weights (tensors, as `check_fields` sees them) into `model` (or
+    `load(weights)`: a sharded model's); if they do not fit, name the missing, unexpected and
+    mis-shaped keys (a `FieldError` on `field` of the checkpoint)."""
     own = model.state_dict()
     missing = [key for key in own if key not in weights]
     unexpected = [key for key in weights if key not in own]
     shapes = [
         f"{key} {tuple(weights[key].shape)} (the model's: {tuple(own[key].shape)})"
         for key in own
-        if key in weights and getattr(weights[key], "shape", None) != own[key].shape
+        if key in weights and weights[key].shape != own[key].shape
     ]
     problems = [
         f"{what} {_some(keys)}"
@@ -147,10 +156,7 @@ def load_weights(
             field, f"the weights do not fit this model ({'; '.join(problems)}); arch and "
             "arch.args must be those it was trained with"
         )  # fmt: skip
-    try:
-        (load or model.load_state_dict)(weights)
-    except RuntimeError as error:
-        raise FieldError(field, f"the weights do not load ({error_summary(error)})") from None
+    _load(load or model.load_state_dict, weights, field, "the weights do not load")
 
 
 def _some(items: list[str], shown: int = 3) -> str:
