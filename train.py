@@ -32,8 +32,8 @@ from logger.logger import setup_logging
 from utils.checkpoint.fields import naming_checkpoint
 from utils.checkpoint.files import load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
+from utils.distributed import process_group
 from utils.distributed.device import select_device
-from utils.distributed.process_group import process_group
 from utils.errors import UserError
 from utils.run.dirs import RunDirs, readable_path
 from utils.run.job import requeue_slurm_job, restart_count, slurm_job_id
