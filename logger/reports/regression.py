@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from logger.reports.charts import histogram_picture, scatter_picture
+from logger.reports.pictures import histogram_picture, scatter_picture
 from logger.reports.report import NotReportable, Report, ReportResult, describe
 
 MOST_POINTS = 20_000  # values drawn, the first of the split: enough to see the shape of it
