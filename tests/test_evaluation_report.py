@@ -22,14 +22,12 @@ from torchmetrics.functional.classification import multiclass_f1_score
 from base import TensorDataLoader
 from builder import reports_to_try
 from builder.report import AUTO, report_kinds
-from logger.reports.charts import MARK
 from logger.reports.classification import ClassificationReport, class_names
 from logger.reports.output import write_report
-from logger.reports.pictures import TILE
+from logger.reports.pictures import MARK, TILE
 from logger.reports.reconstruction import side_by_side
 from logger.reports.recorder import ReportRecorder
-from logger.reports.report import NotReportable
-from logger.reports.worst_samples import WorstSamples
+from logger.reports.report import NotReportable, WorstSamples
 from model.metric import accuracy
 from trainer import Trainer
 from trainer.hooks.ema import EMA

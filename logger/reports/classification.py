@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from logger.reports.pictures import confusion_matrix_picture, sample_grid
-from logger.reports.report import NotReportable, Report, ReportResult, describe
-from logger.reports.worst_samples import WorstSamples
+from logger.reports.report import NotReportable, Report, ReportResult, WorstSamples, describe
 from utils.batch import is_image_batch
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from logger.reports.pictures import TILE, sample_grid
-from logger.reports.report import NotReportable, Report, ReportResult, describe
-from logger.reports.worst_samples import WorstSamples
+from logger.reports.report import NotReportable, Report, ReportResult, WorstSamples, describe
 from utils.batch import is_image_batch
 
 logger = logging.getLogger(__name__)
