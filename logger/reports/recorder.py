@@ -65,14 +65,11 @@ class ReportRecorder:
             return
         inputs, target = self._batch
         if self.report is None:
-            self.report = self._choose(inputs, output, target)
-            if self.report is None:
-                return
-        reason = self.report.misfit(inputs, output, target)
-        if reason:
+            self.report = self._choose(inputs, output, target)  # None: `skipped` says why
+        elif reason := self.report.misfit(inputs, output, target):
             self.skipped = reason
-            return
-        self.report.update(inputs, output, target)
+        if not self.skipped:
+            self.report.update(inputs, output, target)
 
     def _choose(self, inputs: Any, output: Any, target: Any) -> Report | None:
         reasons = {}
