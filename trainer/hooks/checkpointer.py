@@ -12,13 +12,6 @@ from utils.errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def keep_newest(directory: Path, kind: str, keep: int) -> None:
-    """Delete all but the `keep` highest-numbered `checkpoint-<kind><N>.pth` in `directory`;
-    files that only look alike (`checkpoint-step60-backup.pth`) are not the run's: kept."""
-    for old in numbered_checkpoints(directory, kind)[:-keep]:
-        old.unlink()
-
-
 class Checkpointer(Hook):
     """Writes `checkpoint-epoch<N>.pth` every `save_period` epochs, at the last epoch and when
     the run is stopped (keeping the newest `keep_last`, or all); `checkpoint-step<N>.pth` every
@@ -48,7 +41,8 @@ class Checkpointer(Hook):
             return  # nothing recorded yet (or the monitor changed on resume)
         saved = None
         if trainer.run_dirs is not None:
-            saved = _best_on_disk(trainer.run_dirs.models / "model_best.pth")
+            state = _saved_state(trainer.run_dirs.models / "model_best.pth")
+            saved = None if state is None else state["monitor_best"]
             if saved != trainer.monitor.best and _restore_best(trainer):
                 saved = trainer.monitor.best
         if broadcast_from_main(saved != trainer.monitor.best):  # the same choice on every rank
@@ -76,8 +70,11 @@ class Checkpointer(Hook):
             self._prune(trainer, "epoch", self.keep_last)
 
     def _prune(self, trainer: BaseTrainer, kind: str, keep: int | None) -> None:
+        """Delete all but the `keep` highest-numbered `checkpoint-<kind><N>.pth`; files that
+        only look alike (`checkpoint-step60-backup.pth`) are not the run's: kept."""
         if trainer.run_dirs is not None and keep is not None:
-            keep_newest(trainer.run_dirs.models, kind, keep)
+            for old in numbered_checkpoints(trainer.run_dirs.models, kind)[:-keep]:
+                old.unlink()
 
 
 def _restore_best(trainer: BaseTrainer) -> bool:
@@ -100,17 +97,15 @@ def _restore_best(trainer: BaseTrainer) -> bool:
 
 def _set_best(path: Path, trainer: BaseTrainer) -> bool:
     """Whether the checkpoint at `path` was saved by the epoch that set the recorded best."""
-    try:
-        state = load_checkpoint(path)
-    except UserError:
-        return False
-    return (state["step"] <= trainer.step and state["not_improved_count"] == 0
+    state = _saved_state(path)
+    return (state is not None and state["step"] <= trainer.step
+            and state["not_improved_count"] == 0
             and state["monitor_best"] == trainer.monitor.best)  # fmt: skip
 
 
-def _best_on_disk(path: Path) -> float | None:
-    """The monitored value `model_best.pth` was saved with; None if there is none to read."""
+def _saved_state(path: Path) -> dict | None:
+    """The checkpoint at `path`; None if there is none to read."""
     try:
-        return load_checkpoint(path)["monitor_best"] if path.is_file() else None
+        return load_checkpoint(path) if path.is_file() else None
     except UserError:
         return None
