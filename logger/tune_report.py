@@ -7,13 +7,6 @@ import ray.tune
 from base import BaseTrainer, Hook
 
 
-def epoch_result(trainer: BaseTrainer, best_key: str) -> dict[str, Any]:
-    """What a trial reports after an epoch: the epoch log, `epoch` (ASHA's time: it goes on
-    counting in a resumed trial, where Ray's own iteration count starts again) and, under
-    `best_key`, the best monitored value so far (restored on resume, like model_best.pth)."""
-    return {**trainer.epoch_log, "epoch": trainer.epoch, best_key: float(trainer.monitor.best)}
-
-
 class TuneReport(Hook):
     """Reports every epoch to Ray Tune, whose scheduler may then stop the trial (ASHA).
 
@@ -28,7 +21,10 @@ class TuneReport(Hook):
         self.final: dict[str, Any] | None = None
 
     def after_epoch(self, trainer: BaseTrainer) -> None:
-        result = epoch_result(trainer, self.best_key)
+        # `epoch` is ASHA's time: it goes on counting in a resumed trial, where Ray's own
+        # iteration count starts again. The best so far is restored on resume too.
+        best = float(trainer.monitor.best)
+        result = {**trainer.epoch_log, "epoch": trainer.epoch, self.best_key: best}
         if trainer.stop_requested or trainer.epoch == trainer.epochs:
             self.final = result
             return
