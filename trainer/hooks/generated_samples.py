@@ -34,12 +34,9 @@ class GeneratedSamples(Hook):
             )
 
     def before_train(self, trainer: BaseTrainer) -> None:
-        generator = trainer.bare_models["generator"]
-        noise = torch.randn(
-            self.n_samples,
-            generator.latent_dim,
-            generator=torch.Generator().manual_seed(self.seed),
-        )  # (n_samples, latent_dim), drawn on the CPU: the same noise on every device
+        seeded = torch.Generator().manual_seed(self.seed)  # on the CPU: the same on every device
+        latent_dim = trainer.bare_models["generator"].latent_dim
+        noise = torch.randn(self.n_samples, latent_dim, generator=seeded)  # (n_samples, latent_dim)
         self.noise = noise.to(trainer.device)
 
     @torch.no_grad()

@@ -64,7 +64,9 @@ class WandbLogger(Hook):
         if trainer.run_dirs is None:
             return
         run_name = trainer.run_dirs.run_id
-        self.run_id = self.run_id or wandb_run_id(f"{trainer.config['name']}-{run_name}")
+        if not self.run_id:  # W&B's ids: letters, digits, `-` and `_` only, at most 64 characters
+            run_path = f"{trainer.config['name']}-{run_name}"
+            self.run_id = re.sub(r"[^A-Za-z0-9_-]", "-", run_path)[-64:]
         args = {**self.init_args, "project": self.init_args["project"] or trainer.config["name"],
                 "name": self.init_args["name"] or run_name}  # fmt: skip
         try:
@@ -127,8 +129,3 @@ def logged_in(wandb: Any) -> bool | None:
         )
     except Exception:  # an internal API of W&B's that a later version may move: do not guess
         return None
-
-
-def wandb_run_id(text: str) -> str:
-    """`text` as a W&B run id: letters, digits, `-` and `_` only, at most 64 characters."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", text)[-64:]
