@@ -85,28 +85,23 @@ class TensorboardWriter:
             return
         names, parameters = zip(*model.named_parameters(), strict=True)
         flat = [parameter.detach().float().flatten() for parameter in parameters]
-        low = torch.stack([values.min() for values in flat])  # (P,)
-        high = torch.stack([values.max() for values in flat])
-        width = (high - low).clamp_min(1e-12)
-        counts = torch.stack(  # (P, bins): histc needs fixed bounds, so bin the rescaled values
-            [
-                torch.histc((v - lo) / w, bins, 0, 1)
-                for v, lo, w in zip(flat, low, width, strict=True)
-            ]
-        )
-        sums = torch.stack([torch.stack([v.sum(), (v * v).sum()]) for v in flat])  # (P, 2)
-        low, high, counts, sums = (t.double().cpu() for t in (low, high, counts, sums))
+        stats = torch.stack([torch.stack([v.min(), v.max(), v.sum(), (v * v).sum()]) for v in flat])
+        width = (stats[:, 1] - stats[:, 0]).clamp_min(1e-12)  # (P,); stats: (P, 4)
+        # histc takes its bounds as numbers (a wait for each): bin the values rescaled to [0, 1]
+        scaled = [(v - s[0]) / w for v, s, w in zip(flat, stats, width, strict=True)]
+        counts = torch.stack([torch.histc(values, bins, 0, 1) for values in scaled])  # (P, bins)
         edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)[1:]
-        for index, name in enumerate(names):
+        rows = zip(names, flat, stats.double().tolist(), counts.tolist(), strict=True)
+        for name, values, (low, high, total, squares), bucket_counts in rows:
             self._writer.add_histogram_raw(
                 f"{prefix}{name}",
-                min=low[index].item(),
-                max=high[index].item(),
-                num=flat[index].numel(),
-                sum=sums[index, 0].item(),
-                sum_squares=sums[index, 1].item(),
-                bucket_limits=(low[index] + edges * (high[index] - low[index])).tolist(),
-                bucket_counts=counts[index].tolist(),
+                min=low,
+                max=high,
+                num=values.numel(),
+                sum=total,
+                sum_squares=squares,
+                bucket_limits=(low + edges * (high - low)).tolist(),
+                bucket_counts=bucket_counts,
                 global_step=step,
             )
 
