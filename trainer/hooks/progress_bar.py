@@ -57,17 +57,11 @@ class ProgressBar(Hook):
         now = time.perf_counter()
         if now - self._last_line < self.interval:
             return
-        done = trainer.batches.batches_done
+        done, total = trainer.batches.batches_done, trainer.batches.batches_per_epoch
         rate = (done - self._batches_at_last_line) / max(now - self._last_line, 1e-9)
-        logger.info(
-            "batch %d/%d of epoch %d/%d%s  %.1f batches/s",
-            done,
-            trainer.batches.batches_per_epoch,
-            trainer.epoch + 1,
-            trainer.epochs,
-            f"  loss {self._loss:.4f}" if self._loss is not None else "",
-            rate,
-        )
+        where = f"batch {done}/{total} of epoch {trainer.epoch + 1}/{trainer.epochs}"
+        loss = f"  loss {self._loss:.4f}" if self._loss is not None else ""
+        logger.info("%s%s  %.1f batches/s", where, loss, rate)
         self._last_line, self._batches_at_last_line = now, done
 
     def before_validation(self, trainer: BaseTrainer) -> None:
