@@ -56,8 +56,8 @@ class Trainer(BaseTrainer):
         device; for a torchmetrics metric, what it is updated with (`MetricInputs`)."""
         values: dict[str, Any] = {"loss": loss}
         for name, metric in self.metric_fns.items():
-            stateful = is_stateful(metric)
-            values[name] = (
-                MetricInputs(output.detach(), target) if stateful else metric(output, target)
-            )
+            if is_stateful(metric):
+                values[name] = MetricInputs(output.detach(), target)
+            else:
+                values[name] = metric(output, target)
         return values
