@@ -5,14 +5,12 @@ the trainer keys (`save_period`, `early_stop`, `tensorboard`, ...)."""
 from trainer.hooks.checkpointer import Checkpointer
 from trainer.hooks.csv_logger import CSVLogger
 from trainer.hooks.early_stopping import EarlyStopping
-from trainer.hooks.ema import EMA
 from trainer.hooks.lr_scheduler_step import LRSchedulerStep
 from trainer.hooks.progress_bar import ProgressBar
 from trainer.hooks.stop_on_signal import StopOnSignal
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
-    "EMA",
     "CSVLogger",
     "Checkpointer",
     "EarlyStopping",
