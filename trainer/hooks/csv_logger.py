@@ -62,9 +62,7 @@ class CSVLogger(Hook):
 
     def _write(self) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(
-            text, self.columns, restval="", extrasaction="ignore", lineterminator="\n"
-        )
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.path, lambda file: file.write(text.getvalue().encode()))
