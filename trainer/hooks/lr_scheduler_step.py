@@ -21,10 +21,8 @@ class LRSchedulerStep(Hook):
     def after_epoch(self, trainer: BaseTrainer) -> None:
         log = trainer.epoch_log
         for name, scheduler in trainer.lr_schedulers.items():
-            if self.intervals[name] != "epoch":
-                continue
-            if isinstance(scheduler, ReduceLROnPlateau):
+            if self.intervals[name] == "epoch" and isinstance(scheduler, ReduceLROnPlateau):
                 watched = trainer.monitor.name or ("val_loss" if "val_loss" in log else "loss")
                 scheduler.step(log[watched])
-            else:
+            elif self.intervals[name] == "epoch":
                 scheduler.step()
