@@ -62,10 +62,8 @@ class ReconstructionReport(Report):
         worst = self.worst.result()
         pictures = {}
         if worst is None:
-            logger.info(
-                "no grid of reconstructions: %s",
-                "none asked for (--worst 0)" if not self.n_worst else "no finite error",
-            )
+            why = "none asked for (--worst 0)" if not self.n_worst else "no finite error"
+            logger.info("no grid of reconstructions: %s", why)
         else:
             shown = "input, output, target" if self.draws_target else "input, output"
             captions = [[(f"mse {error:.4g}", "")] for error in worst["score"].tolist()]

@@ -77,14 +77,10 @@ class RegressionReport(Report):
         shown = (
             f"{total} values" if self.kept == total else f"the first {self.kept} of {total} values"
         )
-        pictures = {
-            "predicted_vs_true": scatter_picture(
-                true, predicted, f"{title}: predicted against true, {shown}"
-            ),
-            "residuals": histogram_picture(
-                predicted - true, f"{title}: residuals, {shown}", "predicted - true"
-            ),
-        }
+        residuals = predicted - true
+        scatter = scatter_picture(true, predicted, f"{title}: predicted against true, {shown}")
+        histogram = histogram_picture(residuals, f"{title}: residuals, {shown}", "predicted - true")
+        pictures = {"predicted_vs_true": scatter, "residuals": histogram}
         rows = [["value", "over the split"], ["MAE", f"{values['mae']:.6g}"],
                 ["RMSE", f"{values['rmse']:.6g}"], ["R^2", f"{values['r2']:.6g}"],
                 ["values", str(total)]]  # fmt: skip
