@@ -18,6 +18,7 @@ MARGIN = 8
 TILE = 112  # pixels on the long side of each sample in a grid
 NAME_LENGTH = 18  # characters of a class name shown on an axis
 PLOT = (360, 320)  # pixels, the plot area of a chart
+BINS = 40  # the bars of a histogram
 MARK = (31, 119, 180)  # the colour of a chart's points and bars
 IDENTITY = (214, 39, 40)  # the colour of the identity line
 
@@ -233,16 +234,14 @@ def scatter_picture(true: torch.Tensor, predicted: torch.Tensor, title: str) -> 
     return chart.picture
 
 
-def histogram_picture(
-    values: torch.Tensor, title: str, x_label: str, bins: int = 40
-) -> Image.Image:
-    """How many of the finite `values` (N,) fall into each of `bins` equal bins, with a line at
+def histogram_picture(values: torch.Tensor, title: str, x_label: str) -> Image.Image:
+    """How many of the finite `values` (N,) fall into each of `BINS` equal bins, with a line at
     zero when it is in range."""
     values = values[torch.isfinite(values)].double()
     low, high = padded_range(values)
-    counts = torch.histc(values, bins, low, high) if len(values) else torch.zeros(bins)
+    counts = torch.histc(values, BINS, low, high) if len(values) else torch.zeros(BINS)
     chart = Chart(title, x_label, "samples", (low, high), (0.0, max(counts.max().item(), 1) * 1.05))
-    width = (high - low) / bins
+    width = (high - low) / BINS
     for index, count in enumerate(counts.tolist()):
         if count:
             left, top = chart.pixel(low + index * width, count)
