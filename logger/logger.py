@@ -20,13 +20,10 @@ class HeldRecords(logging.Handler):
 
 
 def setup_logging(log_dir: Path | None, verbosity: int, hold: bool = False) -> None:
-    """Send project log records to the console and, when `log_dir` is given, to `info.log`.
-
-    `verbosity` sets the console level (0 warnings, 1 info, 2 debug); the file always gets
-    everything from info up, so a quiet console still leaves a full record on disk. With
+    """Send log records to the console at `LEVELS[verbosity]` and, given `log_dir`, to
+    `info.log`, which always gets info and up: a quiet console still leaves a full record. With
     `hold`, the records are also kept until a later call gives `log_dir`, and written first
-    into its `info.log` (what the builder logged: frozen parameters, parameter groups).
-    """
+    into its `info.log` (what the builder logged: frozen parameters, parameter groups)."""
     root = logging.getLogger()
     held = [r for h in root.handlers if isinstance(h, HeldRecords) for r in h.records]
     for handler in list(root.handlers):

@@ -3,8 +3,7 @@
 A forward hook on the model sees every output that the trainer's `validation_step` computes
 (under the same autocast and memory format, with the weights being evaluated: an EMA hook's
 averaged ones), and `watch` passes the batches through to the trainer, so that the hook
-knows the inputs and targets of the output it sees. The first batch chooses the report: the
-first of the candidates that fits it.
+knows the inputs and targets of the output it sees.
 """
 
 import logging
