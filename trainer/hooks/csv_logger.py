@@ -16,19 +16,17 @@ FIRST_COLUMNS = ["epoch", "step", "wall_time"]
 
 
 class CSVLogger(Hook):
-    """Writes `<log dir>/metrics.csv`: for each epoch, its number, the optimizer step it ended
-    at, the Unix time it ended, every value of its epoch log (`loss`, metrics, `val_*`) and the
-    learning rates, as TensorBoard's `epoch/*` has them.
+    """Writes `<log dir>/metrics.csv`: per epoch, its number, the optimizer step and Unix time
+    it ended at, and TensorBoard's `epoch/*`: its log (`loss`, metrics, `val_*`), learning rates.
 
     The whole file is rewritten after each epoch (a temporary file renamed over it), so a crash
     never leaves a half row, and a value that first appears in a later epoch widens the header
     (earlier rows leave its cell empty). It stays small: a thousand epochs of ten values are
     about 230 kB, rewritten in tens of milliseconds.
 
-    A resumed run keeps the rows of the epochs its checkpoint had completed and drops the rest,
-    which an attempt that went further wrote; a run started again without a checkpoint starts
-    the file afresh. List it before the `Checkpointer`: an epoch's row is then on disk before
-    the checkpoint that has completed the epoch, and a crash between the two loses no row.
+    A resumed run keeps the rows of the epochs its checkpoint had completed and drops those an
+    attempt that went further wrote; a run started again without a checkpoint starts afresh.
+    It comes before the `Checkpointer` (builder/hooks.py), so a crash between them loses no row.
     """
 
     def __init__(self) -> None:

@@ -54,12 +54,9 @@ class TensorBoardLogger(Hook):
 
     def before_train(self, trainer: BaseTrainer) -> None:
         # Hides what an interrupted attempt wrote after this point (all of it when a run
-        # that had no checkpoint yet starts again).
-        self.writer = TensorboardWriter(
-            trainer.run_dirs.log if trainer.run_dirs else None,
-            trainer.run_dirs is not None,
-            purge_step=trainer.step + 1,
-        )
+        # that had no checkpoint yet starts again). Only the rank with run directories writes.
+        dirs = trainer.run_dirs
+        self.writer = TensorboardWriter(dirs and dirs.log, dirs is not None, trainer.step + 1)
         config = json.dumps(trainer.config, indent=2)
         self.writer.text("config", f"```json\n{config}\n```", trainer.step)
 
