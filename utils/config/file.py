@@ -93,7 +93,6 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_config_file(path: str | Path) -> dict:
-    """Read a JSON or YAML config, chosen by the file extension."""
     path = Path(path)
     if path.suffix not in (".json", ".yaml", ".yml"):
         raise UserError(f"config file {path}: unknown extension; valid: .json, .yaml, .yml")
@@ -205,21 +204,17 @@ def data_problems(data: Any) -> list[str]:
 
 
 def _check_shape(data: Any) -> None:
-    """Refuse what cannot be walked as a tree: a value inside itself (a recursive YAML alias),
-    more than `MAX_VALUES` values with shared ones counted at every place they appear (a
-    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`.
-
-    Each shared mapping or list is visited once, so this takes time in proportion to what
-    the file holds, not to what it expands to.
-    """
+    """Refuse what is not a tree: a value inside itself (a recursive alias), a "billion
+    laughs" alias bomb, nesting deeper than `MAX_DEPTH`."""
     _expanded_size(data, (), sizes={}, open_ids=set())
 
 
 def _expanded_size(
     value: Any, path: tuple[str, ...], sizes: dict[int, int], open_ids: set[int]
 ) -> int:
-    """How many values `value` holds, shared ones counted at every place. `sizes`: the id of
-    each mapping or list visited -> its size; `open_ids`: those on the path to `value`."""
+    """How many values `value` holds, shared ones counted at every place, each visited once
+    (time follows the file, not its expansion). `sizes`: id -> size of each node visited;
+    `open_ids`: the nodes on the path to `value`."""
     if not isinstance(value, dict | list):
         return 1
     if id(value) in sizes:
