@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.argument_types import fits
-from utils.config.file import apply_overrides, data_problems, key_text, load_config_file
+from utils.config.file import apply_overrides, data_problems, key_text, load_config_file, walk
 from utils.config.keys import (
     LOADER_ARGS,
     METRIC_ARGS,
@@ -199,20 +199,13 @@ def _one_line(problems: list[str], most: int = 10) -> str:
     return " | ".join(problems)
 
 
-def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, f"{prefix}.{key_text(key)}" if prefix else key_text(key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{prefix}[{index}]")
-    else:
-        yield prefix, node
+def _leaves(config: dict) -> dict[str, Any]:
+    return {path: value for path, value in walk(config) if not isinstance(value, dict | list)}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """`key: old -> new` for every value that differs between two resolved configs."""
-    before, after = dict(_walk(old)), dict(_walk(new))
+    before, after = _leaves(old), _leaves(new)
     missing = object()
     return [
         f"{key}: {shown(before.get(key, missing))} -> {shown(after.get(key, missing))}".replace(
