@@ -6,20 +6,14 @@ This is the one table of where a config `type` may come from: `arch` from the mo
 `optimizer` from `torch.optim`, `lr_scheduler` from `torch.optim.lr_scheduler`, `trainer.type`
 from the modules of the `trainer` package, `trainer.hooks` from the modules of
 `trainer.hooks`, `test.report` from the reports of the modules of `logger.reports`.
-
-`build_trainer` (trainer.py) builds them all and the trainer around them; each kind of part
-has its own module: parts.py (data loader, models, loss, metrics), optimizers.py
-(optimizers and LR schedulers), hooks.py (the built-in hooks and `trainer.hooks`),
-trainer_type.py (the trainer class and the config keys it takes) and report.py (test.py's
-evaluation report).
+`build_trainer` (trainer.py) builds them all and the trainer around them.
 """
 
 from builder.hooks import build_hooks
 from builder.optimizers import build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
 from builder.report import report_kinds, reports_to_try
-from builder.trainer import build_trainer
-from builder.trainer_type import run_config, trainer_class, trainer_keys, trainer_options
+from builder.trainer import build_trainer, run_config, trainer_class, trainer_keys, trainer_options
 
 __all__ = [
     "build_data_loader",

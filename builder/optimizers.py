@@ -27,9 +27,8 @@ def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
 def build_optimizers(
     config: dict, built_models: dict[str, nn.Module], groups: bool = True
 ) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per model, over its trainable parameters (models without any get none),
-    in the parameter groups its node's `param_groups` make (utils/config/param_groups.py); without
-    `groups` (stand-in models, whose names are not the config's), in one group."""
+    """One optimizer per model with trainable parameters, in its node's `param_groups`;
+    without `groups` (stand-in models, whose names are not the config's), in one group."""
     nodes = named(config["optimizer"], built_models, "optimizer")
     accept = is_subclass_of(torch.optim.Optimizer)
     optimizers = {}

@@ -17,7 +17,7 @@ import torch
 
 from utils.config.check import resolve_config
 from utils.config.keys import Key
-from utils.errors import UserError, error_summary
+from utils.errors import UserError, cut, error_summary
 
 MAX_COUNT = 2**63  # counters go into int64s (tensors, TensorBoard steps)
 COUNTS = ("epoch", "step", "batches_done", "not_improved_count")
@@ -57,8 +57,7 @@ def describe(value: Any) -> str:
         return f"a mapping of {len(value)} keys"
     if isinstance(value, list | tuple):
         return f"a {type(value).__name__} of {len(value)} items"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return cut(repr(value), 60)
 
 
 def invalid(field: str, value: Any, expected: str, path: str | Path | None = None) -> FieldError:

@@ -38,10 +38,9 @@ CHECKPOINT_NAME = re.compile(r"checkpoint-(epoch|step)([0-9]+)\.pth")  # the nam
 
 
 def numbered_checkpoints(directory: str | Path, kind: str | None = None) -> list[Path]:
-    """The regular files in `directory` named like the checkpoints a run writes
-    (`checkpoint-epoch<N>.pth`, `checkpoint-step<N>.pth`; only `kind` "epoch" or "step" if
-    given), lowest number first. Anything else, such as `checkpoint-step60-backup.pth`, a
-    directory or a dangling link with such a name, is not the run's own: it is left alone."""
+    """The regular files in `directory` named as a run names its checkpoints (only `kind`'s,
+    "epoch" or "step", if given), lowest number first; anything else (a directory, a
+    `checkpoint-step60-backup.pth`) is not the run's own, and is left alone."""
     found = []
     for path in Path(directory).glob("checkpoint-*.pth"):
         match = CHECKPOINT_NAME.fullmatch(path.name)
@@ -110,9 +109,8 @@ def _write_failure(error: OSError | RuntimeError) -> BaseException:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write `data` as indented JSON, atomically (config.json, test_metrics.json). These are
-    written before training or after an evaluation, so a failure is a `UserError` (exit
-    code 2) naming the file and why; whatever was at `path` stays as it was."""
+    """Write `data` as indented JSON, atomically (config.json, test_metrics.json): written
+    before training or after an evaluation, a failure is a `UserError`, not a crash."""
     path = Path(path)
     try:
         atomic_write(path, lambda file: file.write((json.dumps(data, indent=2) + "\n").encode()))
@@ -220,15 +218,9 @@ def _damage(path: Path) -> str | None:
 
 
 def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint of a run directory that got furthest, and its state.
-
-    Of the checkpoints a run writes (`numbered_checkpoints`; `model_best.pth` is not one), the
-    one whose recorded position (step, then epoch, then batches into the epoch) is furthest
-    along: never by file times, which a copy or a `touch` changes. The positions are read
-    cheaply (`_position`); only the chosen file is read whole and checked. One that does not
-    load (cut short, damaged, malformed) is reported on stderr by name and the next one
-    tried; anything else named `checkpoint-*.pth` is named and left alone.
-    """
+    """The checkpoint of a run directory whose recorded position is furthest (never by file
+    times, which a copy or a `touch` changes), and its state. One that does not load is
+    reported on stderr and the next one tried; a stray `checkpoint-*.pth` is named, unused."""
     run_dir = Path(run_dir)
     candidates = numbered_checkpoints(run_dir)
     for path in sorted(set(run_dir.glob("checkpoint-*.pth")) - set(candidates)):

@@ -13,36 +13,29 @@ from utils.checkpoint.fields import FieldError, child, invalid, is_number
 from utils.errors import error_summary
 
 
-def _kind(template: Any) -> str | None:
-    """What a value must be where `template` is (None: anything)."""
+def _kind(saved: Any, template: Any) -> tuple[str, bool]:
+    """What a value must be where `template` is, and whether `saved` is that."""
     if isinstance(template, bool):
-        return "true, false or None"
+        return "true, false or None", saved is None or isinstance(saved, bool)
     if is_number(template):
-        return "a number"
-    if isinstance(template, str):
-        return "a string"
+        return "a number", is_number(saved)
     if isinstance(template, torch.Tensor):
-        return f"a tensor of shape {tuple(template.shape)}"
+        fits = isinstance(saved, torch.Tensor) and saved.shape == template.shape
+        return f"a tensor of shape {tuple(template.shape)}", fits
     if isinstance(template, list | tuple):
-        return f"a list of {len(template)} items"
-    return "a mapping" if isinstance(template, dict) else None
+        fits = isinstance(saved, list | tuple) and len(saved) == len(template)
+        return f"a list of {len(template)} items", fits
+    if isinstance(template, str | dict):
+        kind = "a string" if isinstance(template, str) else "a mapping"
+        return kind, isinstance(saved, type(template))
+    return "anything", True  # where the template holds None
 
 
 def check_like(saved: Any, template: Any, field: str, partial: bool = False) -> None:
     """`saved` has the layout of `template`, the state of the object it goes into: its keys
     (but `_private` ones, which come and go between torch versions, or any with `partial`),
     sequences of its lengths, values of its kinds; where `template` holds None, anything."""
-    kind = _kind(template)
-    if isinstance(template, bool):
-        fits = saved is None or isinstance(saved, bool)
-    elif is_number(template):
-        fits = is_number(saved)
-    elif isinstance(template, torch.Tensor):
-        fits = isinstance(saved, torch.Tensor) and saved.shape == template.shape
-    elif isinstance(template, list | tuple):
-        fits = isinstance(saved, list | tuple) and len(saved) == len(template)
-    else:
-        fits = kind is None or isinstance(saved, type(template))
+    kind, fits = _kind(saved, template)
     if not fits:
         raise invalid(field, saved, kind)
     if isinstance(template, list | tuple):

@@ -1,9 +1,6 @@
-"""Validating the run config (read, and overridden from the command line, in config_file.py).
-
-The config is a plain dict from start to end: what the file says, with command-line
-overrides applied and documented defaults filled in. `resolve_config` is the single place
-that knows which keys exist, so a typo anywhere is caught before anything is built.
-"""
+"""Validating the run config: a plain dict, the file's with the overrides applied
+(utils/config/file.py) and defaults filled in. `resolve_config` is the one place that knows
+which keys exist, so a typo anywhere is caught before anything is built."""
 
 import copy
 import typing
@@ -12,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.argument_types import fits
-from utils.config.file import apply_overrides, data_problems, key_text, load_config_file
+from utils.config.file import apply_overrides, data_problems, key_text, load_config_file, walk
 from utils.config.keys import (
     LOADER_ARGS,
     METRIC_ARGS,
@@ -29,11 +26,8 @@ from utils.errors import UserError, did_you_mean, shown
 
 
 def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:
-    """Validate one mapping against its key table; return it with defaults filled in.
-
-    Each problem is appended to `errors` (so that all of them are reported together), and
-    a key with a bad value keeps its default in the returned mapping.
-    """
+    """One mapping with defaults filled in (a bad value keeps its default); each problem is
+    appended to `errors`, so that all of them are reported together."""
     for key in section:
         if key not in keys:
             errors.append(f"{prefix}{key_text(key)}: unknown key{did_you_mean(str(key), keys)}")
@@ -72,11 +66,8 @@ def check_node(
     allow_name: bool = False,
     extra_keys: dict[str, Key] | None = None,
 ) -> dict:
-    """Validate a `{"type": NAME, "args": {...}}` node and return it with `args` filled in.
-
-    With `allow_name`, a bare name (`"nll_loss"`) stands for a node without arguments.
-    Problems are appended to `errors`.
-    """
+    """A `{"type": NAME, "args": {...}}` node with `args` filled in; with `allow_name`, a bare
+    name (`"nll_loss"`) stands for a node without arguments."""
     extra_keys = extra_keys or {}
     if allow_name and isinstance(node, str):
         return {"type": node, "args": {}, **{key: spec.default for key, spec in extra_keys.items()}}
@@ -142,12 +133,8 @@ def _check_args(args: dict, keys: dict[str, Key], path: str, errors: list[str]) 
 def resolve_config(
     config: dict, trainer_keys: Callable[[str], dict[str, Key]] | None = None
 ) -> dict:
-    """Validate the whole config and return it with every default written out.
-
-    `trainer_keys(trainer_type)` gives the keys the chosen trainer class takes beyond the
-    shared `TRAINER_KEYS` (its own constructor arguments). Every problem found is reported
-    at once, in one `UserError` (one line, ` | ` between them).
-    """
+    """The config with every default written out, or every problem in one `UserError`.
+    `trainer_keys(trainer_type)`: the chosen trainer class's keys beyond `TRAINER_KEYS`."""
     problems = data_problems(config)  # no check below could make sense of a cycle or a date
     if problems:
         raise UserError(_one_line(problems))
@@ -190,9 +177,10 @@ def _check_trainer(
 ) -> dict:
     """The `trainer` section checked against the shared keys and the chosen class's own."""
     keys = dict(TRAINER_KEYS)
-    if trainer_keys is not None and isinstance(trainer.get("type", "Trainer"), str):
+    name = trainer.get("type", "Trainer")
+    if trainer_keys is not None and isinstance(name, str):
         try:
-            keys.update(trainer_keys(trainer.get("type", "Trainer")))
+            keys.update(trainer_keys(name))
         except UserError as error:
             errors.append(str(error))
     resolved = _check_keys(trainer, keys, "trainer.", errors)
@@ -211,20 +199,13 @@ def _one_line(problems: list[str], most: int = 10) -> str:
     return " | ".join(problems)
 
 
-def _walk(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, f"{prefix}.{key_text(key)}" if prefix else key_text(key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{prefix}[{index}]")
-    else:
-        yield prefix, node
+def _leaves(config: dict) -> dict[str, Any]:
+    return {path: value for path, value in walk(config) if not isinstance(value, dict | list)}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """`key: old -> new` for every value that differs between two resolved configs."""
-    before, after = dict(_walk(old)), dict(_walk(new))
+    before, after = _leaves(old), _leaves(new)
     missing = object()
     return [
         f"{key}: {shown(before.get(key, missing))} -> {shown(after.get(key, missing))}".replace(

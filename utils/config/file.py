@@ -93,7 +93,6 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_config_file(path: str | Path) -> dict:
-    """Read a JSON or YAML config, chosen by the file extension."""
     path = Path(path)
     if path.suffix not in (".json", ".yaml", ".yml"):
         raise UserError(f"config file {path}: unknown extension; valid: .json, .yaml, .yml")
@@ -205,21 +204,17 @@ def data_problems(data: Any) -> list[str]:
 
 
 def _check_shape(data: Any) -> None:
-    """Refuse what cannot be walked as a tree: a value inside itself (a recursive YAML alias),
-    more than `MAX_VALUES` values with shared ones counted at every place they appear (a
-    "billion laughs" alias bomb), or nesting deeper than `MAX_DEPTH`.
-
-    Each shared mapping or list is visited once, so this takes time in proportion to what
-    the file holds, not to what it expands to.
-    """
+    """Refuse what is not a tree: a value inside itself (a recursive alias), a "billion
+    laughs" alias bomb, nesting deeper than `MAX_DEPTH`."""
     _expanded_size(data, (), sizes={}, open_ids=set())
 
 
 def _expanded_size(
     value: Any, path: tuple[str, ...], sizes: dict[int, int], open_ids: set[int]
 ) -> int:
-    """How many values `value` holds, shared ones counted at every place. `sizes`: the id of
-    each mapping or list visited -> its size; `open_ids`: those on the path to `value`."""
+    """How many values `value` holds, shared ones counted at every place, each visited once
+    (time follows the file, not its expansion). `sizes`: id -> size of each node visited;
+    `open_ids`: the nodes on the path to `value`."""
     if not isinstance(value, dict | list):
         return 1
     if id(value) in sizes:
@@ -250,30 +245,39 @@ def _where(path: tuple[str, ...]) -> str:
     return "".join(path).removeprefix(".") or "the top level"
 
 
-def _value_problems(node: Any, path: str = "") -> Iterable[str]:
-    """Why values in `node` are not JSON data the template can use: a key that is not a
-    string, a value JSON has no type for (a YAML date, `!!binary`, `!!set`), an integer
-    beyond 64 bits (no float or tensor holds it), a non-finite number, a NUL character."""
+def walk(node: Any, path: str = "") -> Iterable[tuple[str, Any]]:
+    """Every value of a tree (`_check_shape` has passed), each mapping and list before what it
+    holds, with its key path (`optimizer.args.betas[1]`)."""
+    yield path, node
     if isinstance(node, dict):
         for key, value in node.items():
-            child = f"{path}.{key_text(key)}" if path else key_text(key)
-            if not isinstance(key, str):
-                yield f"{child}: the key {shown(key)} is not valid; expected a string key"
-            yield from _value_problems(value, child)
+            yield from walk(value, f"{path}.{key_text(key)}" if path else key_text(key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _value_problems(value, f"{path}[{index}]")
-    elif isinstance(node, str):
-        if "\x00" in node:
-            yield f"{path}: {shown(node)} is not valid; a string may not hold a NUL character"
-    elif isinstance(node, float):
-        if not math.isfinite(node):
-            yield f"{path}: {shown(node)} is not valid; expected a finite number"
-    elif isinstance(node, int):
-        if not -(2**63) <= node < 2**63:
-            yield f"{path}: {shown(node)} is not valid; expected an integer within ±2**63"
-    elif node is not None:
-        yield (
-            f"{path}: {shown(node)} is not valid; expected a JSON value: a mapping, list, "
-            "string, number, true, false or null"
-        )
+            yield from walk(value, f"{path}[{index}]")
+
+
+def _value_problems(data: Any) -> Iterable[str]:
+    """Why values in `data` are not JSON data the template can use: a key that is not a
+    string, a value JSON has no type for (a YAML date, `!!binary`, `!!set`), an integer
+    beyond 64 bits (no float or tensor holds it), a non-finite number, a NUL character."""
+    for path, node in walk(data):
+        if isinstance(node, dict):
+            for key in node:
+                if not isinstance(key, str):
+                    child = f"{path}.{key_text(key)}" if path else key_text(key)
+                    yield f"{child}: the key {shown(key)} is not valid; expected a string key"
+        elif isinstance(node, str):
+            if "\x00" in node:
+                yield f"{path}: {shown(node)} is not valid; a string may not hold a NUL character"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                yield f"{path}: {shown(node)} is not valid; expected a finite number"
+        elif isinstance(node, int):
+            if not -(2**63) <= node < 2**63:
+                yield f"{path}: {shown(node)} is not valid; expected an integer within ±2**63"
+        elif node is not None and not isinstance(node, list):
+            yield (
+                f"{path}: {shown(node)} is not valid; expected a JSON value: a mapping, list, "
+                "string, number, true, false or null"
+            )

@@ -1,9 +1,5 @@
-"""The config keys the template knows: their type hints, defaults and valid values.
-
-`utils.config.check.resolve_config` checks a config against these tables, each value
-against its key's hint with pydantic (`fits`), as a class's arguments are checked against
-its constructor's hints; the README's config tables describe the same keys.
-"""
+"""The config keys the template knows (the README's config tables): their type hints, which
+`resolve_config` checks each value against with pydantic, defaults and valid values."""
 
 import os
 from dataclasses import dataclass

@@ -60,9 +60,6 @@ def group_parameters(model: nn.Module, entries: list, path: str) -> list[ParamGr
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     options: dict[str, dict[str, Any]] = {name: {} for name in trainable}
     chosen_by: dict[str, list[str]] = {name: [] for name in trainable}
-    if not isinstance(entries, list):
-        raise UserError(f"{path}: {entries!r} is not valid; expected a list of "
-                        '{"params": [PATTERN, ...], OPTION: VALUE, ...}')  # fmt: skip
     for index, entry in enumerate(entries):
         for number, pattern in enumerate(_patterns(entry, f"{path}[{index}]")):
             where = f"{path}[{index}].params[{number}]"
