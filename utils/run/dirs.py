@@ -122,11 +122,8 @@ def set_aside_later_checkpoints(models: Path, step: int, epoch: int) -> tuple[li
         later.append(best)
     if not later:
         return [], models
-    moved = later + [
-        metrics
-        for path in later
-        if (metrics := path.with_name(f"{path.stem}.test_metrics.json")).is_file()
-    ]
+    metrics = [path.with_name(f"{path.stem}.test_metrics.json") for path in later]
+    moved = later + [path for path in metrics if path.is_file()]
     destination = models / f"abandoned_{datetime.now():%m%d_%H%M%S}"
     while destination.exists():
         destination = destination.with_name(destination.name + "_")
