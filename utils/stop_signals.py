@@ -59,19 +59,15 @@ class StopSignals:
 def exit_on_stop_signals(
     when: str, at_once: bool = False, signals: tuple[int, ...] = STOP_SIGNALS
 ) -> None:
-    """From now on, one of `signals` (SIGINT and SIGTERM; train.py adds SIGUSR1) ends the
-    program at once: one line on stderr, `stopped by SIGTERM <when>`, and exit code 128 + the
-    signal number (130, 143, 138).
+    """From now on, one of `signals` ends the program: one line on stderr, `stopped by
+    SIGTERM <when>`, and exit code 128 + the signal number.
 
-    Entry scripts call it first with `at_once`, before importing torch, which takes seconds:
-    without it, Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without
-    a word. `at_once` leaves the process without unwinding: an exception raised in the
-    middle of a C extension's import (numpy's, torch's) can be swallowed there, or leave
-    the module half made and abort the process, and nothing is being written yet. Once
-    imported, the scripts call it again without: the exit then unwinds like `sys.exit`, so
-    `finally` blocks run and a file being written atomically is abandoned without a trace;
-    a second signal meanwhile kills at once. The trainer's `StopSignals` replaces it for the
-    training loop and puts it back after.
+    Entry scripts call it first with `at_once`, before importing torch (seconds): `at_once`
+    exits without unwinding, as an exception raised inside a C extension's import (numpy's,
+    torch's) can be swallowed there or abort the process, and nothing is being written yet.
+    Once imported, they call it again without: the exit unwinds like `sys.exit`, so `finally`
+    blocks run and a file being written atomically is abandoned without a trace; a second
+    signal meanwhile kills at once. The trainer's `StopSignals` replaces it while it trains.
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:
