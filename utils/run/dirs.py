@@ -32,13 +32,11 @@ def create_run_dirs(
 ) -> RunDirs:
     """Create a fresh pair of run directories; never reuse one that a run has written to.
 
-    The id defaults to a timestamp; if that is taken (two runs started in the same second),
-    `_1`, `_2`, ... is appended (`mkdir` without `exist_ok` is atomic, so two processes
-    racing for one id cannot both get it). An id the user gives (`--run-id`) is the
-    directory's name or an error: a requeued job that names its run must find it, not a
-    copy beside it. Its directories are reused only while they hold nothing of a run (a
-    start killed before its config.json); the run directory's lock settles a race for them.
-    `id_key` names where the id came from, in messages.
+    The id defaults to a timestamp, with `_1`, `_2`, ... appended while taken (`mkdir` without
+    `exist_ok` is atomic: two processes racing for an id cannot both get it). An id the user
+    gives (`id_key` names where from) is the directory's name or an error: a requeued job must
+    find its run, not a copy beside it. Its directories are reused only while they hold
+    nothing of a run (a start killed before its config.json); the run's lock settles a race.
     """
     save_dir = readable_path(save_dir)
     if run_id is None:
