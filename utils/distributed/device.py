@@ -38,5 +38,4 @@ def select_device(requested: str | None, n_gpu: int) -> tuple[torch.device, list
         logger.warning(
             "n_gpu is %d but only %d GPU(s) are available; using %d.", wanted, available, available
         )
-    ids = list(range(min(wanted, available)))
-    return torch.device("cuda:0"), ids
+    return torch.device("cuda:0"), list(range(min(wanted, available)))
