@@ -18,10 +18,8 @@ class UserCodeFailed(TrainingFailed):
 
 
 class UserError(Exception):
-    """A mistake in the user's config, command line or files, not a bug in the template.
-
-    The message must name the offending key or file and say what would be valid.
-    """
+    """A mistake in the user's config, command line or files, not a bug in the template; the
+    message must name the offending key or file and say what would be valid."""
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:

@@ -1,15 +1,12 @@
 """Stopping on SIGINT (Ctrl-C), SIGTERM (what SLURM and Kubernetes send before a kill) and, in
 training, SIGUSR1 (what SLURM sends before the time limit with `sbatch --signal=USR1@90`).
 
-The first signal only sets a flag: the trainer finishes the step it is in, writes a
-resumable checkpoint and raises `Stopped`, which the entry script turns into exit code
-130 (SIGINT), 143 (SIGTERM) or 138 (SIGUSR1, after asking SLURM to requeue the job). A
-second signal stops at once by raising `Stopped` wherever the program is; a checkpoint being
-written is then abandoned, and its temporary file removed, so the previous checkpoints are
-all that is left.
-
-Outside training (while torch is imported, the run is built, after it ends) nothing would
-save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
+The first signal only sets a flag: the trainer finishes its step, writes a resumable
+checkpoint and raises `Stopped`, which the entry script turns into exit code 130 (SIGINT), 143
+(SIGTERM) or 138 (SIGUSR1, after asking SLURM to requeue the job). A second signal raises
+`Stopped` wherever the program is; a checkpoint being written is abandoned (its temporary file
+removed). Outside training (importing torch, building the run, after it) nothing would save:
+there the entry scripts' `exit_on_stop_signals` ends the program at once.
 """
 
 import os

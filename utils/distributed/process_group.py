@@ -98,11 +98,9 @@ def share_size(size: int) -> int:
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:
-    """This rank's share of `indices`, padded by wrapping so every rank gets the same count.
-
-    Equal counts keep the ranks' collective calls in step; like DistributedSampler, a few
-    samples are seen twice per epoch when the count does not divide evenly.
-    """
+    """This rank's share of `indices`, padded by wrapping so every rank gets the same count
+    (which keeps the ranks' collective calls in step); like DistributedSampler, a few samples
+    are seen twice per epoch when the count does not divide evenly."""
     n_ranks = world_size()
     padding = share_size(len(indices)) * n_ranks - len(indices)
     if padding:
