@@ -9,9 +9,8 @@ fits the task (`test.report`: a classifier's per-class values, a regression's er
 beside it, its pictures as PNGs (also in TensorBoard, under the run's log directory).
 """
 
-# First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
-# program with one line, not a traceback or a silent kill. Only when run as a script, so that
-# importing this module (as the tests do) leaves the importer's signal handlers alone.
+# Before torch (seconds to import), Ctrl-C or SIGTERM ends the program with one line, not a
+# traceback or a silent kill; only as a script, so that importing this leaves signals alone.
 from utils.stop_signals import exit_on_stop_signals
 
 if __name__ == "__main__":
@@ -77,15 +76,14 @@ def non_negative_int(text: str) -> int:
 def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
     """The checkpoint `-r` names: a file, or a run directory's best (else newest) checkpoint."""
     path = Path(resume)
-    if path.is_dir():
-        if (path / "model_best.pth").is_file():
-            path = path / "model_best.pth"
-        elif not any(path.glob("checkpoint-*.pth")):
+    if path.is_dir() and (path / "model_best.pth").is_file():
+        path = path / "model_best.pth"
+    elif path.is_dir():
+        if not any(path.glob("checkpoint-*.pth")):
             raise UserError(
                 f"-r {path}: no model_best.pth and no checkpoint-*.pth in this directory"
             )
-        else:
-            return newest_checkpoint(path)
+        return newest_checkpoint(path)
     return path, load_checkpoint(path)
 
 

@@ -6,9 +6,8 @@ fine-tune those weights under a new config in a new run. Under
 (DistributedDataParallel); rank 0 writes the run directory.
 """
 
-# First of all, before torch (seconds to import): from here on Ctrl-C or SIGTERM ends the
-# program with one line, not a traceback or a silent kill. Only when run as a script, so that
-# importing this module (as the tests do) leaves the importer's signal handlers alone.
+# Before torch (seconds to import), Ctrl-C or SIGTERM ends the program with one line, not a
+# traceback or a silent kill; only as a script, so that importing this leaves signals alone.
 from utils.stop_signals import REQUEUE_SIGNAL, TRAINING_STOP_SIGNALS, Stopped, exit_on_stop_signals
 
 if __name__ == "__main__":
@@ -225,8 +224,7 @@ def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
 
 
 def resume_position(trainer: BaseTrainer) -> str:
-    """Where a resumed run picks up, in words: "after epoch 5 of 15 (step 1200)", or "in
-    epoch 1 of 15, after 8 of its 29 batches (step 8)"."""
+    """Where a resumed run picks up, in words."""
     epoch, epochs, step = trainer.epoch, trainer.epochs, trainer.step
     done, total = trainer.batches.batches_done, trainer.batches.batches_per_epoch
     if done == 0:

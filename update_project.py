@@ -120,10 +120,8 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
                skip_answered=True)  # fmt: skip
     conflicts = git("diff", "--name-only", "--diff-filter=U", cwd=PROJECT).split()
     if conflicts:
-        return (
-            EXIT_FAILED,
-            f"conflicts in {', '.join(conflicts)}: resolve the <<<<<<< markers, then commit",
-        )
+        files = ", ".join(conflicts)
+        return EXIT_FAILED, f"conflicts in {files}: resolve the <<<<<<< markers, then commit"
     if not git("status", "--porcelain", cwd=PROJECT).strip():
         return 0, f"already up to date with {source}"
     commit = yaml.safe_load((PROJECT / ANSWERS).read_text())["_commit"]

@@ -33,12 +33,9 @@ def batch_size(batch: Any) -> int:
 
 def is_image_batch(batch: Any) -> bool:
     """Whether `batch` is a tensor of images, (B, C, H, W) with 1, 3 or 4 channels."""
-    return (
-        isinstance(batch, torch.Tensor)
-        and batch.dim() == 4
-        and batch.shape[1] in (1, 3, 4)
-        and batch.is_floating_point()
-    )
+    if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
+        return False
+    return batch.shape[1] in (1, 3, 4) and batch.is_floating_point()
 
 
 def call_model(model: torch.nn.Module, inputs: Any) -> Any:

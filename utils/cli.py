@@ -26,7 +26,6 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-d",
         "--device",
-        default=None,
         help="cpu, cuda, cuda:N or a GPU list like 0,1 (default: CUDA if available)",
     )
     add_override_option(parser, "set a config value by dotted key, e.g. trainer.epochs=3")

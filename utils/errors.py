@@ -18,23 +18,17 @@ class UserCodeFailed(TrainingFailed):
 
 
 class UserError(Exception):
-    """A mistake in the user's config, command line or files, not a bug in the template.
-
-    The message must name the offending key or file and say what would be valid.
-    """
+    """A mistake in the user's config, command line or files, not a bug in the template; the
+    message must name the offending key or file and say what would be valid."""
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Suffix for an error message: close matches of `name`, or the valid names if few."""
     valid = sorted(valid)
-    if not valid:
-        return ""
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, valid)  # at most 3, similarity >= 0.6
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    if len(valid) <= 12:
-        return "; valid: " + ", ".join(valid)
-    return ""
+    return "; valid: " + ", ".join(valid) if 0 < len(valid) <= 12 else ""
 
 
 def first_line(error: BaseException) -> str:

@@ -1,15 +1,12 @@
 """Stopping on SIGINT (Ctrl-C), SIGTERM (what SLURM and Kubernetes send before a kill) and, in
 training, SIGUSR1 (what SLURM sends before the time limit with `sbatch --signal=USR1@90`).
 
-The first signal only sets a flag: the trainer finishes the step it is in, writes a
-resumable checkpoint and raises `Stopped`, which the entry script turns into exit code
-130 (SIGINT), 143 (SIGTERM) or 138 (SIGUSR1, after asking SLURM to requeue the job). A
-second signal stops at once by raising `Stopped` wherever the program is; a checkpoint being
-written is then abandoned, and its temporary file removed, so the previous checkpoints are
-all that is left.
-
-Outside training (while torch is imported, the run is built, after it ends) nothing would
-save: there the entry scripts' `exit_on_stop_signals` ends the program at once.
+The first signal only sets a flag: the trainer finishes its step, writes a resumable
+checkpoint and raises `Stopped`, which the entry script turns into exit code 130 (SIGINT), 143
+(SIGTERM) or 138 (SIGUSR1, after asking SLURM to requeue the job). A second signal raises
+`Stopped` wherever the program is; a checkpoint being written is abandoned (its temporary file
+removed). Outside training (importing torch, building the run, after it) nothing would save:
+there the entry scripts' `exit_on_stop_signals` ends the program at once.
 """
 
 import os
@@ -59,19 +56,15 @@ class StopSignals:
 def exit_on_stop_signals(
     when: str, at_once: bool = False, signals: tuple[int, ...] = STOP_SIGNALS
 ) -> None:
-    """From now on, one of `signals` (SIGINT and SIGTERM; train.py adds SIGUSR1) ends the
-    program at once: one line on stderr, `stopped by SIGTERM <when>`, and exit code 128 + the
-    signal number (130, 143, 138).
+    """From now on, one of `signals` ends the program: one line on stderr, `stopped by
+    SIGTERM <when>`, and exit code 128 + the signal number.
 
-    Entry scripts call it first with `at_once`, before importing torch, which takes seconds:
-    without it, Ctrl-C there prints a KeyboardInterrupt traceback and SIGTERM kills without
-    a word. `at_once` leaves the process without unwinding: an exception raised in the
-    middle of a C extension's import (numpy's, torch's) can be swallowed there, or leave
-    the module half made and abort the process, and nothing is being written yet. Once
-    imported, the scripts call it again without: the exit then unwinds like `sys.exit`, so
-    `finally` blocks run and a file being written atomically is abandoned without a trace;
-    a second signal meanwhile kills at once. The trainer's `StopSignals` replaces it for the
-    training loop and puts it back after.
+    Entry scripts call it first with `at_once`, before importing torch (seconds): `at_once`
+    exits without unwinding, as an exception raised inside a C extension's import (numpy's,
+    torch's) can be swallowed there or abort the process, and nothing is being written yet.
+    Once imported, they call it again without: the exit unwinds like `sys.exit`, so `finally`
+    blocks run and a file being written atomically is abandoned without a trace; a second
+    signal meanwhile kills at once. The trainer's `StopSignals` replaces it while it trains.
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:

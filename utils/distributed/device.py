@@ -11,12 +11,8 @@ logger = logging.getLogger(__name__)
 
 
 def select_device(requested: str | None, n_gpu: int) -> tuple[torch.device, list[int]]:
-    """Return the device to train on and the CUDA device ids to spread the batch over.
-
-    `requested` is what `-d` said: `cpu`, `cuda`, `cuda:N`, a CUDA_VISIBLE_DEVICES-style list
-    (`0,1`), or None for "CUDA if there is one". `n_gpu` (from the config) caps how many GPUs
-    are used; 0 means the CPU, as in victoresque's template.
-    """
+    """The device to train on and the CUDA device ids to spread the batch over, from `-d`
+    (`requested`; None: CUDA if there is one) and the config's `n_gpu` (a cap; 0: the CPU)."""
     if requested == "cpu" or (requested is None and (n_gpu == 0 or not torch.cuda.is_available())):
         return torch.device("cpu"), []
     if requested not in (None, "cuda") and not requested.startswith("cuda:"):
@@ -42,5 +38,4 @@ def select_device(requested: str | None, n_gpu: int) -> tuple[torch.device, list
         logger.warning(
             "n_gpu is %d but only %d GPU(s) are available; using %d.", wanted, available, available
         )
-    ids = list(range(min(wanted, available)))
-    return torch.device("cuda:0"), ids
+    return torch.device("cuda:0"), list(range(min(wanted, available)))

@@ -18,10 +18,8 @@ def launched_by_torchrun() -> bool:
 
 
 def init_distributed(device: torch.device) -> torch.device:
-    """Join torchrun's process group: NCCL on GPUs (one per local rank), gloo on the CPU.
-
-    Returns the device this rank trains on.
-    """
+    """Join torchrun's process group (NCCL on GPUs, one per local rank; gloo on the CPU) and
+    return the device this rank trains on."""
     options = {"store": _store(), "rank": int(os.environ["RANK"]),
                "world_size": int(os.environ["WORLD_SIZE"])}  # fmt: skip
     if device.type == "cuda":
@@ -69,9 +67,8 @@ def node_ranks() -> str:
     first = rank() - local_rank()
     last = first + int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1
     node, nodes = os.environ.get("GROUP_RANK", "0"), os.environ.get("GROUP_WORLD_SIZE", "1")
-    return (
-        f"node {node} of {nodes} ({socket.gethostname()}): ranks {first}-{last} of {world_size()}"
-    )
+    host = socket.gethostname()
+    return f"node {node} of {nodes} ({host}): ranks {first}-{last} of {world_size()}"
 
 
 def is_main_process() -> bool:
@@ -101,14 +98,10 @@ def share_size(size: int) -> int:
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:
-    """This rank's share of `indices`, padded by wrapping so every rank gets the same count.
-
-    Equal counts keep the ranks' collective calls in step; like DistributedSampler, a few
-    samples are seen twice per epoch when the count does not divide evenly.
-    """
+    """This rank's share of `indices`, padded by wrapping so every rank gets the same count
+    (which keeps the ranks' collective calls in step); like DistributedSampler, a few samples
+    are seen twice per epoch when the count does not divide evenly."""
     n_ranks = world_size()
-    if n_ranks == 1:
-        return indices
     padding = share_size(len(indices)) * n_ranks - len(indices)
     if padding:
         indices = torch.cat([indices, indices[:padding]])

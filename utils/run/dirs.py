@@ -32,13 +32,11 @@ def create_run_dirs(
 ) -> RunDirs:
     """Create a fresh pair of run directories; never reuse one that a run has written to.
 
-    The id defaults to a timestamp; if that is taken (two runs started in the same second),
-    `_1`, `_2`, ... is appended (`mkdir` without `exist_ok` is atomic, so two processes
-    racing for one id cannot both get it). An id the user gives (`--run-id`) is the
-    directory's name or an error: a requeued job that names its run must find it, not a
-    copy beside it. Its directories are reused only while they hold nothing of a run (a
-    start killed before its config.json); the run directory's lock settles a race for them.
-    `id_key` names where the id came from, in messages.
+    The id defaults to a timestamp, with `_1`, `_2`, ... appended while taken (`mkdir` without
+    `exist_ok` is atomic: two processes racing for an id cannot both get it). An id the user
+    gives (`id_key` names where from) is the directory's name or an error: a requeued job must
+    find its run, not a copy beside it. Its directories are reused only while they hold
+    nothing of a run (a start killed before its config.json); the run's lock settles a race.
     """
     save_dir = readable_path(save_dir)
     if run_id is None:
@@ -122,11 +120,8 @@ def set_aside_later_checkpoints(models: Path, step: int, epoch: int) -> tuple[li
         later.append(best)
     if not later:
         return [], models
-    moved = later + [
-        metrics
-        for path in later
-        if (metrics := path.with_name(f"{path.stem}.test_metrics.json")).is_file()
-    ]
+    metrics = [path.with_name(f"{path.stem}.test_metrics.json") for path in later]
+    moved = later + [path for path in metrics if path.is_file()]
     destination = models / f"abandoned_{datetime.now():%m%d_%H%M%S}"
     while destination.exists():
         destination = destination.with_name(destination.name + "_")

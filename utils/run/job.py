@@ -1,10 +1,7 @@
 """The job around a run: started again by torchrun (`--max-restarts`, after a worker died) or by
-SLURM (a requeue), named by SLURM's job id, and requeued before SLURM's time limit.
-
-A restarted job runs the command it first ran (`train.py -c CONFIG --run-id ID`); what makes it
-continue its run rather than start another is the run id, which names the same directory at
-every start.
-"""
+SLURM (a requeue), named by SLURM's job id, and requeued before SLURM's time limit. A restarted
+job runs its first command again (`train.py -c CONFIG --run-id ID`): the run id, naming the same
+directory at every start, is what makes it continue its run rather than start another."""
 
 import os
 import subprocess
@@ -13,8 +10,8 @@ RESTART_COUNTS = ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
 
 
 def restart_count() -> int:
-    """How many times this job has been started again: by torchrun after a worker died, or by
-    SLURM after a requeue (their `*_RESTART_COUNT`); 0 at its first start."""
+    """How many times this job has been started again (torchrun's or SLURM's
+    `*_RESTART_COUNT`); 0 at its first start."""
     counts = [os.environ.get(name, "") for name in RESTART_COUNTS]
     return max((int(count) for count in counts if count.isdigit()), default=0)
 

@@ -1,12 +1,10 @@
 """One process per run directory (and per search directory): a lock held for its life.
 
-Two processes resuming one run (a job started twice on a cluster) would interleave their
-checkpoints and logs; two resuming one search would train its trials twice, with each
-other's values. The lock is an `flock` on `<run>/train.lock` (`<search>/search.lock`): the
-kernel releases it when the holding process ends in any way (also on `kill -9`), so a lock
-left by a dead process is simply free, with no stale-lock guessing. The file names the
-holder (pid, host, start time) for the error message of the process that finds it taken;
-the file itself stays after the run, and only a held lock counts.
+Two processes resuming one run (a job started twice) would interleave their checkpoints and
+logs; two resuming one search would train its trials twice. The lock is an `flock` on
+`<run>/train.lock` (`<search>/search.lock`), which the kernel releases when the holder ends
+in any way (`kill -9` too): no stale lock to guess about. The file, which stays, names the
+holder for the error message of the process that finds it taken; only a held lock counts.
 """
 
 import fcntl

@@ -48,10 +48,8 @@ def continue_restarted_job(
     if models is None:
         return None
     args.resume, args.config, args.run_id = str(models), None, None
-    return (
-        logging.INFO,
-        f"this job was started again ({restarts} restart(s)): it continues its run {models}",
-    )
+    line = f"this job was started again ({restarts} restart(s)): it continues its run {models}"
+    return logging.INFO, line
 
 
 def take_run_dirs(

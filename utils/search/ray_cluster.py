@@ -67,17 +67,14 @@ def check_machine(search: Search, address: str | None, source: str = "--address"
 
 def start_ray(ray: Any, address: str | None, node_ip_address: str | None = None) -> list[int]:
     """Connect to the cluster at `address` (as the node at `node_ip_address`, when given), or
-    start a small one on this machine; from then on SIGINT and SIGTERM stop the search
-    (`stop_search_on_signals`), whose list is returned.
+    start a small one here; then SIGINT and SIGTERM stop the search (`stop_search_on_signals`,
+    whose list is returned).
 
-    A stop signal while Ray starts must not raise inside it: an exception raised where the
-    signal happens to land (in a logging lock's release, in a half-made connection) can be
-    swallowed, and the search then runs on, or crash the interpreter's exit. So both wait
-    until `ray.init` returns: Ray's own SIGTERM handler (`sys.exit` wherever it lands) is
-    kept out by passing over its `set_sigterm_handler`. A signal that came ends the process
-    once Ray is up (and shut down), or 10 s after it came if Ray is still starting (an
-    address that answers but is no Ray cluster), or at a second signal: with our line, and
-    at once (nothing of the search is being written yet)."""
+    A stop signal while Ray starts must not raise inside it: raised where it lands (a logging
+    lock's release, a half-made connection), the exception can be swallowed, and the search
+    runs on, or crash the interpreter's exit; so ours waits, and Ray's own (`sys.exit`) is kept
+    out. The signal ends the process, with our line, once Ray is up (and shut down), 10 s after
+    it came if Ray is still starting (an address that is no Ray cluster), or at a second one."""
     deferred: list[int] = []
 
     def defer(signum: int, frame: FrameType | None) -> None:
@@ -126,12 +123,11 @@ def _end_at_once(signum: int) -> None:
 
 
 def stop_search_on_signals() -> list[int]:
-    """SIGINT and SIGTERM alike stop the search as Tune's own Ctrl-C does: while `fit` runs,
-    Tune stops the trials, saves the search and `fit` returns; before that, the program ends
-    at once, unwinding. A second signal ends it at once. (Tune's handler would also log a
-    resume recipe for its API, where ours prints the command.) Tune's handler is reached
-    through SIGUSR1, which `fit` always sets to it; its SIGINT handler is turned off
-    (`TUNE_DISABLE_SIGINT_HANDLER`) so that ours stays. The returned list gets the signal."""
+    """SIGINT and SIGTERM alike stop the search as Tune's own Ctrl-C does (Tune stops the
+    trials, saves the search and `fit` returns; before `fit`, the program ends, unwinding);
+    a second signal ends it at once. Tune's handler is reached through SIGUSR1, which `fit`
+    sets to it; its SIGINT handler is turned off so that ours stays (and Tune's resume recipe
+    for its API is not logged). The returned list gets the signal."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # not a handler of an earlier `fit`
     received: list[int] = []

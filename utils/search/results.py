@@ -1,12 +1,13 @@
 """What a finished search leaves: the table of its trials (printed and `trials.csv`) and the
 best trial's config as a file that `train.py -c` trains."""
 
-import copy
 import csv
 import io
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,6 @@ def best_config(run_config: Path, base: dict, trial_settings: dict[str, Any]) ->
     (train.py records its own)."""
     config = load_config_file(run_config)
     config.pop("code_version", None)
-    restored = {"trainer.save_dir": base["trainer"]["save_dir"]}
-    for key in trial_settings:
-        node = base
-        for part in key.split("."):
-            node = node[part]
-        restored[key] = copy.deepcopy(node)
-    return apply_overrides(config, [override(key, value) for key, value in restored.items()])
+    keys = ["trainer.save_dir", *trial_settings]
+    restored = [override(key, reduce(operator.getitem, key.split("."), base)) for key in keys]
+    return apply_overrides(config, restored)

@@ -1,15 +1,11 @@
-"""The search file of `tune.py`: which config keys to search, over what, and how.
-
-Read and checked here as plain data, without Ray, so that every mistake is one line before
-Ray starts (and this module is testable without it); tune.py turns a `Search` into Ray
-Tune's objects. A space's key is a dotted config key, as with `-o`, and a trial gets its
-value exactly as `-o KEY=VALUE` would set it (`override`).
-"""
+"""The search file of `tune.py`: which config keys to search, over what, and how. Checked as
+plain data, without Ray, so that every mistake is one line before Ray starts. A space's key
+is a dotted config key, and a trial gets its value exactly as `-o KEY=VALUE` would set it."""
 
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,15 +63,15 @@ class Space:
 
 @dataclass(frozen=True)
 class Search:
-    """A whole search file, checked, with defaults filled in."""
+    """A whole search file, checked, with `load_search`'s defaults filled in."""
 
     spaces: tuple[Space, ...]
-    num_samples: int = 1
-    max_concurrent_trials: int | None = None
-    scheduler: str = "ASHA"
-    scheduler_args: dict[str, Any] = field(default_factory=dict)
-    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    max_failures: int = 0
+    num_samples: int
+    max_concurrent_trials: int | None
+    scheduler: str
+    scheduler_args: dict[str, Any]
+    resources_per_trial: dict[str, float]
+    max_failures: int
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, as a search file would write it (what a resumed search compares)."""
@@ -163,26 +159,18 @@ def _scheduler(node: Any, refuse: Callable[[str, str], UserError]) -> tuple[str,
     if kind not in ("ASHA", "FIFO"):
         raise refuse("scheduler.type", f"{shown(kind)} is not valid; expected 'ASHA' or 'FIFO'")
     if not isinstance(args, dict) or (kind == "FIFO" and args):
-        raise refuse(
-            "scheduler.args",
-            f"{shown(args)} is not valid; expected "
-            + ("no arguments for FIFO" if kind == "FIFO" else "a mapping"),
-        )
+        expected = "no arguments for FIFO" if kind == "FIFO" else "a mapping"
+        raise refuse("scheduler.args", f"{shown(args)} is not valid; expected {expected}")
     for name, value in args.items():
+        where = f"scheduler.args.{name}"
         if name in SET_BY_TUNE:
-            raise refuse(
-                f"scheduler.args.{name}",
-                "set by tune.py (metric and mode from "
-                "trainer.monitor, time_attr epoch, max_t trainer.epochs); remove it",
-            )
+            why = "metric and mode from trainer.monitor, time_attr epoch, max_t trainer.epochs"
+            raise refuse(where, f"set by tune.py ({why}); remove it")
         if name not in SCHEDULER_ARGS:
-            raise refuse(
-                f"scheduler.args.{name}",
-                f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}",
-            )
+            raise refuse(where, f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}")
         hint, valid = SCHEDULER_ARGS[name]
         if not fits(hint, value):
-            raise refuse(f"scheduler.args.{name}", f"{shown(value)} is not valid; expected {valid}")
+            raise refuse(where, f"{shown(value)} is not valid; expected {valid}")
     return kind, dict(args)
 
 
@@ -194,15 +182,12 @@ def _resources(node: Any, refuse: Callable[[str, str], UserError]) -> dict[str, 
         problem = f"{shown(node)} is not valid; expected {{cpu: N, gpu: N}}"
         raise refuse("resources_per_trial", problem)
     for name, value in node.items():
+        where = f"resources_per_trial.{name}"
         if name not in resources:
-            raise refuse(
-                f"resources_per_trial.{name}",
-                f"unknown key{did_you_mean(str(name), resources)}; valid: cpu, gpu",
-            )
+            raise refuse(where, f"unknown key{did_you_mean(str(name), resources)}; valid: cpu, gpu")
         if not fits(Annotated[NUMBER, Gt(0) if name == "cpu" else Ge(0)], value):
             valid = "a number > 0" if name == "cpu" else "a number >= 0"
-            problem = f"{shown(value)} is not valid; expected {valid}"
-            raise refuse(f"resources_per_trial.{name}", problem)
+            raise refuse(where, f"{shown(value)} is not valid; expected {valid}")
         resources[name] = value
     return resources
 
