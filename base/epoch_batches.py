@@ -1,11 +1,32 @@
-"""Which batches each epoch trains on, and where the current epoch stands (mid-epoch resume)."""
+"""The one contract a trainer needs from a data loader, which batches each epoch trains on, and
+where the current epoch stands (mid-epoch resume)."""
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from base.epoch_loader import EpochLoader
 from utils.distributed.process_group import world_size
 from utils.errors import UserError, error_summary
+
+
+@runtime_checkable
+class EpochLoader(Protocol):
+    """Batches of the training data in an order fixed by the epoch (see `EpochSampler`).
+
+    `BaseDataLoader` (a `DataLoader` with worker processes) and `TensorDataLoader` (whole
+    tensors in memory, cut by index) both satisfy it, and so can a loader of your own.
+    """
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Use `epoch`'s order; the first `skip_batches` batches are done (not loaded again)."""
+
+    def split_validation(self) -> Any:
+        """A loader over the held-out validation samples, or None without a split."""
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The batches of the current epoch (from `skip_batches` on)."""
 
 
 class BatchFailed(Exception):
