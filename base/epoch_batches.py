@@ -30,12 +30,8 @@ class EpochLoader(Protocol):
 
 
 class BatchFailed(Exception):
-    """The data loader raised (the user's dataset, in a worker or not) while giving batch
-    `batch` (from 1) of the epoch; that error is the `__cause__`."""
-
-    def __init__(self, batch: int) -> None:
-        super().__init__(f"the data loader raised while giving batch {batch}")
-        self.batch = batch
+    """The data loader raised (the user's dataset, in a worker or not) while giving the batch
+    after `batches_done`; that error is the `__cause__`."""
 
     def summary(self) -> str:
         """`Type: message` of the error raised, also when a worker raised it: torch then
@@ -76,7 +72,7 @@ class EpochBatches:
         except UserError:
             raise
         except Exception as error:
-            raise BatchFailed(self.batches_done + 1) from error
+            raise BatchFailed from error
 
     def _remaining(self, epoch: int) -> Iterator[Any]:
         if not self.iteration_based:
