@@ -1,8 +1,8 @@
 from base.base_data_loader import BaseDataLoader
 from base.base_model import BaseModel
 from base.base_trainer import BaseTrainer
-from base.epoch_loader import EpochLoader
-from base.hook import Hook, StopTraining
+from base.epoch_batches import EpochLoader
+from base.hook import Hook
 from base.tensor_data_loader import TensorDataLoader
 
 __all__ = [
@@ -11,6 +11,5 @@ __all__ = [
     "BaseTrainer",
     "EpochLoader",
     "Hook",
-    "StopTraining",
     "TensorDataLoader",
 ]

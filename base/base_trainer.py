@@ -7,9 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from base.epoch_batches import BatchFailed, EpochBatches
-from base.epoch_loader import EpochLoader
-from base.failure_checkpoint import save_for_resume
+from base.epoch_batches import BatchFailed, EpochBatches, EpochLoader
 from base.gradient_updates import GradientUpdates, NonFiniteLoss
 from base.hook import Hook, HookEvents, StopTraining
 from base.metric_tracker import MetricTracker
@@ -18,7 +16,7 @@ from base.trainer_state import TrainerState
 from base.trainer_steps import TrainerSteps
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
-from utils.errors import UserError
+from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.run.dirs import RunDirs
 
 logger = logging.getLogger(__name__)
@@ -84,9 +82,7 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
             )
 
     def trial_step(self) -> None:
-        """One training step on the first batch, undone afterwards (`base/trial_step.py`): a
-        config value that fails only when used fails here, as a `UserError` naming its node,
-        before the run directory exists."""
+        """One training step on the first batch, undone afterwards (`base/trial_step.py`)."""
         run_trial_step(self)
 
     def train(self, run_dirs: RunDirs | None) -> None:
@@ -100,13 +96,31 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
         except StopTraining:
             logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
         except (BatchFailed, NonFiniteLoss) as error:  # the state before the group is whole
-            self.failure = save_for_resume(self, error)
+            self.failure = self._save_for_resume(error)
             raise self.failure from error.__cause__
         except BaseException as error:  # an error or a stop signal: `after_train` sees it
             self.failure = error
             raise
         finally:
             self._call("after_train")
+
+    def _save_for_resume(self, error: BatchFailed | NonFiniteLoss) -> TrainingFailed:
+        """Save the state from before the current group of batches as a step checkpoint (that
+        state is whole, and a resumed run replays the group); the error that ends the run."""
+        epoch, batch = self.epoch + 1, self.batches.batches_done + 1
+        self.batches.load_position(self.group_start)
+        saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
+        if isinstance(error, BatchFailed):  # the user's data: the entry script shows its traceback
+            return UserCodeFailed(
+                f"the data loader raised {error.summary()} at epoch {epoch}, batch {batch} (its "
+                f"traceback is above); the last step's state is in {saved}: fix the data, then "
+                f"resume with python train.py -r {saved}"
+            )
+        return TrainingFailed(  # `on_nonfinite: "stop"`
+            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch}); the last "
+            f"good state is in {saved}. Lower the learning rate, or set trainer.on_nonfinite to "
+            "'skip'"
+        )
 
     def _train_epoch(self, epoch: int) -> None:
         for model in self.models.values():

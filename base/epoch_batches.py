@@ -1,20 +1,37 @@
-"""Which batches each epoch trains on, and where the current epoch stands (mid-epoch resume)."""
+"""The one contract a trainer needs from a data loader, which batches each epoch trains on, and
+where the current epoch stands (mid-epoch resume)."""
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from base.epoch_loader import EpochLoader
 from utils.distributed.process_group import world_size
 from utils.errors import UserError, error_summary
 
 
-class BatchFailed(Exception):
-    """The data loader raised (the user's dataset, in a worker or not) while giving batch
-    `batch` (from 1) of the epoch; that error is the `__cause__`."""
+@runtime_checkable
+class EpochLoader(Protocol):
+    """Batches of the training data in an order fixed by the epoch (see `EpochSampler`).
 
-    def __init__(self, batch: int) -> None:
-        super().__init__(f"the data loader raised while giving batch {batch}")
-        self.batch = batch
+    `BaseDataLoader` (a `DataLoader` with worker processes) and `TensorDataLoader` (whole
+    tensors in memory, cut by index) both satisfy it, and so can a loader of your own.
+    """
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Use `epoch`'s order; the first `skip_batches` batches are done (not loaded again)."""
+
+    def split_validation(self) -> Any:
+        """A loader over the held-out validation samples, or None without a split."""
+
+    def __len__(self) -> int:
+        """Batches per pass."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The batches of the current epoch (from `skip_batches` on)."""
+
+
+class BatchFailed(Exception):
+    """The data loader raised (the user's dataset, in a worker or not) while giving the batch
+    after `batches_done`; that error is the `__cause__`."""
 
     def summary(self) -> str:
         """`Type: message` of the error raised, also when a worker raised it: torch then
@@ -55,7 +72,7 @@ class EpochBatches:
         except UserError:
             raise
         except Exception as error:
-            raise BatchFailed(self.batches_done + 1) from error
+            raise BatchFailed from error
 
     def _remaining(self, epoch: int) -> Iterator[Any]:
         if not self.iteration_based:

@@ -22,14 +22,11 @@ class NonFiniteLoss(Exception):
 class GradientUpdates:
     """The machinery between a training step's losses and its optimizers.
 
-    A step calls `backward(loss)` and then `step(optimizer)` for each optimizer. One optimizer
-    step follows `accumulate_steps` batches: each loss is divided by the size of its group
-    (the last group of an epoch may be smaller), and `step` does nothing until the group's last
-    batch. There, fp16 gradients are unscaled and clipped to `clip_grad_norm` first, and at
-    steps with `measure_grad_norms` (the trainer's log steps) each optimizer's gradient norm
-    before clipping is kept in `grad_norms` (a 0-d tensor on the device, read by loggers). With
-    `on_nonfinite` set, each loss is checked (one host sync): "skip" drops the group's update,
-    "stop" raises `NonFiniteLoss`.
+    A step calls `backward(loss)`, then `step(optimizer)` for each optimizer: one optimizer step
+    per group of `accumulate_steps` batches. At log steps (`measure_grad_norms`) each optimizer's
+    gradient norm before clipping is kept in `grad_norms` for the loggers. With `on_nonfinite`
+    set, each loss is checked (one host sync): "skip" drops the group's update, "stop" raises
+    `NonFiniteLoss`.
     """
 
     def __init__(

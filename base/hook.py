@@ -30,9 +30,8 @@ class Hook:
     `load_state_dict`.
     """
 
-    # Whether test.py builds the hook from `trainer.hooks` when it evaluates a run; False for
-    # a hook that only records training (a logger of an outside service), so that evaluating
-    # needs neither its package nor its service.
+    # Whether test.py builds the hook from `trainer.hooks`; False for a hook that only records
+    # training (an outside service's logger), so that evaluating needs neither package nor service.
     in_evaluation = True
     # Where the hook's node is in the config, for the messages of `check`: the builder sets
     # `trainer.hooks[i]` on a hook the config lists.
@@ -48,29 +47,21 @@ class Hook:
         """Called once when the trainer is built, before any run directory exists: raise a
         `UserError` when the hook's arguments do not fit this trainer (a model it lacks)."""
 
-    def before_train(self, trainer: "BaseTrainer") -> None:
-        pass
+    def before_train(self, trainer: "BaseTrainer") -> None: ...
 
-    def before_epoch(self, trainer: "BaseTrainer") -> None:
-        pass
+    def before_epoch(self, trainer: "BaseTrainer") -> None: ...
 
-    def before_step(self, trainer: "BaseTrainer") -> None:
-        pass
+    def before_step(self, trainer: "BaseTrainer") -> None: ...
 
-    def after_step(self, trainer: "BaseTrainer") -> None:
-        pass
+    def after_step(self, trainer: "BaseTrainer") -> None: ...
 
-    def before_validation(self, trainer: "BaseTrainer") -> None:
-        pass
+    def before_validation(self, trainer: "BaseTrainer") -> None: ...
 
-    def after_validation(self, trainer: "BaseTrainer") -> None:
-        pass
+    def after_validation(self, trainer: "BaseTrainer") -> None: ...
 
-    def after_epoch(self, trainer: "BaseTrainer") -> None:
-        pass
+    def after_epoch(self, trainer: "BaseTrainer") -> None: ...
 
-    def after_train(self, trainer: "BaseTrainer") -> None:
-        pass
+    def after_train(self, trainer: "BaseTrainer") -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue this hook; empty for a stateless hook."""
@@ -110,7 +101,6 @@ class HookEvents:
             hook.check(self)
 
     def _call(self, event: str) -> None:
-        """Call `event` on every hook, then stop if one of them asked to."""
         for hook in self.hooks:
             getattr(hook, event)(self)
         if self.stop_requested and event != "after_train":

@@ -28,13 +28,11 @@ class MetricInputs(NamedTuple):
 class MetricTracker:
     """Values of named quantities over a logging window (`flush`) and the epoch (`result`).
 
-    A quantity given as batch means (`update`) is their sample-weighted mean: exact for a
-    value that is a mean of per-sample terms (the loss, accuracy). A `stateful` metric (a
-    torchmetrics `Metric`: R^2, F1, AUROC) accumulates its own state over the batches and
-    is computed from all of them at once, so it is the value over the whole window, epoch
-    or split, not a mean of batch values. Updates stay on the device; `flush` and `result`
-    move values to the host. Under torchrun both sum (or, for a `Metric`, gather) every
-    rank's part first, so every rank must call them at the same point.
+    Batch means (`update`) become their sample-weighted mean: exact for a mean of per-sample
+    terms (the loss, accuracy). A `stateful` metric (torchmetrics: R^2, F1, AUROC) is computed
+    from its state over all the batches, not as a mean of batch values. Updates stay on the
+    device; under torchrun `flush` and `result` sum (or gather) every rank's part first, so
+    every rank must call them at the same point.
     """
 
     def __init__(self, stateful: dict[str, Any] | None = None, device: Any = None) -> None:
@@ -59,12 +57,9 @@ class MetricTracker:
             self._epoch[name].update(value.output, value.target)
             self._window[name].update(value.output, value.target)
             return
-        if not isinstance(value, torch.Tensor):
-            value = torch.tensor(float(value))
-        if name in self._device_totals:
-            self._device_totals[name].add_(value.detach(), alpha=n)
-        else:
-            self._device_totals[name] = value.detach().double() * n
+        total = torch.as_tensor(value).detach().double() * n
+        pending = self._device_totals.get(name)
+        self._device_totals[name] = total if pending is None else pending + total
         self._device_counts[name] = self._device_counts.get(name, 0) + n
 
     def update_all(self, values: dict[str, Any], n: int) -> None:
@@ -87,12 +82,11 @@ class MetricTracker:
         totals, counts = all_reduce_sum(torch.stack([totals, counts])).tolist()
         self._device_totals.clear()
         self._device_counts.clear()
+        means = {}
         for name, total, count in zip(names, totals, counts, strict=True):
             self._totals[name] = self._totals.get(name, 0.0) + total
             self._counts[name] = self._counts.get(name, 0.0) + count
-        means = {
-            name: total / count for name, total, count in zip(names, totals, counts, strict=True)
-        }
+            means[name] = total / count
         return {**means, **window}
 
     def result(self) -> dict[str, float]:

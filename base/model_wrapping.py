@@ -1,6 +1,5 @@
 """The module training calls: DDP, DataParallel and `torch.compile` around the plain model."""
 
-import inspect
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -73,7 +72,6 @@ def wrap_model(
         return model
     args = {} if compile_option is True else compile_option
     try:
-        inspect.signature(torch.compile).bind(model, **args)
         return torch.compile(model, **args)  # checks its arguments now, compiles on first call
     except (TypeError, ValueError, RuntimeError, AttributeError) as error:
         detail = " ".join(str(error).split())

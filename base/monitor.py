@@ -29,17 +29,16 @@ class Monitor:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    def update(self, log: dict[str, float]) -> bool:
-        """Take one epoch's log; True when its value is a new best."""
+    def update(self, log: dict[str, float]) -> None:
+        """Take one epoch's log; `improved` says whether its value is a new best."""
         if not self.enabled:
-            return False
+            return
         value = log[self.name]
         self.improved = value < self.best if self.mode == "min" else value > self.best
         if self.improved:
             self.best, self.not_improved_count = value, 0
         else:
             self.not_improved_count += 1
-        return self.improved
 
     def forget_best(self) -> None:
         """Let the next value be a new best (its model is then saved); the count of epochs

@@ -1,5 +1,5 @@
 """A changed `optimizer.args` value on resume: found for each restored optimizer, and set in
-its parameter groups and, for `lr`, in its schedule (base/resume_changes.py says when)."""
+its parameter groups and, for `lr`, in its schedule (resume_changes.py says when)."""
 
 import inspect
 from dataclasses import dataclass
@@ -75,7 +75,7 @@ def apply_change(trainer: BaseTrainer, change: ArgumentChange) -> str:
     before = optimizer.param_groups[first]["lr"]
 
     def rescale(lr: float) -> float:
-        if change.old == 0:  # no schedule (see resume_refusals.py): nothing to carry over
+        if change.old == 0:  # no schedule (`contradictions` refuses one): nothing to carry over
             return change.new
         return change.new * (lr / change.old)  # exactly `new` where lr is the old base
 

@@ -23,13 +23,13 @@ FSDP, TENSOR = "torch.distributed.fsdp", "torch.distributed.tensor"
 
 
 def _states() -> Any:
-    """torch's full (gathered) model and optimizer states, and the options asking for them."""
+    """torch's full (gathered) model and optimizer states."""
     return importlib.import_module("torch.distributed.checkpoint.state_dict")
 
 
-def _full(state_dicts: Any, on_rank_0: bool) -> Any:
+def _full(on_rank_0: bool) -> Any:
     """Full states: gathered onto rank 0's CPU (saving), or taken whole by every rank (loading)."""
-    return state_dicts.StateDictOptions(full_state_dict=True, cpu_offload=on_rank_0)
+    return _states().StateDictOptions(full_state_dict=True, cpu_offload=on_rank_0)
 
 
 def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -> str | None:
@@ -103,43 +103,42 @@ def is_sharded_tensor(tensor: torch.Tensor) -> bool:
 
 
 def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's full state dict on rank 0 (every rank must call it; the others get {})."""
-    states = _states()
-    return states.get_model_state_dict(model, options=_full(states, on_rank_0=True))
+    """The model's state dict; a sharded model's gathered onto rank 0 (every rank must call it;
+    the others get {})."""
+    if not is_sharded(model):
+        return model.state_dict()
+    return _states().get_model_state_dict(model, options=_full(on_rank_0=True))
 
 
 def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    states = _states()
-    states.set_model_state_dict(model, weights, options=_full(states, on_rank_0=False))
+    _states().set_model_state_dict(model, weights, options=_full(on_rank_0=False))
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """The optimizer's full state on rank 0, numbered as `optimizer.state_dict()` numbers its
-    parameters (every rank must call it; the others get {})."""
-    states = _states()
-    state = states.get_optimizer_state_dict(model, optimizer, options=_full(states, True))
-    if not state:
-        return {}
+    """`optimizer.state_dict()`; of a sharded model's optimizer, its full state on rank 0 in that
+    layout (every rank must call it; the others get {})."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    state = _states().get_optimizer_state_dict(model, optimizer, options=_full(on_rank_0=True))
     number = {name: index for index, name in enumerate(_names(model, optimizer))}
-    return {
-        "state": {number[name]: values for name, values in state["state"].items()},
-        "param_groups": [{**group, "params": [number[n] for n in group["params"]]}
-                         for group in state["param_groups"]],
-    }  # fmt: skip
+    return _renumbered(state, number) if state else {}
 
 
 def load_full_optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict
 ) -> None:
     """Load a full state in `optimizer.state_dict()`'s layout into the sharded optimizer."""
-    names = _names(model, optimizer)
-    state = {
-        "state": {names[number]: values for number, values in saved["state"].items()},
-        "param_groups": [{**group, "params": [names[n] for n in group["params"]]}
-                         for group in saved["param_groups"]],
+    state = _renumbered(saved, _names(model, optimizer))
+    _states().set_optimizer_state_dict(model, optimizer, state, options=_full(on_rank_0=False))
+
+
+def _renumbered(state: dict, key: Any) -> dict:
+    """An optimizer's `state` with each parameter `p` (a name or a number) keyed as `key[p]`."""
+    return {
+        "state": {key[p]: values for p, values in state["state"].items()},
+        "param_groups": [{**group, "params": [key[p] for p in group["params"]]}
+                         for group in state["param_groups"]],
     }  # fmt: skip
-    states = _states()
-    states.set_optimizer_state_dict(model, optimizer, state, options=_full(states, False))
 
 
 def _names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:

@@ -1,26 +1,20 @@
 """A data loader for datasets that fit in memory: batches are cut from whole tensors by index."""
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
 
-from base.base_data_loader import split_indices
-from base.epoch_sampler import EpochSampler
+from base.base_data_loader import EpochSampler, split_indices
 
 
 class TensorDataLoader:
     """Batches of `tensors` (inputs, targets, ...; equal first dimension) cut by index.
 
     One gather per tensor per batch replaces the per-sample `__getitem__` and collate of a
-    `DataLoader`, so there are no workers and almost no Python per sample. With
-    `device_resident` the tensors move once to the training device (all of them, before the
-    first epoch) and batches never cross the PCIe bus.
-
-    Semantics match `BaseDataLoader`: the same `validation_split` (same held-out samples,
-    by `split_seed`), a fresh shuffle each epoch that the run's seed determines, an unshuffled
-    validation loader, and under torchrun an equal share of each epoch per rank. The epoch's
-    order comes from a generator seeded with (a seed drawn at construction) + epoch, so a
-    resumed run sees the order it would have seen.
+    `DataLoader`: no workers, almost no Python per sample. With `device_resident` the tensors
+    move once to the training device, and batches never cross the PCIe bus. Splits, epoch
+    orders and torchrun shares are those of `BaseDataLoader` (`split_indices`, `EpochSampler`).
     """
 
     def __init__(
@@ -62,13 +56,11 @@ class TensorDataLoader:
         return self.tensors[0]
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Choose the shuffle of `epoch`, and how many of its batches are already done."""
         self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
 
     def __len__(self) -> int:
-        n_samples = len(self.sampler)
-        batches = n_samples // self.batch_size
-        return batches if self.drop_last or n_samples % self.batch_size == 0 else batches + 1
+        rounded = math.floor if self.drop_last else math.ceil  # (a smaller last batch or none)
+        return rounded(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self.sampler.indices().to(self.device, non_blocking=True)
@@ -84,7 +76,6 @@ class TensorDataLoader:
         return torch.index_select(tensor, 0, index, out=batch)
 
     def split_validation(self) -> "TensorDataLoader | None":
-        """A loader over the held-out samples, in a fixed order; None without a split."""
         if self.valid_tensors is None:
             return None
         return TensorDataLoader(

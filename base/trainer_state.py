@@ -5,8 +5,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from base.metric_tracker import MetricTracker
 from base.monitor import Monitor
 from base.sharding import (
@@ -62,7 +60,8 @@ class TrainerState:
             self.tracker.gather()
         path = None
         # A sharded model's full state is gathered by every rank together.
-        state = self.state_dict() if self.run_dirs is not None or self._sharded() else None
+        sharded = any(is_sharded(model) for model in self.bare_models.values())
+        state = self.state_dict() if self.run_dirs is not None or sharded else None
         if self.run_dirs is not None:
             path = self.run_dirs.models / filename
             save_checkpoint(state, path)
@@ -78,40 +77,27 @@ class TrainerState:
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: loads with `torch.load(..., weights_only=True)`."""
+        models, scaler, position = self.bare_models, self.updates.scaler, self.batches.position()
         hooks = {hook.state_key: hook.state_dict() for hook in self.hooks}
         schedulers = {name: s.state_dict() for name, s in self.lr_schedulers.items()}
-        scaler = self.updates.scaler
+        optimizers = {
+            name: full_optimizer_state(models[name], o) for name, o in self.optimizers.items()
+        }
         return {
-            "arch": self._pack({name: class_name(m) for name, m in self.bare_models.items()}),
+            "arch": self._pack({name: class_name(m) for name, m in models.items()}),
             "epoch": self.epoch,
             "step": self.step,
-            "state_dict": self._pack({name: _weights(m) for name, m in self.bare_models.items()}),
-            "optimizer": self._pack(
-                {name: self._optimizer_state(name, o) for name, o in self.optimizers.items()}
-            ),
+            "state_dict": self._pack({name: full_weights(m) for name, m in models.items()}),
+            "optimizer": self._pack(optimizers),
             "lr_scheduler": (self._pack(schedulers) if schedulers else None),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             **self.monitor.state_dict(),
             "config": self.config,
             "rng": get_rng_state(),
-            "batches_done": self.batches.batches_done,
-            "progress": {"train_metrics": self.tracker.state_dict(), **self._pass_position()},
+            "batches_done": position.pop("batches_done"),
+            "progress": {"train_metrics": self.tracker.state_dict(), **position},
             "hooks": {key: state for key, state in hooks.items() if state},
         }
-
-    def _sharded(self) -> bool:
-        return any(is_sharded(model) for model in self.bare_models.values())
-
-    def _optimizer_state(self, name: str, optimizer: torch.optim.Optimizer) -> dict:
-        """`optimizer.state_dict()`; of a sharded model's optimizer, its full state (gathered)."""
-        model = self.bare_models.get(name)
-        if model is not None and is_sharded(model):
-            return full_optimizer_state(model, optimizer)
-        return optimizer.state_dict()
-
-    def _pass_position(self) -> dict[str, int]:
-        position = self.batches.position()
-        return {"passes": position["passes"], "pass_batches": position["pass_batches"]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the run a checkpoint came from: weights, optimizers, schedules, scaler,
@@ -153,9 +139,8 @@ class TrainerState:
         for name, optimizer in self.optimizers.items():
             if name not in states:
                 raise FieldError(self._field("optimizer", name), "missing")
-            model = self.bare_models.get(name)
-            load = None
-            if model is not None and is_sharded(model):
+            model, load = self.bare_models[name], None
+            if is_sharded(model):
                 load = functools.partial(load_full_optimizer_state, model, optimizer)
             load_optimizer_state(optimizer, states[name], self._field("optimizer", name), load)
 
@@ -190,8 +175,3 @@ class TrainerState:
         if self._rng_state is not None:
             set_rng_state(self._rng_state)
             self._rng_state = None
-
-
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict; a sharded model's full weights (gathered)."""
-    return full_weights(model) if is_sharded(model) else model.state_dict()

@@ -36,14 +36,9 @@ Part = tuple[str, str, str]
 
 
 def run_trial_step(trainer: "BaseTrainer") -> None:
-    """Run `trainer.train_step` on the first batch, then `validation_step` on it (when the
-    trainer evaluates), then step every LR scheduler once, calling no hook; a failure becomes
-    a `UserError` naming the config node it came from.
-
-    Afterwards all that the step changed is as it was (`_undone`); the step counters, the
-    hooks and the loader's position are never touched (the first batch is read from a fresh
-    iterator: the run sets the loader's epoch before each pass).
-    """
+    """`train_step` on the first batch, `validation_step` on it (when the trainer evaluates)
+    and one step of each LR scheduler, calling no hook. The loader's position is untouched:
+    the batch comes from a fresh iterator, and the run sets the epoch before each pass."""
     parts = _parts(trainer)
     with _undone(trainer), warnings.catch_warnings():
         # The run's first step gives its warnings; the trial's would come before the log
@@ -75,9 +70,8 @@ def run_trial_step(trainer: "BaseTrainer") -> None:
 
 
 def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes: str) -> None:
-    """Update and compute a copy of each stateful metric (torchmetrics) with the step's
-    values: one that does not fit the output or the targets, or computes more than one
-    number, fails here, naming its `metrics` entry."""
+    """Update and compute a copy of each stateful metric with the step's values: one that does
+    not fit the output and targets, or computes more than one number, fails here."""
     nodes = trainer.config.get("metrics") or []
     named = {metric_name(node): i for i, node in enumerate(nodes)}
     for name, metric in trainer.stateful_metrics().items():
@@ -138,7 +132,7 @@ def _undone(trainer: "BaseTrainer") -> Iterator[None]:
 
 
 def _to_cpu(state: Any) -> Any:
-    """A copy of `state` (an optimizer's `state_dict()`) whose tensors live on the CPU."""
+    """A copy of an optimizer's `state_dict()` on the CPU (`to_device` would not copy)."""
     if isinstance(state, torch.Tensor):
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
@@ -212,9 +206,8 @@ def _message(error: Exception, parts: dict[CodeType, Part], step: str, shapes: s
 
 
 def _parts(trainer: "BaseTrainer") -> dict[CodeType, Part]:
-    """The code of each configured part, by which a traceback shows where a failure came from.
-    The loss and metrics are the `criterion` and `metric_fns` that the builder passes to the
-    trainers that take them."""
+    """The code of each configured part, by which a traceback shows where a failure came from
+    (the loss and metrics: the `criterion` and `metric_fns` of the trainers that take them)."""
     config = trainer.config
     fits = "and that it fits what arch outputs and the batches' targets"
     parts: dict[CodeType | None, Part] = {
@@ -241,8 +234,7 @@ def _parts(trainer: "BaseTrainer") -> dict[CodeType, Part]:
 
 
 def _code(function: Any) -> CodeType | None:
-    """The code that runs when `function` is called: beneath `functools.partial` and
-    decorators, and a module's `forward`."""
+    """The code that runs when `function` is called (beneath partials, decorators, `forward`)."""
     while isinstance(function, functools.partial):
         function = function.func
     if isinstance(function, torch.nn.Module):
