@@ -434,6 +434,10 @@ def test_wrong_type_names_the_key(path, value):
         ("trainer.epochs", -1),
         ("trainer.verbosity", 5),
         ("trainer.verbosity", -1),
+        ("trainer.verbosity", True),  # equal to 1 in Python, but not an integer in a config
+        ("trainer.verbosity", False),
+        ("trainer.amp", 0),  # equal to false
+        ("trainer.amp", 1),
         ("trainer.monitor", "mid val_loss"),
         ("trainer.monitor", "min"),
         ("trainer.monitor", "min val loss"),

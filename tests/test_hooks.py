@@ -176,8 +176,9 @@ def test_bad_ema_configs_are_one_line_errors(tmp_path: Path, capsys, hooks, frag
 class Shout(Hook):
     """A user's own hook, with typed arguments and nothing else that checks them."""
 
-    def __init__(self, words: list[str], volume: Literal["loud", "quiet"] = "loud") -> None:
-        self.words, self.volume = words, volume
+    def __init__(self, words: list[str], volume: Literal["loud", "quiet"] = "loud",
+                 repeat: Literal[1, 2] = 1) -> None:  # fmt: skip
+        self.words, self.volume, self.repeat = words, volume, repeat
 
 
 @pytest.mark.parametrize(
@@ -189,6 +190,8 @@ class Shout(Hook):
                              "(in ['hi', 2], for Shout)"),
         ("{words: [hi], volume: 11}", "trainer.hooks[0].args.volume: 11 is not valid for Shout: "
                                       "input should be 'loud' or 'quiet'"),
+        ("{words: [hi], repeat: true}", "trainer.hooks[0].args.repeat: True is a boolean; Shout "
+                                        "takes Literal[1, 2] here"),
     ],
 )  # fmt: skip
 def test_a_users_own_hook_is_checked_by_its_type_hints(tmp_path, capsys, monkeypatch, args,

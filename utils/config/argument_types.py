@@ -32,11 +32,8 @@ def check_argument_types(path: str, target: Callable, title: str, args: dict) ->
             adapter = _adapter(hint)
         except Exception:  # a hint pydantic cannot check; the call itself will complain
             continue
-        try:
-            adapter.validate_python(value, strict=True)
-            continue  # it fits as it is
-        except ValidationError:
-            pass
+        if fits(hint, value):
+            continue
         wrong_kind = (
             f"{where}: {shown(value)} is {_kind_name(value)}; {title} takes {_hint_name(hint)} here"
         )
@@ -51,14 +48,16 @@ def check_argument_types(path: str, target: Callable, title: str, args: dict) ->
 
 
 def fits(hint: Any, value: Any) -> bool:
-    """Whether `value` fits the type hint as it is (strictly: true is not 1, "5" not 5)."""
+    """Whether `value` fits the type hint as it is (strictly: true is not 1, "5" not 5). Even
+    strict, pydantic matches `Literal[0, 1]` with true and `Literal[False]` with 0 (they are
+    equal in Python), and then returns the literal: a value of another kind does not fit."""
     from pydantic import ValidationError
 
     try:
-        _adapter(hint).validate_python(value, strict=True)
+        checked = _adapter(hint).validate_python(value, strict=True)
     except ValidationError:
         return False
-    return True
+    return not _changed_kind(value, checked)
 
 
 @functools.cache
