@@ -24,7 +24,7 @@ from builder import reports_to_try
 from builder.report import AUTO, report_kinds
 from logger.reports.classification import ClassificationReport, class_names
 from logger.reports.output import write_report
-from logger.reports.pictures import MARK, TILE
+from logger.reports.pictures import MARK, TILE, histogram_picture
 from logger.reports.reconstruction import side_by_side
 from logger.reports.recorder import ReportRecorder
 from logger.reports.report import NotReportable, WorstSamples
@@ -213,6 +213,19 @@ def test_a_regression_model_gets_errors_over_the_whole_split_and_two_charts(
     write_report(result, "regression", tmp_path / "model.pth", None, step=0)
     for name in ("predicted_vs_true", "residuals"):
         assert mark_pixels(tmp_path / f"model.{name}.png") > 40  # the dots, the bars
+
+
+def test_a_lone_outlier_beside_thousands_of_residuals_still_gets_a_bar(tmp_path) -> None:
+    """Its bar is under a pixel high at the chart's scale: drawn one pixel high, not refused
+    by the drawing library (which stopped test.py's regression report)."""
+    residuals = torch.cat([0.1 * torch.randn(16_000, generator=torch.Generator().manual_seed(0)),
+                           torch.tensor([3.0])])  # fmt: skip
+    picture = histogram_picture(residuals, "residuals", "predicted - true")
+    picture.save(tmp_path / "residuals.png")
+    with Image.open(tmp_path / "residuals.png") as saved:
+        pixels = np.asarray(saved.convert("RGB"))  # (H, W, 3)
+    marked_columns = np.flatnonzero((pixels == np.array(MARK, dtype=np.uint8)).all(2).any(0))
+    assert marked_columns.max() > 0.7 * pixels.shape[1]  # the outlier's bar; the others near 0
 
 
 def test_side_by_side_puts_each_sample_s_highest_value_between_its_images() -> None:

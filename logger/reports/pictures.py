@@ -240,13 +240,13 @@ def histogram_picture(values: torch.Tensor, title: str, x_label: str) -> Image.I
     values = values[torch.isfinite(values)].double()
     low, high = padded_range(values)
     counts = torch.histc(values, BINS, low, high) if len(values) else torch.zeros(BINS)
-    chart = Chart(title, x_label, "samples", (low, high), (0.0, max(counts.max().item(), 1) * 1.05))
+    chart = Chart(title, x_label, "values", (low, high), (0.0, max(counts.max().item(), 1) * 1.05))
     width = (high - low) / BINS
     for index, count in enumerate(counts.tolist()):
-        if count:
+        if count:  # at least one pixel high: one outlier beside thousands still shows
             left, top = chart.pixel(low + index * width, count)
             right, bottom = chart.pixel(low + (index + 1) * width, 0.0)
-            chart.draw.rectangle((left, top, right - 1, bottom - 1), fill=MARK)
+            chart.draw.rectangle((left, min(top, bottom - 1), right - 1, bottom - 1), fill=MARK)
     if low < 0 < high:
         chart.draw.line((*chart.pixel(0.0, chart.y_range[1]), *chart.pixel(0.0, 0.0)),
                         fill=IDENTITY, width=2)  # fmt: skip
