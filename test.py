@@ -4,9 +4,9 @@
 The data loader, loss, metrics and the trainer's own hooks (an EMA hook evaluates its
 averaged weights) come from the checkpoint's own config (or `-c`), with the loader switched
 to the held-out test split; the results go beside the checkpoint, in
-`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated), with a report that
-fits the task (`test.report`: a classifier's per-class values, a regression's errors) and,
-beside it, its pictures as PNGs (also in TensorBoard, under the run's log directory).
+`<checkpoint name>.test_metrics.json` (one file per checkpoint evaluated). With the reports
+unit (logger/reports/), a report that fits the task joins them (`test.report`: a classifier's
+per-class values, a regression's errors), its pictures as PNGs beside it (and in TensorBoard).
 """
 
 # Before torch (seconds to import), Ctrl-C or SIGTERM ends the program with one line, not a
@@ -26,14 +26,12 @@ from base import BaseTrainer, EpochLoader
 from builder import (
     build_data_loader,
     build_trainer,
-    report_kinds,
-    reports_to_try,
+    evaluation_report,
+    reports_available,
     run_config,
     trainer_class,
 )
 from logger.logger import setup_logging
-from logger.reports.output import picture_paths, remove_stale, table, tensorboard_dir, write_report
-from logger.reports.recorder import ReportRecorder
 from utils.checkpoint.fields import naming_checkpoint
 from utils.checkpoint.files import check_writable, load_checkpoint, newest_checkpoint, write_json
 from utils.cli import ArgumentParser, add_config_options, run_main
@@ -54,14 +52,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "checkpoint)",
     )
     parser.add_argument("-c", "--config", help="config to use instead of the checkpoint's own")
-    parser.add_argument(
-        "--worst",
-        type=non_negative_int,
-        default=36,
-        metavar="N",
-        help="how many of the worst test samples to draw: a classifier's most confident "
-        "mistakes, the worst reconstructions (default 36; 0 draws none)",
-    )
+    if reports_available():
+        parser.add_argument(
+            "--worst",
+            type=non_negative_int,
+            default=36,
+            metavar="N",
+            help="how many of the worst test samples the report draws: a classifier's most "
+            "confident mistakes, the worst reconstructions (default 36; 0 draws none)",
+        )
     add_config_options(parser)
     return parser.parse_args(argv)
 
@@ -92,32 +91,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     path, checkpoint = checkpoint_to_evaluate(args.resume)
     config = run_config(args.config, args.override, checkpoint, path)
     setup_logging(None, config["trainer"]["verbosity"])
-    kinds, named = reports_to_try(config, trainer_to_test(config))
     output = path.with_name(f"{path.stem}.test_metrics.json")
-    # Every report's pictures: this evaluation writes some, and removes those of an earlier one.
-    pictures = picture_paths(path, [n for kind in report_kinds().values() for n in kind.pictures])
-    for written in (output, *pictures.values()):
-        check_writable(written)  # now, rather than after an evaluation that may take long
+    check_writable(output)  # now, rather than after an evaluation that may take long
+    trainer_type = trainer_to_test(config)
+    report = None
+    if reports_available():  # the reports unit; its pictures' paths are checked now too
+        report = evaluation_report(config, trainer_type, path, args.worst)
 
-    trainer, data_loader = evaluating_trainer(config, args.device, path, checkpoint)
-    # One pass: the recorder sees each batch and the model's output on it.
-    candidates = [kind(data_loader, args.worst) for kind in kinds]
-    recorder = ReportRecorder(trainer.models.get("model"), candidates, named)
-    results = trainer.validate(recorder.watch(data_loader))
-    results["n_samples"] = len(data_loader.dataset)
+    trainer, batches = evaluating_trainer(config, args.device, path, checkpoint)
+    n_samples = len(batches.dataset)
+    if report is not None:  # one pass: the report sees each batch and the model's output on it
+        batches = report.watch(trainer.models.get("model"), batches)
+    results = trainer.validate(batches)
+    results["n_samples"] = n_samples
     for name, value in results.items():
         logger.info("%-12s %.6g", name, value)
     step = checkpoint["step"]
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": step, **results}
-    report = recorder.finish(f"{path.name} (step {step})")
-    if report is not None:
-        logger.info("%s report:\n%s", recorder.report.name, table(report.rows))
-        summary["report"] = {"kind": recorder.report.name, **report.summary}
+    if report is not None and (entry := report.finish(step)) is not None:
+        summary["report"] = entry
     write_json(output, summary)
     logger.info("wrote %s", readable_path(output))
-    remove_stale(pictures, report.pictures if report is not None else {})
     if report is not None:
-        write_report(report, recorder.report.name, path, tensorboard_dir(path, config), step)
+        report.write(config, step)
     return 0
 
 

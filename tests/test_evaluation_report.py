@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from conftest import ROOT, TrainedRun, load, make_trainer, read_json, run_dir, toy_config
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli_errors import run_in_process
+from test_cli_errors import assert_refused, run_in_process
 from torch import nn
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 from torchmetrics.functional.classification import multiclass_f1_score
 
+import train
 from base import TensorDataLoader
 from builder import reports_to_try
 from builder.report import AUTO, report_kinds
@@ -297,6 +298,15 @@ def test_a_named_report_that_does_not_fit_is_an_error_and_none_makes_none(caplog
         r"logger/reports/; did you mean 'regression'\?",
     ):
         evaluate(trainer, loader, kind="regresion")
+
+
+def test_train_py_refuses_a_misspelt_report_before_the_run_directory(tmp_path, capsys) -> None:
+    save_dir = tmp_path / "saved"
+    argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}",
+            "-o", "test.report=regresion"]  # fmt: skip
+    assert_refused(train.main, argv, capsys, "test.report", "'regresion'",
+                   "did you mean 'regression'")  # fmt: skip
+    assert not save_dir.exists()
 
 
 def test_a_trainer_names_its_own_report_and_test_report_overrides_it() -> None:

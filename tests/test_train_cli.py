@@ -11,7 +11,10 @@ import pytest
 import torch
 from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_cli_errors import assert_refused, run_in_process
 
+import builder.report
+import test as evaluate
 from utils.checkpoint.files import CHECKPOINT_KEYS
 
 CONFIG = str(ROOT / "config" / "config.json")
@@ -162,6 +165,24 @@ def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     assert result.returncode == 0, result.stderr
     assert read_json(models / "checkpoint-epoch2.test_metrics.json")["step"] == 6
     assert read_json(models / "model_best.test_metrics.json") == metrics  # not overwritten
+
+
+def test_without_the_reports_unit_test_py_writes_the_metrics_alone(
+    tmp_path: Path, shrunk_run: TrainedRun, monkeypatch, capsys
+) -> None:
+    """A copy made without logger/reports/ (the reports unit): the metrics, no report and no
+    pictures; `--worst` is not an option, and a report named in the config is refused."""
+    for module in (evaluate, builder.report):
+        monkeypatch.setattr(module, "reports_available", lambda: False)
+    models = shrunk_run.copy_to(tmp_path).models
+    assert run_in_process(evaluate.main, ["-r", str(models)], capsys)[0] == 0
+    metrics = read_json(models / "model_best.test_metrics.json")
+    assert {"loss", "accuracy", "n_samples"} <= set(metrics) and "report" not in metrics
+    assert not list(models.glob("*.png"))
+    assert_refused(evaluate.main, ["-r", str(models), "--worst", "3"], capsys, "--worst")
+    named = ["-r", str(models), "-o", "test.report=regression"]
+    why = ["test.report: 'regression'", "no logger/reports/", "'auto' or 'none'"]
+    assert_refused(evaluate.main, named, capsys, *why)
 
 
 def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
