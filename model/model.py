@@ -9,18 +9,20 @@ from base import BaseModel
 
 
 class LeNet(BaseModel):
-    """A LeNet-style CNN for 28x28 images: two conv/pool stages, then two linear layers.
+    """A LeNet-style CNN for 28x28 images: two conv/pool stages (`width` and twice `width`
+    channels), then two linear layers.
 
     Returns log-probabilities, so it pairs with `nll_loss`.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25,
+                 width: int = 32) -> None:  # fmt: skip
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=5, padding=2)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=5)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.fc1 = nn.Linear(64 * 5 * 5, 256)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=5, padding=2)
+        self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=5)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc1 = nn.Linear(2 * width * 5 * 5, 256)
         self.fc2 = nn.Linear(256, num_classes)
         self.dropout = nn.Dropout(dropout)
 

@@ -55,6 +55,11 @@ def _restore_logging():
     root.setLevel(level)
 
 
+# The shipped LeNet at a quarter of its width: the same code at a tenth of the compute, for
+# the tests that train whole epochs (and resume, kill or restart them) many times.
+NARROW = "arch.args.width=8"
+
+
 def shrunk(save_dir: Path) -> list[str]:
     """`-o` arguments that shrink the shipped config to 2 epochs of 3 batches into `save_dir`."""
     return [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
+from conftest import NARROW, ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
 
 from builder import build_trainer
 from utils.config.check import load_config_file, resolve_config
@@ -38,6 +38,7 @@ def ddp_overrides(tmp_path: Path) -> list[str]:
         "-o", "trainer.progress_bar=false",
         "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
         "-o", "data_loader.args.batch_size=256",
+        "-o", NARROW,
         "-o", f"metrics={json.dumps(['accuracy', F1])}",
     ]  # fmt: skip
 
@@ -51,6 +52,7 @@ def validation_values(weights: dict) -> dict[str, float]:
     config = resolve_config(load_config_file(CONFIG))
     config["data_loader"]["args"]["data_dir"] = str(ROOT / "data")
     config["metrics"] = [F1]
+    config["arch"]["args"]["width"] = 8  # NARROW
     config = resolve_config(config)
     trainer = build_trainer(config, torch.device("cpu"))
     trainer.bare_model.load_state_dict(weights)
@@ -116,6 +118,7 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
             f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
             f"data_loader.args.data_dir={ROOT / 'data'}",
             "data_loader.args.batch_size=32", "trainer.save_every_steps=3", "trainer.log_step=5",
+            NARROW,
         ]  # fmt: skip
         return ["-d", "cpu", *(item for setting in settings for item in ("-o", setting))]
 

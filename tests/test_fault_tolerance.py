@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (
+    NARROW,
     ROOT,
     assert_same_run,
     computed_once,
@@ -37,7 +38,7 @@ def overrides(save_dir: Path, workers: int, *extra: str) -> list[str]:
     """Two whole epochs of 15 batches (3,600 images, batches of 256), step checkpoints."""
     options = [
         f"trainer.save_dir={save_dir}", "trainer.epochs=2", "trainer.progress_bar=false",
-        f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=256",
+        f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=256", NARROW,
         *extra,
     ]  # fmt: skip
     if workers:  # the DataLoader-based loader, with worker processes

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_same_run, computed_once, load, run_dir
+from conftest import NARROW, ROOT, assert_same_run, computed_once, load, run_dir
 
 import train
 from utils.run.job import restart_count
@@ -23,7 +23,7 @@ CONFIG = str(ROOT / "config" / "config.json")
 SETTINGS = [
     "trainer.epochs=2", "trainer.len_epoch=30", "trainer.save_every_steps=3", "trainer.log_step=3",
     "trainer.progress_bar=false", "trainer.tensorboard=false",
-    f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=32",
+    f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=32", NARROW,
 ]  # fmt: skip
 
 

@@ -36,7 +36,7 @@ def test_fsdp_trains_what_ddp_trains_and_its_checkpoint_is_plain_and_resumes(
         assert torch.allclose(final["state_dict"][name], tensor, rtol=0, atol=1e-6), name
     # Plain and full: the weights load into a LeNet, the optimizer's state into a plain Adam.
     assert all(type(t) is torch.Tensor for t in final["state_dict"].values())
-    plain = LeNet()
+    plain = LeNet(width=8)  # NARROW
     plain.load_state_dict(final["state_dict"])
     adam = torch.optim.Adam(plain.parameters(), amsgrad=True)
     adam.load_state_dict(final["optimizer"])

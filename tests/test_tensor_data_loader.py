@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, load, run_dir, run_script
+from conftest import NARROW, ROOT, load, run_dir, run_script
 from torch.utils.data import TensorDataset
 
 import utils.distributed.process_group
@@ -225,6 +225,7 @@ def test_fast_config_trains_and_resumes_exactly(tmp_path: Path, shrunk_overrides
         "-o", "trainer.len_epoch=null",
         "-o", "data_loader.args.batch_size=600",
         "-o", "trainer.tensorboard=false",
+        "-o", NARROW,
     ]  # fmt: skip
     config = str(ROOT / "config" / "fast.json")
     result = run_script("train.py", "-c", config, *shrunk_overrides, *whole_epochs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TrainedRun, load, read_json, run_dir, run_script, shrunk
+from conftest import NARROW, ROOT, TrainedRun, load, read_json, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_cli_errors import assert_refused, run_in_process
 
@@ -86,6 +86,8 @@ def test_resume_is_the_same_run(tmp_path: Path, shrunk_overrides: list[str]) -> 
         "trainer.len_epoch=null",
         "-o",
         "data_loader.args.batch_size=256",
+        "-o",
+        NARROW,
     ]
     result = run_script("train.py", "-c", CONFIG, *shrunk_overrides, *schedule)
     assert result.returncode == 0, result.stderr
