@@ -87,6 +87,17 @@ def list_units(template: str | None) -> str:
                      for name, unit in units.items())  # fmt: skip
 
 
+def check_committed(template: str) -> None:
+    """Refuse a template checkout with uncommitted changes: copier would update from a commit
+    it makes of them, record that commit, and the next update could not find it."""
+    changed = git("status", "--porcelain", cwd=Path(template)).splitlines()
+    if changed:
+        files = ", ".join(line[3:] for line in changed[:3]) + (", ..." if len(changed) > 3 else "")
+        raise UserError(f"the template at {template} has uncommitted changes ({files}); commit "
+                        "them there first, so that this project records a commit it can "
+                        "update from again")  # fmt: skip
+
+
 def record_location(answers: dict, source: str) -> None:
     """Commit the template's new location to the answers file; on failure (git knows no
     author, say) put the file back as it was."""
@@ -113,6 +124,8 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     if Path(source).exists():  # a path: recorded whole, whichever directory it was given from
         source = str(Path(source).resolve())
     check_units(new_units, template_units(source), "WITH")
+    if Path(source).is_dir():
+        check_committed(source)
     units = answers["units"] + [name for name in new_units if name not in answers["units"]]
     if source != answers["_src_path"]:  # copier reads the old template from the answers
         record_location(answers, source)

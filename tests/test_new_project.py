@@ -385,9 +385,18 @@ def test_with_adds_a_unit_to_a_copy(upstream: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("prepare", "options", "message"),
     [
-        (lambda copy: (copy / "train.py").write_text("edited"), {}, "uncommitted changes (train"),
-        (lambda copy: None, {"TEMPLATE": "/nonexistent/template"}, "git clone:"),
-        (lambda copy: None, {"WITH": "gann"}, "WITH: no unit 'gann'; did you mean 'gan'?"),
+        (
+            lambda copy, _: (copy / "train.py").write_text("edited"),
+            {},
+            "uncommitted changes (train",
+        ),
+        (
+            lambda _, upstream: (upstream / "test.py").write_text("edited"),
+            {},
+            "the template at",
+        ),
+        (lambda *_: None, {"TEMPLATE": "/nonexistent/template"}, "git clone:"),
+        (lambda *_: None, {"WITH": "gann"}, "WITH: no unit 'gann'; did you mean 'gan'?"),
     ],
 )
 def test_a_refused_update_is_one_line_and_changes_nothing(
@@ -396,7 +405,7 @@ def test_a_refused_update_is_one_line_and_changes_nothing(
     copy = copy_of(upstream, tmp_path)
     (upstream / "README.md").write_text((upstream / "README.md").read_text() + "\nnew line\n")
     commit_all(upstream, "a change to bring in")
-    prepare(copy)
+    prepare(copy, upstream)
     head, status = git(copy, "rev-parse", "HEAD"), git(copy, "status", "--porcelain")
     result = make_update(copy, **options)
     assert result.returncode != 0

@@ -23,12 +23,19 @@ class UserError(Exception):
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """Suffix for an error message: close matches of `name`, or the valid names if few."""
+    """Suffix for an error message: close matches of `name`, or the valid names if few. A
+    name that differs only in case and underscores comes first (`mse_loss`: 'MSELoss')."""
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid)  # at most 3, similarity >= 0.6
+    folded = [v for v in valid if _folded(v) == _folded(name) and v not in close]
+    close = (folded + close)[:3]
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "; valid: " + ", ".join(valid) if 0 < len(valid) <= 12 else ""
+
+
+def _folded(name: str) -> str:
+    return name.replace("_", "").lower()
 
 
 def first_line(error: BaseException) -> str:
