@@ -2,6 +2,7 @@
 (Ray started in a subprocess, so those are slow): end to end, killed and resumed, and the
 command-line refusals."""
 
+import contextlib
 import csv
 import json
 import os
@@ -483,7 +484,8 @@ def two_node_cluster(monkeypatch):
         yield address
     finally:
         for pid in processes_of(str(temp)):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended since it was listed
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
 
 
