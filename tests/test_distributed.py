@@ -14,7 +14,7 @@ import torch
 from conftest import NARROW, ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
 
 from builder import build_trainer
-from utils.config.check import load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, resolve_config
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -49,10 +49,9 @@ F1 = {"type": "MulticlassF1Score", "args": {"num_classes": 10, "average": "macro
 def validation_values(weights: dict) -> dict[str, float]:
     """The validation loss and F1 of `weights` over the whole validation split, in one
     process."""
-    config = resolve_config(load_config_file(CONFIG))
-    config["data_loader"]["args"]["data_dir"] = str(ROOT / "data")
+    options = [f"data_loader.args.data_dir={ROOT / 'data'}", NARROW]  # as the runs have them
+    config = apply_overrides(load_config_file(CONFIG), options)
     config["metrics"] = [F1]
-    config["arch"]["args"]["width"] = 8  # NARROW
     config = resolve_config(config)
     trainer = build_trainer(config, torch.device("cpu"))
     trainer.bare_model.load_state_dict(weights)
