@@ -1,7 +1,7 @@
 """Train a model from a config: `python train.py -c config/config.json`.
 
 Resume with `-r saved/models/NAME/RUN_ID/checkpoint-epochN.pth`; add `-c NEW_CONFIG` to
-fine-tune those weights under a new config in a new run. Under
+fine-tune those weights under a new config in a new run. With the distributed unit, under
 `torchrun --nproc_per_node=N train.py ...` each process trains one share of every batch
 (DistributedDataParallel); rank 0 writes the run directory.
 """
@@ -15,6 +15,7 @@ if __name__ == "__main__":
     exit_on_stop_signals(STOPPED, at_once=True, signals=TRAINING_STOP_SIGNALS)
 
 import argparse
+import importlib
 import logging
 import secrets
 import subprocess
@@ -35,11 +36,13 @@ from utils.distributed import process_group
 from utils.distributed.device import select_device
 from utils.errors import UserError
 from utils.run.dirs import RunDirs, readable_path
-from utils.run.job import requeue_slurm_job, restart_count, slurm_job_id
-from utils.run.to_train import continue_restarted_job, default_run_id, run_to_restart, take_run_dirs
+from utils.run.to_train import run_to_restart, take_run_dirs
 from utils.seed import seed_everything
+from utils.units import has_unit
 
 logger = logging.getLogger("train")
+# Restarted and SLURM jobs (the distributed unit); a copy without it runs neither.
+job = importlib.import_module("utils.run.job") if has_unit("utils.run.job") else None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -52,11 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "with -c: to fine-tune",
     )
     add_config_options(parser)
-    parser.add_argument(
-        "--run-id",
-        help="name of the run directory (default: a timestamp; in a SLURM job, the job id); a "
-        "job that torchrun or SLURM starts again continues the run it names",
-    )
+    default = job.RUN_ID_DEFAULT if job else "a timestamp"
+    parser.add_argument("--run-id", help=f"name of the run directory (default: {default})")
     parser.add_argument("--lr", type=float, help="shortcut for -o optimizer.args.lr=LR")
     parser.add_argument("--bs", type=int, help="shortcut for -o data_loader.args.batch_size=BS")
     args = parser.parse_args(argv)
@@ -69,7 +69,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if value is not None:  # after the -o options: the shortcut wins
             args.override.append(f"{key}={value}")
     args.run_id_key = "--run-id"  # where the run id came from, for messages
-    default_run_id(args)
+    if job:
+        job.default_run_id(args)
     return args
 
 
@@ -96,9 +97,9 @@ def build(
     """Everything a run needs, built and checked; then (on the writing rank) its directories.
     `extra_hooks` are the calling program's own (tune.py's reporter), after the config's."""
     restarted = None
-    if args.config is not None and restart_count():  # it may turn into `-r` of its run
+    if job and args.config is not None and job.restart_count():  # it may become `-r` of its run
         new = run_config(args.config, args.override)
-        restarted = continue_restarted_job(args, new["trainer"]["save_dir"], new["name"])
+        restarted = job.continue_restarted_job(args, new["trainer"]["save_dir"], new["name"])
     checkpoint, restart = checkpoint_to_resume(args)
     config_file = restart.models / "config.json" if restart else args.config
     config = run_config(config_file, args.override, checkpoint, args.resume)
@@ -150,7 +151,7 @@ def set_up_process(requested_device: str | None, config: dict) -> tuple[torch.de
     when it has none) and the code version, for config.json and the checkpoints."""
     device, device_ids = select_device(requested_device, config["n_gpu"])
     if process_group.launched_by_torchrun():
-        device, device_ids = process_group.init_distributed(device), []
+        device, device_ids = process_group.join_process_group(device), []
     # What the builder logs (frozen parameters, parameter groups) goes to the console now and
     # into info.log once the run directory exists.
     setup_logging(None, process_verbosity(config), hold=True)
@@ -247,9 +248,9 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
     except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
             logger.info("to resume: python train.py -r %s", run_dirs.models)
-        if stopped.signum == REQUEUE_SIGNAL and slurm_job_id():
+        if job and stopped.signum == REQUEUE_SIGNAL and job.slurm_job_id():
             if process_group.is_main_process():  # after the checkpoint: the job may end at once
-                logger.info("%s", requeue_slurm_job())
+                logger.info("%s", job.requeue_slurm_job())
             process_group.barrier()  # the other ranks wait: torchrun ends every rank when one exits
         raise
     finally:

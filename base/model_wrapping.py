@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from base.hook import Hook
-from base.sharding import shard, strategy_problem
+from base.sharding import fsdp, strategy_problem
 from utils.distributed.process_group import is_distributed
 from utils.errors import UserError
 
@@ -57,7 +57,7 @@ def wrap_model(
     trainable parameters (nothing to synchronise) is not wrapped in DDP."""
     trainable = any(parameter.requires_grad for parameter in model.parameters())
     if strategy == "fsdp":
-        shard(model, list(optimizers))
+        fsdp().shard(model, list(optimizers))
     elif is_distributed() and trainable:
         ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids)

@@ -1,20 +1,14 @@
-"""`trainer.strategy: "fsdp"`: each rank keeps a shard of the weights, gradients and optimizer
-state (torch's `fully_shard`), while checkpoints keep one plain file of full tensors.
-
-A model is sharded unit by unit, each direct child that holds parameters and then the rest,
-so that one unit's full weights exist only while it computes. Its buffers (BatchNorm's
-statistics) are not sharded: as DDP does, every forward starts from rank 0's, so the ranks
-never drift apart. The checkpoint's model and optimizer states are gathered into full
-tensors, with the optimizer's in `torch.optim`'s own layout (parameters by number), so that a
-checkpoint loads at any world size, or in one process without FSDP.
+"""What the core asks of a sharded model: whether a model or tensor is one, and its full
+states. `trainer.strategy: "fsdp"` itself, sharding and gathering, is the distributed unit's
+base/fsdp.py; only a run under torchrun, which that unit starts, can have a sharded model.
 """
 
 import importlib
 import sys
+from types import ModuleType
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 # FSDP's modules take most of a second to import: they are imported when a model is sharded,
@@ -22,14 +16,9 @@ from torch import nn
 FSDP, TENSOR = "torch.distributed.fsdp", "torch.distributed.tensor"
 
 
-def _states() -> Any:
-    """torch's full (gathered) model and optimizer states."""
-    return importlib.import_module("torch.distributed.checkpoint.state_dict")
-
-
-def _full(on_rank_0: bool) -> Any:
-    """Full states: gathered onto rank 0's CPU (saving), or taken whole by every rank (loading)."""
-    return _states().StateDictOptions(full_state_dict=True, cpu_offload=on_rank_0)
+def fsdp() -> ModuleType:
+    """base/fsdp.py, imported when first needed."""
+    return importlib.import_module("base.fsdp")
 
 
 def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -> str | None:
@@ -42,50 +31,13 @@ def strategy_problem(strategy: str | None, distributed: bool, **settings: Any) -
         return (f"trainer.strategy: {strategy!r} spreads a run over the processes torchrun "
                 "starts (torchrun --nproc_per_node=N train.py ...); set it to null for one "
                 "process (-o trainer.strategy=null)")  # fmt: skip
-    if strategy != "fsdp":
-        return None
-    refusals = {
-        "trainer.amp": settings["amp"] == "fp16"
-        and "fp16 (its gradient scaler does not take sharded gradients); use 'bf16'",
-        "trainer.compile": settings["compile"] is not False
-        and "compiling (not tested with sharding); set it to false",
-        "arch": len(settings["model_names"]) > 1 and "several models; shard one model",
-        "trainer.hooks": "EMA" in settings["hooks"] and "EMA (it averages full weights)",
-    }
-    for key, refusal in refusals.items():
-        if refusal:
-            return f"{key}: trainer.strategy 'fsdp' cannot serve {refusal}"
-    return None
-
-
-def shard(model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
-    """Shard `model` in place, and point `optimizers` at its sharded parameters (fully_shard
-    makes new ones; the optimizers have no state yet: a resume loads it afterwards)."""
-    fully_shard = importlib.import_module(FSDP).fully_shard
-    names = {id(parameter): name for name, parameter in model.named_parameters()}
-    for child in model.children():
-        if any(True for _ in child.parameters()):
-            fully_shard(child)
-    fully_shard(model)
-    sharded = dict(model.named_parameters())
-    for optimizer in optimizers:
-        for group in optimizer.param_groups:
-            group["params"] = [
-                sharded[names[id(p)]] if id(p) in names else p for p in group["params"]
-            ]
-    if any(True for _ in model.buffers()):
-        model.register_forward_pre_hook(_buffers_from_rank_0)
-
-
-def _buffers_from_rank_0(model: nn.Module, args: Any) -> None:
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
+    return fsdp().problem(settings) if strategy == "fsdp" else None
 
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether fully_shard made `model` an FSDP module."""
-    fsdp = sys.modules.get(FSDP)
-    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+    fsdp_module = sys.modules.get(FSDP)
+    return fsdp_module is not None and isinstance(model, fsdp_module.FSDPModule)
 
 
 def class_name(model: nn.Module) -> str:
@@ -105,43 +57,12 @@ def is_sharded_tensor(tensor: torch.Tensor) -> bool:
 def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict; a sharded model's gathered onto rank 0 (every rank must call it;
     the others get {})."""
-    if not is_sharded(model):
-        return model.state_dict()
-    return _states().get_model_state_dict(model, options=_full(on_rank_0=True))
-
-
-def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    _states().set_model_state_dict(model, weights, options=_full(on_rank_0=False))
+    return fsdp().full_weights(model) if is_sharded(model) else model.state_dict()
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """`optimizer.state_dict()`; of a sharded model's optimizer, its full state on rank 0 in that
     layout (every rank must call it; the others get {})."""
-    if not is_sharded(model):
-        return optimizer.state_dict()
-    state = _states().get_optimizer_state_dict(model, optimizer, options=_full(on_rank_0=True))
-    number = {name: index for index, name in enumerate(_names(model, optimizer))}
-    return _renumbered(state, number) if state else {}
-
-
-def load_full_optimizer_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict
-) -> None:
-    """Load a full state in `optimizer.state_dict()`'s layout into the sharded optimizer."""
-    state = _renumbered(saved, _names(model, optimizer))
-    _states().set_optimizer_state_dict(model, optimizer, state, options=_full(on_rank_0=False))
-
-
-def _renumbered(state: dict, key: Any) -> dict:
-    """An optimizer's `state` with each parameter `p` (a name or a number) keyed as `key[p]`."""
-    return {
-        "state": {key[p]: values for p, values in state["state"].items()},
-        "param_groups": [{**group, "params": [key[p] for p in group["params"]]}
-                         for group in state["param_groups"]],
-    }  # fmt: skip
-
-
-def _names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The model's name of each parameter the optimizer holds, in its numbering's order."""
-    by_id = {id(parameter): name for name, parameter in model.named_parameters()}
-    return [by_id[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    if is_sharded(model):
+        return fsdp().full_optimizer_state(model, optimizer)
+    return optimizer.state_dict()

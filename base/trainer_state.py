@@ -7,14 +7,7 @@ from typing import Any
 
 from base.metric_tracker import MetricTracker
 from base.monitor import Monitor
-from base.sharding import (
-    class_name,
-    full_optimizer_state,
-    full_weights,
-    is_sharded,
-    load_full_optimizer_state,
-    load_full_weights,
-)
+from base.sharding import class_name, fsdp, full_optimizer_state, full_weights, is_sharded
 from utils.checkpoint.fields import FieldError
 from utils.checkpoint.files import save_checkpoint
 from utils.checkpoint.saved_states import load_like, load_optimizer_state, load_weights
@@ -141,7 +134,7 @@ class TrainerState:
                 raise FieldError(self._field("optimizer", name), "missing")
             model, load = self.bare_models[name], None
             if is_sharded(model):
-                load = functools.partial(load_full_optimizer_state, model, optimizer)
+                load = functools.partial(fsdp().load_full_optimizer_state, model, optimizer)
             load_optimizer_state(optimizer, states[name], self._field("optimizer", name), load)
 
     def _field(self, key: str, name: str) -> str:
@@ -167,7 +160,7 @@ class TrainerState:
         for name, model in self.bare_models.items():
             if name not in weights:
                 raise FieldError(self._field("state_dict", name), "missing")
-            load = functools.partial(load_full_weights, model) if is_sharded(model) else None
+            load = functools.partial(fsdp().load_full_weights, model) if is_sharded(model) else None
             load_weights(model, weights[name], self._field("state_dict", name), load)
 
     def restore_rng(self) -> None:

@@ -1,6 +1,6 @@
 """Per-rank memory of `trainer.strategy: fsdp` as the number of ranks grows: the bytes each rank
 holds in parameters, gradients and optimizer state after one Adam step, sharded by the
-template's own `base.sharding.shard`, against DDP (every rank holds everything).
+template's own `base.fsdp.shard`, against DDP (every rank holds everything).
 
     python benchmarks/fsdp_memory.py [--ranks 1 2 4] [--width 1024] [--depth 8] [--device cpu]
 
@@ -29,8 +29,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from base.sharding import shard
 from benchmarks.common import describe_machine
+from utils.units import has_unit, missing_unit
 
 MIB = 2**20
 
@@ -55,6 +55,8 @@ def measure(strategy: str, width: int, depth: int, device_type: str) -> dict:
     model = nn.Sequential(*(nn.Linear(width, width) for _ in range(depth))).to(device)
     optimizer = torch.optim.Adam(model.parameters())
     if strategy == "fsdp":
+        from base.fsdp import shard  # (main checked that this copy has it)
+
         shard(model, [optimizer])
         trained = model
     else:
@@ -97,6 +99,9 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a rank: fsdp or ddp
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not has_unit("base.fsdp"):
+        sys.exit(str(missing_unit("fsdp_memory.py", "base/fsdp.py", "distributed",
+                                  "there is no FSDP to measure")))  # fmt: skip
     if args.worker:
         counts = measure(args.worker, args.width, args.depth, args.device)
         with open(args.out, "a") as out:  # ranks append one line each

@@ -3,7 +3,6 @@ from the modules of logger/reports/, the `reports` unit. A copy made without tha
 no kinds: `auto` then makes no report, and test.py writes the metrics alone."""
 
 import importlib
-import importlib.util
 import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 from base import BaseTrainer
 from utils.config.build import is_subclass_of
 from utils.errors import UserError, did_you_mean
+from utils.units import has_unit, missing_unit
 
 if TYPE_CHECKING:
     from logger.reports.evaluation import EvaluationReport
@@ -21,7 +21,7 @@ AUTO = ("classification", "reconstruction", "regression")  # what `auto` tries, 
 
 def reports_available() -> bool:
     """Whether this copy has logger/reports/ (the `reports` unit)."""
-    return importlib.util.find_spec("logger.reports") is not None
+    return has_unit("logger.reports")
 
 
 def report_kinds() -> dict[str, type["Report"]]:
@@ -60,10 +60,8 @@ def reports_to_try(
     if name == "auto":
         return [kinds[kind] for kind in AUTO if kind in kinds], None
     if not kinds:
-        raise UserError(
-            f"{key}: {name!r} is not a report: this copy has no logger/reports/ (the reports "
-            "unit; `make update WITH=reports` adds it), so 'auto' or 'none'"
-        )
+        raise missing_unit(f"{key}: {name!r} is not a report", "logger/reports/", "reports",
+                           "'auto' or 'none'")  # fmt: skip
     if name not in kinds:
         valid = ["auto", "none", *kinds]
         raise UserError(

@@ -73,8 +73,13 @@ def assert_usage_error(result, *fragments: str) -> None:
         ("seed=-1", ["seed", "integer >= 0"]),
         ("test.reprt=none", ["test.reprt", "unknown key", "did you mean 'report'"]),
         ("test=5", ["test", "expected a mapping"]),
+        ("trainer.strategy=fsdp", ["trainer.strategy: 'fsdp' spreads a run over the processes "
+                                   "torchrun starts", "-o trainer.strategy=null"]),
+        ("trainer.strategy=ddp", ["trainer.strategy: 'ddp' spreads"]),
+        ("trainer.strategy=zero", ["trainer.strategy: 'zero' is not valid; expected 'ddp', "
+                                   "'fsdp' or null"]),
     ],
-)
+)  # fmt: skip
 def test_bad_config_value(tmp_path: Path, capsys, override: str, fragments: list[str]) -> None:
     save_dir = tmp_path / "saved"
     argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}", "-o", override]

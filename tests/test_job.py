@@ -14,8 +14,7 @@ import pytest
 from conftest import NARROW, ROOT, assert_same_run, computed_once, load, run_dir
 
 import train
-from utils.run.job import restart_count
-from utils.run.to_train import continue_restarted_job
+from utils.run.job import continue_restarted_job, restart_count
 
 CONFIG = str(ROOT / "config" / "config.json")
 # 2 epochs of 30 steps (batches of 32 per rank), a step checkpoint every 3 steps; ranks agree

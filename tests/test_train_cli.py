@@ -15,7 +15,9 @@ from test_cli_errors import assert_refused, run_in_process
 
 import builder.report
 import test as evaluate
+import train
 from utils.checkpoint.files import CHECKPOINT_KEYS
+from utils.distributed import process_group
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -185,6 +187,26 @@ def test_without_the_reports_unit_test_py_writes_the_metrics_alone(
     named = ["-r", str(models), "-o", "test.report=regression"]
     why = ["test.report: 'regression'", "no logger/reports/", "'auto' or 'none'"]
     assert_refused(evaluate.main, named, capsys, *why)
+
+
+def test_without_the_distributed_unit_torchrun_is_refused_and_slurm_names_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A copy made without the distributed unit: a process torchrun started is refused in one
+    line before anything is written (each would train alone, all writing one run), and a
+    SLURM job's id neither names the run nor makes it a job that continues or requeues."""
+    monkeypatch.setattr(process_group, "has_unit", lambda module: False)
+    monkeypatch.setattr(train, "job", None)
+    save_dir = tmp_path / "saved"
+    argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}"]
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert train.parse_args(argv).run_id is None  # (a timestamp, when the run starts)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    why = ["torchrun: this copy has no utils/distributed/launch.py", "WITH=distributed",
+           "python train.py"]  # fmt: skip
+    assert_refused(train.main, argv, capsys, *why)
+    assert not save_dir.exists()
 
 
 def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(

@@ -1,8 +1,9 @@
-"""Multi-process training under torchrun: joining the process group and talking across ranks.
+"""Multi-process training under torchrun: each process's place, and talking across ranks.
 
 torchrun starts one process per GPU (or per CPU slot) and tells each its place through
-environment variables. Every helper here also works in a plain single process, where the
-rank is 0 and the world has one member, so callers need no `if distributed` branches.
+environment variables; the distributed unit (utils/distributed/launch.py) joins its process
+group. Every helper here also works in a plain single process, where the rank is 0 and the
+world has one member, so callers need no `if distributed` branches.
 """
 
 import os
@@ -11,37 +12,23 @@ import socket
 import torch
 import torch.distributed as dist
 
+from utils.units import has_unit, missing_unit
+
 
 def launched_by_torchrun() -> bool:
     """True when torchrun (or another launcher using its variables) started this process."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device: torch.device) -> torch.device:
-    """Join torchrun's process group (NCCL on GPUs, one per local rank; gloo on the CPU) and
-    return the device this rank trains on."""
-    options = {"store": _store(), "rank": int(os.environ["RANK"]),
-               "world_size": int(os.environ["WORLD_SIZE"])}  # fmt: skip
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank())
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device, **options)
-    else:
-        dist.init_process_group("gloo", **options)
-    return device
+def join_process_group(device: torch.device) -> torch.device:
+    """Join torchrun's process group and return the device this rank trains on; that is the
+    distributed unit's (utils/distributed/launch.py), and without it a one-line refusal."""
+    if not has_unit("utils.distributed.launch"):
+        raise missing_unit("torchrun", "utils/distributed/launch.py", "distributed",
+                           "train in one process: python train.py ...")  # fmt: skip
+    from utils.distributed.launch import init_distributed
 
-
-def _store() -> dist.Store:
-    """torchrun's key-value store, where the ranks find each other, with this start's keys
-    apart from those of earlier starts: torchrun restarts a group on the same store (its
-    port unchanged), where the addresses the dead group left would have the new one wait
-    for processes that no longer exist."""
-    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
-        is_master=not agent_hosts_it and os.environ["RANK"] == "0",
-    )  # fmt: skip
-    return dist.PrefixStore(f"start{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    return init_distributed(device)
 
 
 def is_distributed() -> bool:

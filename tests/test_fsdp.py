@@ -2,16 +2,13 @@
 checkpoint is one plain file of full tensors that resumes bit for bit at the same world size
 and loads in one process; what it cannot serve is refused in one line."""
 
-import json
 import shutil
 
 import pytest
 import torch
-from conftest import ROOT, assert_same_run, load, read_json, run_dir, run_script
-from test_cli_errors import assert_refused
+from conftest import assert_same_run, load, read_json, run_dir, run_script
 from test_job import finish, launch, options, reference  # noqa: F401 (a fixture)
 
-import train
 from base.sharding import strategy_problem
 from model.model import LeNet
 
@@ -75,21 +72,3 @@ def test_what_fsdp_cannot_serve_is_named(settings: dict, refusal: str) -> None:
     assert strategy_problem("fsdp", True, **usual) is None
     assert strategy_problem("fsdp", True, **{**usual, **settings}).startswith(refusal)
     assert strategy_problem("ddp", True, **{**usual, **settings}) is None
-
-
-@pytest.mark.parametrize(
-    ("value", "fragments"),
-    [
-        ("fsdp", ["trainer.strategy: 'fsdp' spreads a run over the processes torchrun starts",
-                  "-o trainer.strategy=null"]),
-        ("ddp", ["trainer.strategy: 'ddp' spreads"]),
-        ("zero", ["trainer.strategy: 'zero' is not valid; expected 'ddp', 'fsdp' or null"]),
-    ],
-)  # fmt: skip
-def test_a_strategy_outside_torchrun_or_unknown_is_one_line(value, fragments, tmp_path,
-                                                            capsys) -> None:  # fmt: skip
-    config = str(ROOT / "config" / "config.json")
-    argv = ["-c", config, "-o", f"trainer.save_dir={tmp_path / 'saved'}", "-o",
-            f"trainer.strategy={json.dumps(value)}"]  # fmt: skip
-    assert_refused(train.main, argv, capsys, *fragments)
-    assert not (tmp_path / "saved").exists()
