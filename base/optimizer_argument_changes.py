@@ -8,7 +8,6 @@ from typing import Any
 from base.base_trainer import BaseTrainer
 from utils.config.check import check_named_nodes, node_path
 from utils.config.keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
-from utils.config.param_groups import group_parameters
 
 _ABSENT = object()
 
@@ -99,8 +98,13 @@ def _own_options(trainer: BaseTrainer, name: str) -> list[set[str]]:
     """The options each of an optimizer's parameter groups sets itself, by group number (the
     groups are rebuilt from the config and the model as when the optimizer was built)."""
     path, node = config_node(trainer.config, "optimizer", name)
-    model = trainer.bare_models[name]
-    groups = group_parameters(model, node["param_groups"], f"{path}.param_groups")
+    if not node["param_groups"]:
+        return [set()]  # one group: the optimizer's args alone
+    from utils.config.param_groups import group_parameters  # (the transfer unit's)
+
+    groups = group_parameters(
+        trainer.bare_models[name], node["param_groups"], f"{path}.param_groups"
+    )
     return [set(group.options) for group in groups]
 
 

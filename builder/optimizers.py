@@ -10,8 +10,8 @@ from torch.optim import lr_scheduler as schedulers
 
 from utils.config.build import instantiate, is_subclass_of, lookup
 from utils.config.check import check_node, is_named_nodes, node_path
-from utils.config.param_groups import build_param_groups
 from utils.errors import UserError
+from utils.units import has_unit, missing_unit
 
 
 def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
@@ -39,14 +39,23 @@ def build_optimizers(
             path = node_path(config, "optimizer", name)
             optimizer_class = lookup(path, node["type"], [torch.optim], accept)
             if groups and node.get("param_groups"):
-                parameters = build_param_groups(model, node["param_groups"],
-                                                f"{path}.param_groups", optimizer_class,
-                                                node["args"])  # fmt: skip
+                parameters = grouped(model, node, f"{path}.param_groups", optimizer_class)
             optimizers[name] = instantiate(path, optimizer_class, node["args"], parameters)
     if not optimizers:  # (`freeze: ["*"]`) a run that computes losses and changes nothing
         raise UserError(f"arch: every parameter of {', '.join(built_models)} is frozen, so "
                         "nothing would train; leave some trainable (`freeze`)")  # fmt: skip
     return optimizers
+
+
+def grouped(model: nn.Module, node: dict, path: str, optimizer_class: type) -> list[dict]:
+    """The model's parameters in the groups of `node["param_groups"]` (the transfer unit's
+    utils/config/param_groups.py; without it, a one-line refusal)."""
+    if not has_unit("utils.config.param_groups"):
+        raise missing_unit(path, "utils/config/param_groups.py", "transfer",
+                           "[] (one group, the optimizer's args)")  # fmt: skip
+    from utils.config.param_groups import build_param_groups
+
+    return build_param_groups(model, node["param_groups"], path, optimizer_class, node["args"])
 
 
 def build_lr_schedulers(

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import builder.optimizers
 import model.metric as metric_module
 from base import EpochLoader
 from builder import (
@@ -384,6 +385,21 @@ def test_build_optimizer_errors(config, reported):
     with pytest.raises(UserError) as error:
         build_optimizer(config, params())
     assert reported in str(error.value)
+
+
+def test_without_the_transfer_unit_param_groups_are_refused(monkeypatch) -> None:
+    """A copy made without utils/config/param_groups.py (the transfer unit): entries in
+    `optimizer.param_groups` are one line naming the key; none is one group, as always."""
+    monkeypatch.setattr(builder.optimizers, "has_unit", lambda module: False)
+    config = optimizer_config("SGD", lr=0.1)
+    assert len(build_optimizer(config, params()).param_groups) == 1
+    config["optimizer"]["param_groups"] = [{"params": ["*"], "lr": 0.01}]
+    with pytest.raises(UserError) as error:
+        build_optimizer(config, params())
+    assert str(error.value) == (
+        "optimizer.param_groups: this copy has no utils/config/param_groups.py (the transfer "
+        "unit; `make update WITH=transfer` adds it), so [] (one group, the optimizer's args)"
+    )
 
 
 def scheduler_config(node) -> dict:
