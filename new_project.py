@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--list takes no target directory")
     if args.list:
         for name, unit in catalogue.items():
-            print(f"{name:<12}{unit['about']}")
+            print(f"{name:<15}{unit['about']}")
         return 0
     if args.target is None:
         parser.error("the target directory is required (or --list)")

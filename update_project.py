@@ -83,7 +83,7 @@ def list_units(template: str | None) -> str:
     """The template's units, one a line, with those this project has marked."""
     answers = recorded_answers()
     units = template_units(template or answers["_src_path"])
-    return "\n".join(f"{'*' if name in answers['units'] else ' '} {name:<12}{unit['about']}"
+    return "\n".join(f"{'*' if name in answers['units'] else ' '} {name:<15}{unit['about']}"
                      for name, unit in units.items())  # fmt: skip
 
 

@@ -1,59 +1,39 @@
-"""A changed `optimizer.args` value on resume: found for each restored optimizer, and set in
-its parameter groups and, for `lr`, in its schedule (resume_changes.py says when)."""
+"""A changed `optimizer.args` value on resume (the resume_changes unit): set in each restored
+optimizer's parameter groups that do not set it themselves and, for `lr`, in its schedule, so
+that the schedule goes on from the point it reached at the new base; unless the restored state
+contradicts it (base/resume_changes.py finds the changes and refuses the rest)."""
 
-import inspect
-from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
+
 from base.base_trainer import BaseTrainer
-from utils.config.check import check_named_nodes, node_path
-from utils.config.keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
-
-_ABSENT = object()
-
-
-@dataclass(frozen=True)
-class ArgumentChange:
-    """One changed `optimizer.args` value, for one restored optimizer."""
-
-    key: str  # the config key, e.g. "optimizer.args.lr" or "optimizer.generator.args.lr"
-    name: str  # the optimizer's (its model's) name
-    argument: str
-    old: Any  # what the checkpoint ran with (the constructor's default where not given)
-    new: Any  # what this run gives it, as the optimizer's constructor stored it
+from base.resume_changes import (
+    ArgumentChange,
+    config_node,
+    fine_tune,
+    optimizer_arguments,
+    refuse,
+)
 
 
-def config_node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
-    """The config key path and node of `key` (optimizer, lr_scheduler) for one model's name,
-    resolved as the config loader resolves it (so a default written out compares equal)."""
-    node = config.get(key)
-    if node is None:
-        return key, None
-    extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
-    path = node_path(config, key, name)
-    return path, check_named_nodes(node.get(name) if path != key else node, path, [], extra_keys)
-
-
-def optimizer_arguments(config: dict, name: str) -> dict:
-    return config_node(config, "optimizer", name)[1]["args"]
-
-
-def argument_changes(trainer: BaseTrainer, old: dict, new: dict) -> list[ArgumentChange]:
-    """Every `optimizer.args` value that differs from the checkpoint's, per optimizer."""
-    changes = []
-    for name, optimizer in trainer.optimizers.items():
-        path = config_node(new, "optimizer", name)[0]
-        was, now = optimizer_arguments(old, name), optimizer_arguments(new, name)
-        for argument in sorted(was.keys() | now.keys()):
-            if was.get(argument, _ABSENT) == now.get(argument, _ABSENT):
-                continue
-            default = inspect.signature(type(optimizer)).parameters[argument].default
-            before, after = was.get(argument, default), optimizer.defaults[argument]
-            if before != after:  # (not a value written out that was the default)
-                changes.append(
-                    ArgumentChange(f"{path}.args.{argument}", name, argument, before, after)
-                )
-    return changes
+def apply_changes(trainer: BaseTrainer, changes: list[ArgumentChange]) -> dict[str, str]:
+    """Apply `changes` to the restored optimizers, or refuse them all if the restored state
+    contradicts one; a log line for each config key, by key."""
+    refuse(contradictions(trainer, changes, trainer.config))
+    by_key: dict[str, list[ArgumentChange]] = {}
+    for change in changes:  # one key for several optimizers where they share one node
+        by_key.setdefault(change.key, []).append(change)
+    lines = {}
+    for key, same in by_key.items():
+        who = "{}: " if len(trainer.optimizers) > 1 else ""
+        details = [who.format(change.name) + apply_change(trainer, change) for change in same]
+        lines[key] = (
+            f"{key}: {same[0].old!r} -> {same[0].new!r}, applied to the restored "
+            f"optimizer{'s' if len(same) > 1 else ''} ({'; '.join(details)})"
+        )
+    return lines
 
 
 def apply_change(trainer: BaseTrainer, change: ArgumentChange) -> str:
@@ -114,3 +94,55 @@ def schedulers_in(scheduler: Any) -> list[Any]:
         return []
     return [scheduler, *(s for child in getattr(scheduler, "_schedulers", []) for s in
                          schedulers_in(child))]  # fmt: skip
+
+
+def contradictions(trainer: BaseTrainer, changes: list[ArgumentChange], new: dict) -> list[str]:
+    """Why the restored state cannot follow some of `changes`, if it cannot."""
+    errors = []
+    for change in changes:
+        schedulers = schedulers_in(trainer.lr_schedulers.get(change.name))
+        owners = [type(s).__name__ for s in schedulers if change.argument in _cycled(s)]
+        if owners:
+            errors.append(
+                f"{change.key}: {owners[0]} sets {change.argument} itself, from its own "
+                f"arguments, so {change.key} has no effect with it; "
+                f"{fine_tune('change the schedule')}"
+            )
+        elif change.argument == "lr" and change.old == 0 and schedulers:
+            errors.append(
+                f"{change.key}: the restored run trained with lr 0, so the point its schedule "
+                f"reached cannot be carried over to lr {change.new!r}; {fine_tune()}"
+            )
+    for name in dict.fromkeys(change.name for change in changes):
+        optimizer = trainer.optimizers[name]
+        missing = _missing_state(optimizer, optimizer_arguments(new, name))
+        if missing:
+            keys = ", ".join(f"{c.key}: {c.old!r} -> {c.new!r}" for c in changes if c.name == name)
+            errors.append(
+                f"{keys} needs optimizer state the restored {type(optimizer).__name__} does "
+                f"not have ({', '.join(missing)}); {fine_tune()}"
+            )
+    return errors
+
+
+def _cycled(scheduler: Any) -> set[str]:
+    """The optimizer arguments a cyclic schedule sets at every step, overriding the config:
+    the lr, and with `cycle_momentum` the momentum (SGD's `momentum`, Adam's `betas[0]`)."""
+    if not isinstance(scheduler, OneCycleLR | CyclicLR):
+        return set()
+    return {"lr", "momentum", "betas"} if scheduler.cycle_momentum else {"lr"}
+
+
+def _missing_state(optimizer: torch.optim.Optimizer, arguments: dict) -> list[str]:
+    """The per-parameter state that `optimizer`'s type keeps under `arguments` and its
+    restored state lacks (Adam's `max_exp_avg_sq` once `amsgrad` is on): one step of a new
+    optimizer of that type, on a stand-in for a restored parameter, shows what it keeps."""
+    restored = [(parameter, state) for parameter, state in optimizer.state.items() if state]
+    if not restored:
+        return []  # no step taken yet: the first one creates every entry it needs
+    parameter, state = restored[0]
+    stand_in = torch.zeros_like(parameter, requires_grad=True)
+    stand_in.grad = torch.zeros_like(parameter)
+    probe = type(optimizer)([stand_in], **arguments)
+    probe.step()
+    return sorted(set(probe.state[stand_in]) - set(state))

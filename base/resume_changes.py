@@ -1,39 +1,42 @@
-"""Resuming with a changed optimizer or schedule: apply what the restored state can take,
-refuse what it contradicts.
+"""Resuming with a changed config: what the restored state can take, and what it contradicts.
 
 A plain resume (`-r` without `-c`) restores the optimizers and LR schedulers from the
 checkpoint, and their state would silently override changed config values. So:
 
-- a changed `optimizer.args` value (a parameter-group hyperparameter: `lr`, `weight_decay`,
-  `betas`, ...) is set in every restored parameter group that does not set its own
-  (`optimizer.param_groups`). A changed `lr` is the new *base* learning rate: those groups'
-  current `lr` and `initial_lr` and the schedule's `base_lrs` are all scaled by new/old, so
-  the schedule goes on from the point it reached, at the new base;
-- a changed `optimizer.type`, `optimizer.param_groups` or `lr_scheduler`, a changed
-  one-cycle length, or an argument the restored state cannot follow is refused: that state
-  belongs to what the checkpoint ran. So are a changed `seed`, and a changed data loader
-  in the middle of an epoch: the restored position in the epoch's sample order would no
-  longer be where the run stood.
-  Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
+- a changed `optimizer.type`, `optimizer.param_groups` or `lr_scheduler`, or a changed
+  one-cycle length is refused: that state belongs to what the checkpoint ran. So are a
+  changed `seed`, and a changed data loader in the middle of an epoch: the restored position
+  in the epoch's sample order would no longer be where the run stood;
+- a changed `optimizer.args` value (`lr`, `weight_decay`, `betas`, ...) is applied to the
+  restored optimizers by the resume_changes unit (base/optimizer_argument_changes.py), and
+  refused without it.
+
+Fine-tuning (`-c CONFIG -r CHECKPOINT`) starts a new run from the weights instead.
 """
 
+import inspect
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
-
 from base.base_trainer import BaseTrainer
-from base.optimizer_argument_changes import (
-    ArgumentChange,
-    apply_change,
-    argument_changes,
-    config_node,
-    optimizer_arguments,
-    schedulers_in,
-)
-from utils.config.check import config_changes
+from utils.config.check import check_named_nodes, config_changes, node_path
+from utils.config.keys import OPTIMIZER_KEYS, SCHEDULER_KEYS
 from utils.errors import UserError
+from utils.units import has_unit, missing_unit
+
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class ArgumentChange:
+    """One changed `optimizer.args` value, for one restored optimizer."""
+
+    key: str  # the config key, e.g. "optimizer.args.lr" or "optimizer.generator.args.lr"
+    name: str  # the optimizer's (its model's) name
+    argument: str
+    old: Any  # what the checkpoint ran with (the constructor's default where not given)
+    new: Any  # what this run gives it, as the optimizer's constructor stored it
 
 
 def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str]:
@@ -41,28 +44,24 @@ def resume_with_changes(trainer: BaseTrainer, checkpoint: dict) -> dict[str, str
     the restored optimizers. Returns a log line for each applied config key, by key. A change
     the restored state contradicts is a `UserError`, raised before anything is written."""
     old, new = checkpoint["config"], trainer.config
-    _refuse(
+    refuse(
         changed_optimizers(trainer, old, new)
         + changed_schedules(trainer, old, new)
         + changed_order(checkpoint, old, new)
     )
     lengths = {name: one_cycle_lengths(s.state_dict()) for name, s in trainer.lr_schedulers.items()}
     trainer.load_state_dict(checkpoint)
-    _refuse(changed_lengths(trainer, lengths, old, new))
+    refuse(changed_lengths(trainer, lengths, old, new))
     changes = argument_changes(trainer, old, new)
-    _refuse(contradictions(trainer, changes, new))
-    by_key: dict[str, list[ArgumentChange]] = {}
-    for change in changes:  # one key for several optimizers where they share one node
-        by_key.setdefault(change.key, []).append(change)
-    lines = {}
-    for key, same in by_key.items():
-        who = "{}: " if len(trainer.optimizers) > 1 else ""
-        details = [who.format(change.name) + apply_change(trainer, change) for change in same]
-        lines[key] = (
-            f"{key}: {same[0].old!r} -> {same[0].new!r}, applied to the restored "
-            f"optimizer{'s' if len(same) > 1 else ''} ({'; '.join(details)})"
-        )
-    return lines
+    if not changes:
+        return {}
+    if not has_unit("base.optimizer_argument_changes"):
+        where = "base/optimizer_argument_changes.py"
+        refuse([str(missing_unit(f"{c.key}: {c.old!r} -> {c.new!r} on resume", where,
+                                 "resume_changes", fine_tune())) for c in changes])  # fmt: skip
+    from base.optimizer_argument_changes import apply_changes  # (the resume_changes unit's)
+
+    return apply_changes(trainer, changes)
 
 
 def resume_change_lines(old: dict, new: dict, applied: dict[str, str]) -> list[tuple[int, str]]:
@@ -78,20 +77,53 @@ def resume_change_lines(old: dict, new: dict, applied: dict[str, str]) -> list[t
     return lines
 
 
-def _refuse(errors: list[str]) -> None:
+def refuse(errors: list[str]) -> None:
     if errors:
         raise UserError(" | ".join(dict.fromkeys(errors)))
 
 
-# The changes the restored state contradicts, each with why and what to do instead.
-
-
-def _fine_tune(goal: str = "change it") -> str:
+def fine_tune(goal: str = "change it") -> str:
     """The way to make a change the restored state cannot take."""
     return (
         f"to {goal}, fine-tune: python train.py -c CONFIG -r CHECKPOINT starts a new run from "
         "the weights only (CONFIG may be this run's config.json)"
     )
+
+
+def config_node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
+    """The config key path and node of `key` (optimizer, lr_scheduler) for one model's name,
+    resolved as the config loader resolves it (so a default written out compares equal)."""
+    node = config.get(key)
+    if node is None:
+        return key, None
+    extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
+    path = node_path(config, key, name)
+    return path, check_named_nodes(node.get(name) if path != key else node, path, [], extra_keys)
+
+
+def optimizer_arguments(config: dict, name: str) -> dict:
+    return config_node(config, "optimizer", name)[1]["args"]
+
+
+def argument_changes(trainer: BaseTrainer, old: dict, new: dict) -> list[ArgumentChange]:
+    """Every `optimizer.args` value that differs from the checkpoint's, per optimizer."""
+    changes = []
+    for name, optimizer in trainer.optimizers.items():
+        path = config_node(new, "optimizer", name)[0]
+        was, now = optimizer_arguments(old, name), optimizer_arguments(new, name)
+        for argument in sorted(was.keys() | now.keys()):
+            if was.get(argument, _ABSENT) == now.get(argument, _ABSENT):
+                continue
+            default = inspect.signature(type(optimizer)).parameters[argument].default
+            before, after = was.get(argument, default), optimizer.defaults[argument]
+            if before != after:  # (not a value written out that was the default)
+                changes.append(
+                    ArgumentChange(f"{path}.args.{argument}", name, argument, before, after)
+                )
+    return changes
+
+
+# The changes the restored state contradicts, each with why and what to do instead.
 
 
 def changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
@@ -103,7 +135,7 @@ def changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
     for change in config_changes(old, new):
         if change.startswith("seed:"):
             errors.append(f"{change} on resume: the run's sample order comes from its seed; "
-                          f"{_fine_tune('train with another seed')}")  # fmt: skip
+                          f"{fine_tune('train with another seed')}")  # fmt: skip
         elif change.startswith("data_loader.") and done > 0:
             batches = f"{done} batch{'es' if done > 1 else ''}"
             errors.append(f"{change} on resume {batches} into epoch {epoch}, which counted "
@@ -123,7 +155,7 @@ def changed_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
         if node["type"] != was["type"]:
             errors.append(
                 f"{path}.type: {was['type']!r} -> {node['type']!r} on resume: the restored "
-                f"optimizer state is {was['type']}'s; {_fine_tune('switch optimizer')}"
+                f"optimizer state is {was['type']}'s; {fine_tune('switch optimizer')}"
             )
         if node["param_groups"] != was["param_groups"]:
             key = f"{path}.param_groups"
@@ -132,7 +164,7 @@ def changed_optimizers(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
             )
             errors.append(
                 f"{changes or key + ': reordered'} on resume: the restored optimizer state "
-                f"is in the old parameter groups, with their options; {_fine_tune()}"
+                f"is in the old parameter groups, with their options; {fine_tune()}"
             )
     return errors
 
@@ -152,7 +184,7 @@ def changed_schedules(trainer: BaseTrainer, old: dict, new: dict) -> list[str]:
                 changes = "; ".join(config_changes({path: was}, {path: node}))
             errors.append(
                 f"{changes} on resume: the restored schedule cannot take a changed "
-                f"lr_scheduler; {_fine_tune()}"
+                f"lr_scheduler; {fine_tune()}"
             )
     return errors
 
@@ -185,58 +217,6 @@ def changed_lengths(
             f"{cause} would change the length of the restored one-cycle schedule ({path}: "
             f"total_steps {before} -> {after}, trainer.epochs x "
             f"optimizer steps per epoch), which is fixed when it starts; "
-            f"{_fine_tune('train with a new cycle')}"
+            f"{fine_tune('train with a new cycle')}"
         )
     return errors
-
-
-def contradictions(trainer: BaseTrainer, changes: list[ArgumentChange], new: dict) -> list[str]:
-    """Why the restored state cannot follow some of `changes`, if it cannot."""
-    errors = []
-    for change in changes:
-        schedulers = schedulers_in(trainer.lr_schedulers.get(change.name))
-        owners = [type(s).__name__ for s in schedulers if change.argument in _cycled(s)]
-        if owners:
-            errors.append(
-                f"{change.key}: {owners[0]} sets {change.argument} itself, from its own "
-                f"arguments, so {change.key} has no effect with it; "
-                f"{_fine_tune('change the schedule')}"
-            )
-        elif change.argument == "lr" and change.old == 0 and schedulers:
-            errors.append(
-                f"{change.key}: the restored run trained with lr 0, so the point its schedule "
-                f"reached cannot be carried over to lr {change.new!r}; {_fine_tune()}"
-            )
-    for name in dict.fromkeys(change.name for change in changes):
-        optimizer = trainer.optimizers[name]
-        missing = _missing_state(optimizer, optimizer_arguments(new, name))
-        if missing:
-            keys = ", ".join(f"{c.key}: {c.old!r} -> {c.new!r}" for c in changes if c.name == name)
-            errors.append(
-                f"{keys} needs optimizer state the restored {type(optimizer).__name__} does "
-                f"not have ({', '.join(missing)}); {_fine_tune()}"
-            )
-    return errors
-
-
-def _cycled(scheduler: Any) -> set[str]:
-    """The optimizer arguments a cyclic schedule sets at every step, overriding the config:
-    the lr, and with `cycle_momentum` the momentum (SGD's `momentum`, Adam's `betas[0]`)."""
-    if not isinstance(scheduler, OneCycleLR | CyclicLR):
-        return set()
-    return {"lr", "momentum", "betas"} if scheduler.cycle_momentum else {"lr"}
-
-
-def _missing_state(optimizer: torch.optim.Optimizer, arguments: dict) -> list[str]:
-    """The per-parameter state that `optimizer`'s type keeps under `arguments` and its
-    restored state lacks (Adam's `max_exp_avg_sq` once `amsgrad` is on): one step of a new
-    optimizer of that type, on a stand-in for a restored parameter, shows what it keeps."""
-    restored = [(parameter, state) for parameter, state in optimizer.state.items() if state]
-    if not restored:
-        return []  # no step taken yet: the first one creates every entry it needs
-    parameter, state = restored[0]
-    stand_in = torch.zeros_like(parameter, requires_grad=True)
-    stand_in.grad = torch.zeros_like(parameter)
-    probe = type(optimizer)([stand_in], **arguments)
-    probe.step()
-    return sorted(set(probe.state[stand_in]) - set(state))

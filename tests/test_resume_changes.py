@@ -1,23 +1,21 @@
-"""Resuming with a changed optimizer or schedule (base/resume_changes.py): a changed optimizer
-argument is in force in the restored optimizer, and in config.json; a change the restored
-state contradicts is refused in one line, with nothing written."""
+"""Resuming with a changed config (base/resume_changes.py): a change the restored state
+contradicts is refused in one line, with nothing written; what else changed is logged. (The
+resume_changes unit's test_optimizer_argument_changes.py applies changed optimizer arguments.)"""
 
 import logging
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TrainedRun, load, read_json, run_dir, shrunk
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import ROOT, TrainedRun, load, run_dir, shrunk
 from test_cli_errors import assert_refused, run_in_process
 from torch import nn
 
 import train
-from base import BaseTrainer, TensorDataLoader
+from base import BaseTrainer, TensorDataLoader, resume_changes
 from base.resume_changes import resume_change_lines, resume_with_changes
 from builder import build_hooks, build_lr_schedulers, build_optimizers, trainer_options
 from utils.config.check import resolve_config
-from utils.errors import UserError
 
 CONFIG = str(ROOT / "config" / "config.json")
 
@@ -25,43 +23,6 @@ CONFIG = str(ROOT / "config" / "config.json")
 def snapshot(models: Path) -> dict[str, bytes]:
     """Every file of a run directory (recursively) with its bytes: to show nothing changed."""
     return {str(p.relative_to(models)): p.read_bytes() for p in models.rglob("*") if p.is_file()}
-
-
-def test_a_new_lr_and_other_optimizer_arguments_are_in_force_after_resume(
-    tmp_path: Path, shrunk_run: TrainedRun, capsys
-) -> None:
-    """`--lr` on resume is the lr the resumed epoch trains with (TensorBoard's `lr`, the next
-    checkpoint) and the one config.json records; so are the other changed arguments."""
-    models = shrunk_run.copy_to(tmp_path).models
-    changes = ["optimizer.args.weight_decay=0.01", "optimizer.args.betas=[0.8, 0.99]"]
-    argv = ["-r", str(models / "checkpoint-epoch1.pth"), "--lr", "0.0001"]
-    argv += [item for change in changes for item in ("-o", change)]
-    code, stderr = run_in_process(train.main, argv, capsys)
-    assert code == 0, stderr
-
-    resumed = load(models / "checkpoint-epoch2.pth")
-    (group,) = resumed["optimizer"]["param_groups"]
-    assert (group["lr"], group["initial_lr"]) == (0.0001, 0.0001)
-    assert (group["weight_decay"], list(group["betas"])) == (0.01, [0.8, 0.99])
-    assert resumed["lr_scheduler"]["base_lrs"] == [0.0001]
-    config = read_json(models / "config.json")
-    assert config["optimizer"]["args"] == {"lr": 0.0001, "weight_decay": 0.01,
-                                           "amsgrad": True, "betas": [0.8, 0.99]}  # fmt: skip
-    assert resumed["config"]["optimizer"] == config["optimizer"]
-    log_dir = tmp_path / "saved" / "log" / "Mnist_LeNet" / models.name
-    lrs = EventAccumulator(str(log_dir)).Reload().Scalars("epoch/lr")
-    assert [(e.step, e.value) for e in lrs] == [(3, pytest.approx(0.001)),
-                                                (6, pytest.approx(0.0001))]  # fmt: skip
-    log = (log_dir / "info.log").read_text()
-    assert (
-        "INFO base.resume_changes: " not in log  # logged by train, as the other changes
-        and "INFO train: config changed on resume: optimizer.args.lr: 0.001 -> 0.0001, applied "
-        "to the restored optimizer (new base lr: current lr 0.001 -> 0.0001, the schedule going "
-        "on from where it stood)"
-        in log
-    )
-    assert "config changed on resume: optimizer.args.betas: (0.9, 0.999) -> (0.8, 0.99)" in log
-    assert "WARNING train: config changed on resume: optimizer.args" not in log
 
 
 @pytest.mark.parametrize(
@@ -88,6 +49,22 @@ def test_a_change_the_restored_state_contradicts_is_refused_and_nothing_is_writt
     assert snapshot(tmp_path / "saved") == before
 
 
+def test_without_the_resume_changes_unit_a_changed_argument_is_refused(
+    tmp_path: Path, shrunk_run: TrainedRun, capsys, monkeypatch
+) -> None:
+    """A copy made without base/optimizer_argument_changes.py: the restored optimizer would
+    override a changed `optimizer.args` value, so it is refused, naming the key and the unit."""
+    monkeypatch.setattr(resume_changes, "has_unit", lambda module: False)
+    models = shrunk_run.copy_to(tmp_path).models
+    before = snapshot(tmp_path / "saved")
+    argv = ["-r", str(models / "checkpoint-epoch1.pth"), "--lr", "0.0001"]
+    assert_refused(train.main, argv, capsys,
+                   "optimizer.args.lr: 0.001 -> 0.0001 on resume: this copy has no "
+                   "base/optimizer_argument_changes.py (the resume_changes unit; `make update "
+                   "WITH=resume_changes` adds it), so to change it, fine-tune")  # fmt: skip
+    assert snapshot(tmp_path / "saved") == before
+
+
 def test_the_data_loader_is_not_changed_in_the_middle_of_an_epoch(tmp_path: Path, capsys) -> None:
     """A step checkpoint counts the batches done in the old loader's batches: with another
     batch size the resumed epoch would skip other samples than the ones it trained on."""
@@ -105,25 +82,24 @@ def test_the_data_loader_is_not_changed_in_the_middle_of_an_epoch(tmp_path: Path
     assert snapshot(save_dir) == before
 
 
-def test_one_cycle_schedule_keeps_its_length_and_its_own_lr(tmp_path: Path, capsys) -> None:
-    """OneCycleLR's length is trainer.epochs x steps per epoch, fixed when it starts: more
-    epochs on resume (which crashed at the first step) are refused, and so are a new lr and
-    betas, which it sets itself at every step."""
-    save_dir = tmp_path / "saved"
+def one_cycle_run(save_dir: Path, capsys) -> str:
+    """A run of the shrunk config under OneCycleLR; its first epoch's checkpoint."""
     one_cycle = ["-o", "lr_scheduler={type: OneCycleLR, args: {max_lr: 0.01}}",
                  "-o", "trainer.tensorboard=false"]  # fmt: skip
     code, stderr = run_in_process(train.main, ["-c", CONFIG, *shrunk(save_dir), *one_cycle], capsys)
     assert code == 0, stderr
-    checkpoint = str(run_dir(save_dir) / "checkpoint-epoch1.pth")
-    before = snapshot(save_dir)
+    return str(run_dir(save_dir) / "checkpoint-epoch1.pth")
+
+
+def test_one_cycle_schedule_keeps_its_length(tmp_path: Path, capsys) -> None:
+    """OneCycleLR's length is trainer.epochs x steps per epoch, fixed when it starts: more
+    epochs on resume (which crashed at the first step) are refused."""
+    checkpoint = one_cycle_run(tmp_path / "saved", capsys)
+    before = snapshot(tmp_path / "saved")
     assert_refused(train.main, ["-r", checkpoint, "-o", "trainer.epochs=3"], capsys,
                    "trainer.epochs: 2 -> 3 would change the length of the restored one-cycle "
                    "schedule (lr_scheduler: total_steps 6 -> 9", "fine-tune")  # fmt: skip
-    assert_refused(train.main, ["-r", checkpoint, "--lr", "0.1"], capsys,
-                   "optimizer.args.lr: OneCycleLR sets lr itself", "fine-tune")  # fmt: skip
-    assert_refused(train.main, ["-r", checkpoint, "-o", "optimizer.args.betas=[0.8, 0.99]"],
-                   capsys, "optimizer.args.betas: OneCycleLR sets betas itself")  # fmt: skip
-    assert snapshot(save_dir) == before
+    assert snapshot(tmp_path / "saved") == before
 
 
 class Toy(BaseTrainer):
@@ -178,46 +154,6 @@ SCHEDULES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_a_new_lr_is_the_new_base_of_the_schedule_from_the_point_it_reached(
-    schedule: str,
-) -> None:
-    """Resumed after 3 of 7 epochs with lr 0.01 instead of 0.1, every later step trains at
-    the lr a run started with 0.01 has at that step (the schedule scaled by new/old)."""
-    first = Toy(sgd(0.1), SCHEDULES[schedule], epochs=3)
-    first.train(None)
-    resumed = Toy(sgd(0.01), SCHEDULES[schedule], epochs=7)
-    applied = resume_with_changes(resumed, first.state_dict())
-    current = resumed.optimizers["model"].param_groups[0]["lr"]
-    for scheduler in resumed.lr_schedulers.values():  # what a hook reading it would see
-        assert scheduler.get_last_lr() == [current]
-    resumed.train(None)
-    started_with_it = Toy(sgd(0.01), SCHEDULES[schedule], epochs=7)
-    started_with_it.train(None)
-    assert resumed.lrs == pytest.approx(started_with_it.lrs[3:], rel=1e-12)
-    assert set(applied) == {"optimizer.args.lr"}
-    reached = first.optimizers["model"].param_groups[0]["lr"]
-    if schedule != "none":  # the schedule has moved the lr from its base by epoch 3
-        assert reached != 0.1 and resumed.lrs[0] == pytest.approx(reached / 10, rel=1e-12)
-
-
-def test_an_argument_needing_state_the_restored_optimizer_lacks_is_refused() -> None:
-    """Adam keeps `max_exp_avg_sq` only with amsgrad: turning it on mid-run would crash at the
-    first step (KeyError), so it is refused, naming the key; turning it off is applied."""
-    first = Toy({"type": "Adam", "args": {"amsgrad": False}}, None, epochs=1)
-    first.train(None)
-    refusal = r"optimizer.args.amsgrad: False -> True needs .*\(max_exp_avg_sq\); .* fine-tune"
-    with pytest.raises(UserError, match=refusal):
-        resume_with_changes(Toy({"type": "Adam", "args": {"amsgrad": True}}, None, epochs=2),
-                            first.state_dict())  # fmt: skip
-    first = Toy({"type": "Adam", "args": {"amsgrad": True}}, None, epochs=1)
-    first.train(None)
-    resumed = Toy({"type": "Adam", "args": {"amsgrad": False}}, None, epochs=2)
-    assert set(resume_with_changes(resumed, first.state_dict())) == {"optimizer.args.amsgrad"}
-    resumed.train(None)
-    assert resumed.optimizers["model"].param_groups[0]["amsgrad"] is False
-
-
 def test_an_unchanged_config_changes_nothing() -> None:
     """Adam keeps `betas` as a tuple and the config a list (config/gan.json): no change."""
     adam = {"type": "Adam", "args": {"lr": 0.1, "betas": [0.5, 0.999]}}
@@ -227,48 +163,6 @@ def test_an_unchanged_config_changes_nothing() -> None:
     assert resume_with_changes(resumed, first.state_dict()) == {}
     resumed.train(None)
     assert resumed.lrs == [0.1]
-
-
-def test_a_run_trained_at_lr_0_keeps_its_schedule_only_at_lr_0() -> None:
-    """With lr 0 every scheduled lr is 0: the point reached cannot be scaled to a new base."""
-    schedule = SCHEDULES["StepLR"]
-    first = Toy(sgd(0.0), schedule, epochs=1)
-    first.train(None)
-    with pytest.raises(UserError, match=r"optimizer\.args\.lr: the restored run trained with lr 0"):
-        resume_with_changes(Toy(sgd(0.1), schedule, epochs=2), first.state_dict())
-    first = Toy(sgd(0.0), None, epochs=1)  # without a schedule, the new lr is simply in force
-    first.train(None)
-    resumed = Toy(sgd(0.1), None, epochs=2)
-    resume_with_changes(resumed, first.state_dict())
-    resumed.train(None)
-    assert resumed.lrs == [0.1]
-
-
-def test_several_named_optimizers_each_take_their_own_changes() -> None:
-    """A trainer with several models (like the GAN): changes name `optimizer.<name>.*`; a node
-    shared by both models applies to both; a changed type names the model's optimizer."""
-    arch = {"a": {"type": "Linear"}, "b": {"type": "Linear"}}
-    named = {"a": sgd(0.1), "b": sgd(0.1)}
-    first = Toy(named, SCHEDULES["StepLR"], epochs=3, arch=arch)
-    first.train(None)
-    resumed = Toy({"a": sgd(0.05), "b": sgd(0.1, momentum=0.9)}, SCHEDULES["StepLR"], 4, arch)
-    applied = resume_with_changes(resumed, first.state_dict())
-    assert set(applied) == {"optimizer.a.args.lr", "optimizer.b.args.momentum"}
-    groups = {name: o.param_groups[0] for name, o in resumed.optimizers.items()}
-    assert groups["a"]["lr"] == pytest.approx(first.optimizers["a"].param_groups[0]["lr"] / 2)
-    assert (groups["b"]["lr"], groups["b"]["momentum"]) == (0.05, 0.9)  # decayed once, at 2
-
-    with pytest.raises(UserError, match=r"optimizer.b.type: 'SGD' -> 'Adam' on resume"):
-        resume_with_changes(Toy({"a": sgd(0.1), "b": {"type": "Adam"}}, None, 4, arch),
-                            first.state_dict())  # fmt: skip
-    shared = Toy(sgd(0.1), SCHEDULES["StepLR"], epochs=3, arch=arch)
-    shared.train(None)
-    applied = resume_with_changes(Toy(sgd(0.2), SCHEDULES["StepLR"], 4, arch), shared.state_dict())
-    assert applied == {
-        "optimizer.args.lr": "optimizer.args.lr: 0.1 -> 0.2, applied to the restored optimizers "
-        "(a: new base lr: current lr 0.05 -> 0.1, the schedule going on from where it stood; "
-        "b: new base lr: current lr 0.05 -> 0.1, the schedule going on from where it stood)"
-    }
 
 
 def test_change_lines_give_applied_keys_and_more_epochs_info_lines_and_warn_of_the_others() -> None:

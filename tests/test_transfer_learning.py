@@ -259,7 +259,8 @@ def test_resume_with_changed_param_groups_is_refused(fine_tuned: Path, tmp_path:
 @pytest.mark.slow  # (the fixture trains)
 def test_a_changed_base_lr_leaves_a_group_with_its_own_lr_alone(fine_tuned: Path) -> None:
     """`--lr` is the new base of the groups without their own lr; `weight_decay` likewise
-    reaches only the groups that do not set it."""
+    reaches only the groups that do not set it. (Needs the resume_changes unit too.)"""
+    pytest.importorskip("base.optimizer_argument_changes")
     checkpoint = load(run_dir(fine_tuned, NAME) / "checkpoint-epoch1.pth")
     changes = ["optimizer.args.lr=0.002", "optimizer.args.weight_decay=0.1"]
     config = load_run_config(None, checkpoint, changes, trainer_keys)
