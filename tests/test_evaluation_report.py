@@ -22,8 +22,8 @@ from torchmetrics.functional.classification import multiclass_f1_score
 import train
 from base import TensorDataLoader
 from builder import reports_to_try
-from builder.report import AUTO, report_kinds
 from logger.reports.classification import ClassificationReport, class_names
+from logger.reports.kinds import AUTO, report_kinds
 from logger.reports.output import write_report
 from logger.reports.pictures import MARK, TILE, histogram_picture
 from logger.reports.reconstruction import side_by_side
