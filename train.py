@@ -245,9 +245,11 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
         trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
         process_group.barrier()  # no rank leaves the process group while another still uses it
+        if run_dirs is not None:
+            log_next_commands(trainer, run_dirs)  # (in the process group: how it was started)
     except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
-            logger.info("to resume: python train.py -r %s", run_dirs.models)
+            logger.info("to resume: %s train.py -r %s", process_group.launcher(), run_dirs.models)
         if job and stopped.signum == REQUEUE_SIGNAL and job.slurm_job_id():
             if process_group.is_main_process():  # after the checkpoint: the job may end at once
                 logger.info("%s", job.requeue_slurm_job())
@@ -255,14 +257,12 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
         raise
     finally:
         process_group.shutdown()
-    if run_dirs is not None:
-        log_next_commands(trainer, run_dirs)
     return 0
 
 
 def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
     """Where the outputs are, and the commands that evaluate the run and train it on."""
-    models, epoch = run_dirs.models, trainer.epoch
+    models, epoch, start = run_dirs.models, trainer.epoch, process_group.launcher()
     logger.info("outputs in %s and %s", models, run_dirs.log)
     logger.info("to evaluate: python test.py -r %s", models)
     # Early stopping's count is restored on resume: one more epoch without improvement
@@ -271,16 +271,16 @@ def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
     spent = patience > 0 and monitor.enabled and monitor.not_improved_count >= patience
     early_stop = " -o trainer.early_stop=0" if spent else ""
     if epoch < trainer.epochs:  # a hook ended it
-        logger.info("to train on: python train.py -r %s%s", models, early_stop)
+        logger.info("to train on: %s train.py -r %s%s", start, models, early_stop)
     elif any(isinstance(s, OneCycleLR) for s in trainer.lr_schedulers.values()):
         # One cycle's length is fixed when it starts: a resume cannot lengthen it.
         logger.info("to train longer, fine-tune the last weights with a new cycle in a "
-                    "new run: python train.py -c %s -r %s -o trainer.epochs=%d",
-                    models / "config.json", models, epoch)  # fmt: skip
+                    "new run: %s train.py -c %s -r %s -o trainer.epochs=%d",
+                    start, models / "config.json", models, epoch)  # fmt: skip
     else:
         logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
-                    "python train.py -r %s -o trainer.epochs=%d%s",
-                    epoch, models, 2 * epoch, early_stop)  # fmt: skip
+                    "%s train.py -r %s -o trainer.epochs=%d%s",
+                    epoch, start, models, 2 * epoch, early_stop)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -125,10 +125,13 @@ class MetricTracker:
         self._device_totals = {name: t.to(device) for name, t in state["device_totals"].items()}
         self._device_counts = dict(state["device_counts"])
         self._totals, self._counts = dict(state["totals"]), dict(state["counts"])
+        # Only the writing rank takes the gathered metric states (the others' empty states add
+        # nothing to them), but every rank takes their update counts: whether a metric is
+        # computed, which syncs every rank's state, must be decided alike on all of them.
         for name, saved in state.get("stateful", {}).items():
-            if name in self._epoch and is_main_process():
-                _load_state(self._epoch[name], saved["epoch"], device)
-                _load_state(self._window[name], saved["window"], device)
+            if name in self._epoch:
+                _load_state(self._epoch[name], saved["epoch"], device, is_main_process())
+                _load_state(self._window[name], saved["window"], device, is_main_process())
 
 
 def _computed(metrics: dict[str, Any]) -> dict[str, float]:
@@ -144,10 +147,12 @@ def _state(metric: Any, gather: bool) -> dict:
     return {"values": values, "updates": metric.update_count}
 
 
-def _load_state(metric: Any, saved: dict, device: torch.device) -> None:
+def _load_state(metric: Any, saved: dict, device: torch.device, values: bool) -> None:
+    """A saved state's update count, and (with `values`) its values."""
     metric.reset()
-    for key, value in saved["values"].items():
-        setattr(metric, key, _to(value, device))
+    if values:
+        for key, value in saved["values"].items():
+            setattr(metric, key, _to(value, device))
     metric._update_count = saved["updates"]  # torchmetrics keeps no public setter
 
 

@@ -52,7 +52,7 @@ def grouped(model: nn.Module, node: dict, path: str, optimizer_class: type) -> l
     utils/config/param_groups.py; without it, a one-line refusal)."""
     if not has_unit("utils.config.param_groups"):
         raise missing_unit(path, "utils/config/param_groups.py", "transfer",
-                           "[] (one group, the optimizer's args)")  # fmt: skip
+                           "leave it [] (one group: the optimizer's args)")  # fmt: skip
     from utils.config.param_groups import build_param_groups
 
     return build_param_groups(model, node["param_groups"], path, optimizer_class, node["args"])

@@ -398,7 +398,8 @@ def test_without_the_transfer_unit_param_groups_are_refused(monkeypatch) -> None
         build_optimizer(config, params())
     assert str(error.value) == (
         "optimizer.param_groups: this copy has no utils/config/param_groups.py (the transfer "
-        "unit; `make update WITH=transfer` adds it), so [] (one group, the optimizer's args)"
+        "unit; `make update WITH=transfer` adds it), so leave it [] (one group: the optimizer's "
+        "args)"
     )
 
 

@@ -35,6 +35,7 @@ def ddp_overrides(tmp_path: Path) -> list[str]:
         "-o", f"trainer.save_dir={tmp_path / 'saved'}",
         "-o", "trainer.epochs=2",
         "-o", "trainer.save_period=1",
+        "-o", "trainer.save_every_steps=8",
         "-o", "trainer.progress_bar=false",
         "-o", f"data_loader.args.data_dir={ROOT / 'data'}",
         "-o", "data_loader.args.batch_size=256",
@@ -64,6 +65,7 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     dumps.mkdir()
     result = torchrun(2, "tests/ddp_worker.py", str(dumps), "-c", CONFIG, *ddp_overrides)
     assert result.returncode == 0, result.stderr[-3000:]
+    epochs_logged = epoch_lines(result.stdout)
 
     # One set of outputs, written by rank 0 only.
     models = run_dir(tmp_path / "saved")
@@ -72,7 +74,8 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     assert len(list(log.glob("events.out.tfevents.*"))) == 1
     assert "DDP world size 2" in (log / "info.log").read_text()
     assert {p.name for p in models.glob("*.pth")} == {
-        "checkpoint-epoch1.pth", "checkpoint-epoch2.pth", "model_best.pth"
+        "checkpoint-epoch1.pth", "checkpoint-epoch2.pth", "model_best.pth",
+        "checkpoint-step8.pth", "checkpoint-step16.pth",  # each at its epoch's last step
     }  # fmt: skip
 
     # Both ranks end with the same weights, and they are the checkpoint's.
@@ -94,10 +97,19 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     assert float(logged.split(" val_f1 ")[1].split()[0]) == pytest.approx(one_process["f1"],
                                                                         rel=1e-5)  # fmt: skip
 
-    # Resume the 2-process run with 2 processes, and with 1.
-    resume = ["-r", str(models / "checkpoint-epoch1.pth"), "-o", "trainer.epochs=3"]
+    # Resume the 2-process run with 2 processes, from the step checkpoint at epoch 1's last
+    # batch (rank 0 alone holds the F1's gathered state; no batch of the epoch is left, yet
+    # every rank computes it together), and with 1.
+    resume = ["-r", str(models / "checkpoint-step8.pth"), "-o", "trainer.epochs=3"]
     result = torchrun(2, "train.py", *ddp_overrides, *resume)  # later -o wins
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(load(models / "checkpoint-epoch2.pth"), checkpoint)
+    assert (
+        f"torchrun --standalone --nproc_per_node=2 train.py -r {models} -o trainer.epochs=6"
+        in result.stdout
+    )  # the command to train longer starts it as it was started
+    resumed = epoch_lines(result.stdout)["1/3"]
+    assert resumed.split("  ", 1)[1] == epochs_logged["1/2"].split("  ", 1)[1]  # its F1 too
     after = load(models / "checkpoint-epoch3.pth")
     assert (after["epoch"], after["step"]) == (3, 24)
     single = [*ddp_overrides, "-o", "trainer.epochs=4"]

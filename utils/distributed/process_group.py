@@ -58,6 +58,17 @@ def node_ranks() -> str:
     return f"node {node} of {nodes} ({host}): ranks {first}-{last} of {world_size()}"
 
 
+def launcher() -> str:
+    """What starts train.py again as this run was started: `python`, or torchrun with as many
+    processes (on several nodes, `...` stands for this run's rendezvous options)."""
+    if not is_distributed():
+        return "python"
+    nodes, per_node = os.environ.get("GROUP_WORLD_SIZE", "1"), os.environ["LOCAL_WORLD_SIZE"]
+    if nodes == "1":
+        return f"torchrun --standalone --nproc_per_node={per_node}"
+    return f"torchrun --nnodes={nodes} --nproc_per_node={per_node} ..."
+
+
 def is_main_process() -> bool:
     """Rank 0 is the only process that writes logs, TensorBoard events and checkpoints."""
     return rank() == 0
