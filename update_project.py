@@ -87,6 +87,17 @@ def list_units(template: str | None) -> str:
                      for name, unit in units.items())  # fmt: skip
 
 
+def units_held(catalogue: dict[str, dict], units: list[str]) -> list[str]:
+    """The units this project does not list but holds files of: parts of the core when it
+    was made, which the template has since made units. Kept, not deleted by the update."""
+    tracked = set(git("ls-files", cwd=PROJECT).splitlines())
+    return [
+        name for name, unit in catalogue.items() if name not in units
+        and any(f == p.strip("/") or f.startswith(p.strip("/") + "/") for p in unit["files"]
+                for f in tracked)
+    ]  # fmt: skip
+
+
 def check_committed(template: str) -> None:
     """Refuse a template checkout with uncommitted changes: copier would update from a commit
     it makes of them, record that commit, and the next update could not find it."""
@@ -123,10 +134,12 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     source = template or answers["_src_path"]
     if Path(source).exists():  # a path: recorded whole, whichever directory it was given from
         source = str(Path(source).resolve())
-    check_units(new_units, template_units(source), "WITH")
+    catalogue = template_units(source)
+    check_units(new_units, catalogue, "WITH")
     if Path(source).is_dir():
         check_committed(source)
-    units = answers["units"] + [name for name in new_units if name not in answers["units"]]
+    kept = units_held(catalogue, answers["units"])
+    units = list(dict.fromkeys([*answers["units"], *new_units, *kept]))
     if source != answers["_src_path"]:  # copier reads the old template from the answers
         record_location(answers, source)
     run_copier("run_update", dst_path=str(PROJECT), data={"units": units}, conflict="inline",
@@ -138,7 +151,8 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     if not git("status", "--porcelain", cwd=PROJECT).strip():
         return 0, f"already up to date with {source}"
     commit = yaml.safe_load((PROJECT / ANSWERS).read_text())["_commit"]
-    return 0, f"updated from {source} at {commit}: review with git diff, then commit"
+    kept_line = f"; kept units {', '.join(kept)}, whose files this project has" if kept else ""
+    return 0, f"updated from {source} at {commit}{kept_line}: review with git diff, then commit"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

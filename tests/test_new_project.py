@@ -352,6 +352,24 @@ def test_update_merges_the_templates_fixes_with_the_users_commits(upstream, tmp_
 
 
 @pytest.mark.slow
+def test_an_update_keeps_what_the_template_has_made_a_unit_since(upstream, tmp_path) -> None:
+    """A project made while a feature was core keeps it when the template makes it a unit:
+    the update adds that unit to the project rather than deleting its files."""
+    copy = copy_of(upstream, tmp_path)
+    questions = (upstream / "copier.yml").read_text()
+    catalogue = "unit_catalogue:\n  type: yaml\n  when: false\n  default:\n"
+    assert catalogue in questions
+    seeding = "    seeding:\n      about: seeding\n      files:\n        - /utils/seed.py\n"
+    (upstream / "copier.yml").write_text(questions.replace(catalogue, catalogue + seeding))
+    commit_all(upstream, "seeding becomes a unit")
+    result = make_update(copy)
+    assert result.returncode == 0, result.stderr
+    assert "kept units seeding, whose files this project has" in result.stdout
+    assert (copy / "utils" / "seed.py").exists() and not (copy / "docs" / "gan.md").exists()
+    assert yaml.safe_load((copy / ".copier-answers.yml").read_text())["units"] == ["seeding"]
+
+
+@pytest.mark.slow
 def test_a_conflict_is_left_as_markers_and_named_in_one_line(upstream, tmp_path) -> None:
     copy = copy_of(upstream, tmp_path)
     for directory, text in ((copy, "mine"), (upstream, "theirs")):
