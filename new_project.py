@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from update_project import ANSWERS, check_units, git, run_copier, unit_catalogue
+from update_project import ANSWERS, check_units, git, run_copier, unit_catalogue, unit_line
 from utils.cli import ArgumentParser, run_main
 from utils.errors import UserError
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--list takes no target directory")
     if args.list:
         for name, unit in catalogue.items():
-            print(f"{name:<15}{unit['about']}")
+            print(unit_line(name, unit))
         return 0
     if args.target is None:
         parser.error("the target directory is required (or --list)")

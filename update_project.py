@@ -83,8 +83,13 @@ def list_units(template: str | None) -> str:
     """The template's units, one a line, with those this project has marked."""
     answers = recorded_answers()
     units = template_units(template or answers["_src_path"])
-    return "\n".join(f"{'*' if name in answers['units'] else ' '} {name:<15}{unit['about']}"
+    return "\n".join(f"{'*' if name in answers['units'] else ' '} {unit_line(name, unit)}"
                      for name, unit in units.items())  # fmt: skip
+
+
+def unit_line(name: str, unit: dict) -> str:
+    """A unit's name and what it adds, in the column layout of both listings."""
+    return f"{name:<15}{unit['about']}"
 
 
 def units_held(catalogue: dict[str, dict], units: list[str]) -> list[str]:
@@ -98,12 +103,18 @@ def units_held(catalogue: dict[str, dict], units: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
+def uncommitted(checkout: Path, shown: int) -> str:
+    """The files of `checkout` with uncommitted changes, the first `shown` of them, for a
+    message ("" when there are none)."""
+    changed = [line[3:] for line in git("status", "--porcelain", cwd=checkout).splitlines()]
+    return ", ".join(changed[:shown]) + (", ..." if len(changed) > shown else "")
+
+
 def check_committed(template: str) -> None:
     """Refuse a template checkout with uncommitted changes: copier would update from a commit
     it makes of them, record that commit, and the next update could not find it."""
-    changed = git("status", "--porcelain", cwd=Path(template)).splitlines()
-    if changed:
-        files = ", ".join(line[3:] for line in changed[:3]) + (", ..." if len(changed) > 3 else "")
+    files = uncommitted(Path(template), shown=3)
+    if files:
         raise UserError(f"the template at {template} has uncommitted changes ({files}); commit "
                         "them there first, so that this project records a commit it can "
                         "update from again")  # fmt: skip
@@ -126,9 +137,8 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     """Update this project from `template` (default: where it was made from), adding
     `new_units`; returns the exit code and the line to tell the user."""
     answers = recorded_answers()
-    changed = git("status", "--porcelain", cwd=PROJECT).splitlines()
-    if changed:
-        files = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
+    files = uncommitted(PROJECT, shown=5)
+    if files:
         raise UserError(f"uncommitted changes ({files}); commit or stash them first, so that "
                         "the update cannot mix with them")  # fmt: skip
     source = template or answers["_src_path"]

@@ -27,9 +27,11 @@ def reports_to_try(
     name, key = config["test"]["report"], "test.report"
     if name == "auto" and trainer_type.report is not None:
         name, key = trainer_type.report, f"{trainer_type.__name__}.report"
-    if name == "none" or (name == "auto" and not reports_available()):
-        return [], None if name == "auto" else key
+    if name == "none":
+        return [], key
     if not reports_available():
+        if name == "auto":
+            return [], None
         raise missing_unit(f"{key}: {name!r} is not a report", "logger/reports/", "reports",
                            "'auto' or 'none'")  # fmt: skip
     from logger.reports.kinds import kinds_to_try
