@@ -6,13 +6,13 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from forked_scripts import start_script, start_server
 
 from builder import build_hooks, trainer_options
 from trainer import Trainer
@@ -30,6 +30,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # rather than every process starting a thread per core and all of them contending.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _script_server():
+    """The server the entry scripts' runs fork from (`tests/forked_scripts.py`), started with
+    the suite's environment, before any test changes it."""
+    server = start_server(dict(os.environ))
+    yield
+    if server is not None:
+        server.terminate()
+        server.wait()
 
 
 SESSION_ROOT_LEVEL = logging.getLogger().level
@@ -132,12 +143,18 @@ def shrunk_run(tmp_path_factory) -> TrainedRun:
 def run_script(
     script: str, *args: str, cwd: Path = ROOT, gpus: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run one of the entry scripts the way a user would; on the CPU unless `gpus`."""
+    """Run one of the entry scripts the way a user would, in a process of its own (on the
+    CPU, forked from one that has imported torch: `tests/forked_scripts.py`); on the CPU
+    unless `gpus`."""
     env = dict(os.environ) if gpus else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
+    pipe = subprocess.PIPE
+    process = start_script([script, *args], cwd=cwd, env=env, stdout=pipe, stderr=pipe)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except BaseException:  # a timeout, or the suite interrupted: the run ends too
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def run_dir(save_dir: Path, name: str = "Mnist_LeNet") -> Path:

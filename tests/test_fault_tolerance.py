@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from conftest import (
     run_dir,
     run_script,
 )
+from forked_scripts import ScriptProcess, start_script
 
 from base import TensorDataLoader
 from utils.checkpoint.files import load_checkpoint
@@ -97,19 +97,18 @@ def uninterrupted(tmp_path_factory) -> dict:
     return load(run_dir(save_dir) / "checkpoint-epoch2.pth")
 
 
-def start(*args: str) -> subprocess.Popen:
+def start(*args: str) -> ScriptProcess:
     """train.py with `args` in the background, on the CPU, its output captured."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     pipe = subprocess.PIPE
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env,
-                            stdout=pipe, stderr=pipe, text=True)  # fmt: skip
+    return start_script(["train.py", *args], cwd=ROOT, env=env, stdout=pipe, stderr=pipe)
 
 
-def start_training(save_dir: Path, *extra: str) -> subprocess.Popen:
+def start_training(save_dir: Path, *extra: str) -> ScriptProcess:
     return start("-c", CONFIG, *overrides(save_dir, 0, *SMALL_BATCHES, *extra))
 
 
-def wait_until(happened: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+def wait_until(happened: Callable[[], bool], process: ScriptProcess, what: str) -> None:
     """Poll (every millisecond) until `happened()`; the process must still be running."""
     deadline = time.monotonic() + 300
     while not happened():
@@ -118,7 +117,7 @@ def wait_until(happened: Callable[[], bool], process: subprocess.Popen, what: st
         time.sleep(0.001)
 
 
-def wait_for(pattern: str, directory: Path, process: subprocess.Popen) -> None:
+def wait_for(pattern: str, directory: Path, process: ScriptProcess) -> None:
     wait_until(lambda: bool(list(directory.glob(pattern))), process, pattern)
 
 
