@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from forked_scripts import start_script, start_server
+from forked_scripts import start_script, stop_server, use_server
 
 from builder import build_hooks, trainer_options
 from trainer import Trainer
@@ -34,13 +34,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session", autouse=True)
 def _script_server():
-    """The server the entry scripts' runs fork from (`tests/forked_scripts.py`), started with
-    the suite's environment, before any test changes it."""
-    server = start_server(dict(os.environ))
+    """The entry scripts' runs fork from a server (`tests/forked_scripts.py`) that has the
+    suite's environment, as it is before any test changes it."""
+    use_server(dict(os.environ))
     yield
-    if server is not None:
-        server.terminate()
-        server.wait()
+    stop_server()
 
 
 SESSION_ROOT_LEVEL = logging.getLogger().level

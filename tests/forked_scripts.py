@@ -9,8 +9,8 @@ module of the project, so each run imports those of its own working directory (a
 too). Tests of the start-up itself (what a script imports, a signal while torch imports)
 start Python afresh.
 
-`python tests/forked_scripts.py NAME` is the server, on a socket of that name; `start_server`
-starts it and `start_script` a run.
+`python tests/forked_scripts.py NAME` is the server, on a socket of that name; after
+`use_server`, `start_script` starts a run of it.
 """
 
 import builtins
@@ -196,19 +196,17 @@ def _stream(option, fd: int, ours: str) -> tuple[int, int | None]:
 _server: dict = {}
 
 
-def start_server(env: dict) -> subprocess.Popen | None:
-    """Start this test process's server with the suite's environment `env`, in the
-    background (the first run waits for it); on Linux only, whose sockets it uses. It sets up
-    no CUDA (a fork could not use it): its runs are on the CPU."""
-    if sys.platform != "linux":
-        return None
-    address = f"pytorch-template-scripts-{os.getpid()}"
-    server_env = {**env, "CUDA_VISIBLE_DEVICES": ""}
-    server = subprocess.Popen([sys.executable, __file__, address], env=server_env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
-    _server.update(process=server, address=address, env=server_env)
-    return server
+def use_server(env: dict) -> None:
+    """Let runs fork from a server with the suite's environment `env`: one per test process,
+    started at its first run; on Linux only, whose sockets it uses. It sets up no CUDA (a
+    fork could not use it): its runs are on the CPU."""
+    if sys.platform == "linux":
+        _server["env"] = {**env, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def stop_server() -> None:
+    if "process" in _server:
+        _server.pop("process").terminate()
 
 
 def _read_at_start(env: dict) -> dict:
@@ -220,13 +218,17 @@ def start_script(argv: list[str], cwd: Path, env: dict, stdout=None, stderr=None
     """`argv` (a script and its arguments) run as by `subprocess.Popen([sys.executable,
     *argv], ...)`, in a fork of the server. It is that `Popen` where there is no server, or
     where the run's environment differs from the server's in `READ_AT_START`."""
-    if not _server or _read_at_start(env) != _read_at_start(_server["env"]):
+    if "env" not in _server or _read_at_start(env) != _read_at_start(_server["env"]):
         return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=stdout,
                                 stderr=stderr, text=text)  # fmt: skip
-    if not _server.get("ready"):
-        assert _server["process"].stdout.readline() == "ready\n", "the script server failed"
-        _server["ready"] = True
-    return ScriptProcess(_server["address"], argv, cwd, env, stdout, stderr, text)
+    address = f"pytorch-template-scripts-{os.getpid()}"
+    if "process" not in _server:
+        server = subprocess.Popen([sys.executable, __file__, address], env=_server["env"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+        assert server.stdout.readline() == "ready\n", "the script server did not start"
+        _server["process"] = server
+    return ScriptProcess(address, argv, cwd, env, stdout, stderr, text)
 
 
 if __name__ == "__main__":
