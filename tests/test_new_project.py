@@ -108,6 +108,7 @@ def test_a_lean_copy_has_the_core_and_no_unit(template: Path, lean: Path) -> Non
     expected = {f.removesuffix(".jinja") for f in expected if "{{" not in f}
     assert tracked(lean) == expected | {".copier-answers.yml"}
     assert [p.name for p in (lean / "saved").iterdir()] == [".gitkeep"]
+    assert not (lean / "docs").exists()  # (it holds only units' pages)
     answers = yaml.safe_load((lean / ".copier-answers.yml").read_text())
     assert answers["units"] == [] and answers["_src_path"] == str(template)
     assert answers["_commit"] == git(template, "rev-parse", "--short", "HEAD").strip()
