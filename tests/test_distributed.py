@@ -20,11 +20,21 @@ CONFIG = str(ROOT / "config" / "config.json")
 
 
 def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process."""
+    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process. On
+    a timeout (or the suite interrupted) its workers end with it: they are its session's."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={n_processes}", *args]  # fmt: skip
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    pipe = subprocess.PIPE
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True,
+                                start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except BaseException:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        raise
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
 
 
 @pytest.fixture
