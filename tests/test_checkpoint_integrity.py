@@ -310,11 +310,13 @@ def replacements(path: tuple, value) -> list:
 
 
 def droppable(path: tuple) -> bool:
-    """Keys a checkpoint must hold: not an optional one, a private one (torch versions differ),
-    an optimizer's entry for a parameter (absent before its first step) or its hyperparameters
-    (torch fills in defaults), nor the config's (fuzzed elsewhere)."""
+    """Keys a checkpoint must hold: not an optional one (`hooks`, the metric tracker's
+    `stateful`: checkpoints of older versions lack them), a private one (torch versions
+    differ), an optimizer's entry for a parameter (absent before its first step) or its
+    hyperparameters (torch fills in defaults), nor the config's (fuzzed elsewhere)."""
     return not (
         path[0] in ("config", "hooks")
+        or path == ("progress", "train_metrics", "stateful")
         or str(path[-1]).startswith("_")
         or (path[:2] == ("optimizer", "param_groups") and len(path) > 2)
         or (path[:2] == ("optimizer", "state") and len(path) == 3)
