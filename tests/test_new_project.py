@@ -126,11 +126,22 @@ def test_a_copys_files_name_it_and_describe_only_what_it_has(lean: Path) -> None
     for name in CATALOGUE:
         assert f"only-with-unit: {name}" not in readme and f"docs/{name}.md" not in readme
     assert "new_project.py" not in readme and "make update" in readme
-    template_readme = (ROOT / "README.md").read_text().splitlines()
-    kept = [line for line in template_readme if "only-with-unit" not in line
-            and "only-in-template" not in line]  # fmt: skip
-    kept = [line for i, line in enumerate(kept) if line or i == 0 or kept[i - 1]]  # one blank
+    kept, dropped = [], False  # where dropped lines leave blank lines in a row, one is kept
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if "only-with-unit" in line or "only-in-template" in line:
+            dropped = True
+        elif line.strip() or not (dropped and kept and not kept[-1].strip()):
+            kept.append(line)
+            dropped = False
     assert readme.splitlines() == kept
+
+
+def test_a_lean_copy_passes_its_own_lint(lean: Path) -> None:
+    """`make lint`, which the copy's .ci/run runs first: ruff's checks, and its formatting,
+    which takes in the README's code blocks (a blank line too few there fails it)."""
+    for command in (["check", "."], ["format", "--check", "."]):
+        result = run(sys.executable, "-m", "ruff", *command, cwd=lean)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
