@@ -3,6 +3,7 @@
 # it is missing or pyproject.toml has changed since; otherwise they start at once.
 #
 #   make train CONFIG=config/fast.json ARGS="-o trainer.epochs=3"
+#   make train RESUME=saved/models/Mnist_LeNet/RUN_ID    # resumes that run (train.py -r)
 #   make test ARGS="-m 'not slow'"         # the fast part of the suite
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   # a CPU-only torch build
 #
@@ -16,6 +17,7 @@ VENV ?= .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 CONFIG ?= config/config.json
+RESUME ?=
 ARGS ?=
 TEMPLATE ?=
 WITH ?=
@@ -35,7 +37,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 train: $(INSTALLED)
-	$(BIN)/python train.py -c $(CONFIG) $(ARGS)
+	$(BIN)/python train.py $(if $(RESUME),-r $(RESUME),-c $(CONFIG)) $(ARGS)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(ARGS)

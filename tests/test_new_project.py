@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, computed_once, read_json, run_dir
+from conftest import ROOT, computed_once, load, read_json, run_dir
 
 from update_project import unit_catalogue
 
@@ -271,6 +271,25 @@ def environment_of_this_python(venv: Path) -> None:
 
 
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}  # pip's inverted option
+
+
+def test_make_train_trains_a_config_and_resumes_a_run(lean: Path, tmp_path: Path) -> None:
+    """`make train` trains `CONFIG`; `make train RESUME=RUN_DIR` resumes that run with its
+    own config (not a fine-tuning of its weights in a new run, which `-c` would make)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(lean, copy)
+    venv = tmp_path / "venv"
+    environment_of_this_python(venv)
+    (venv / ".installed").touch()  # (installed: this Python's packages)
+    options = "-o trainer.len_epoch=2 -o trainer.progress_bar=false -o trainer.epochs="
+    result = run("make", "train", f"VENV={venv}", f"ARGS={options}1", cwd=copy)
+    assert result.returncode == 0, result.stderr
+    (models,) = (copy / "saved" / "models" / "Mnist_LeNet").iterdir()
+    result = run("make", "train", f"VENV={venv}", f"RESUME={models}", f"ARGS={options}2", cwd=copy)
+    assert result.returncode == 0, result.stderr
+    assert "resuming after epoch 1 of 2 (step 2), from " in result.stdout
+    assert [p.name for p in models.parent.iterdir()] == [models.name]
+    assert load(models / "checkpoint-epoch2.pth")["epoch"] == 2
 
 
 @pytest.mark.slow
