@@ -141,9 +141,9 @@ def shrunk_run(tmp_path_factory) -> TrainedRun:
 def run_script(
     script: str, *args: str, cwd: Path = ROOT, gpus: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run one of the entry scripts the way a user would, in a process of its own (on the
-    CPU, forked from one that has imported torch: `tests/forked_scripts.py`); on the CPU
-    unless `gpus`."""
+    """Run one of the entry scripts the way a user would, in a process of its own (forked
+    from one that has imported torch, `tests/forked_scripts.py`); on the CPU unless `gpus`
+    (then started afresh: a fork could not use CUDA)."""
     env = dict(os.environ) if gpus else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     pipe = subprocess.PIPE
     process = start_script([script, *args], cwd=cwd, env=env, stdout=pipe, stderr=pipe)

@@ -149,6 +149,7 @@ class ScriptProcess:
         if not message:
             raise RuntimeError(f"the script server lost the run {self.args}")
         self.returncode = int(message)
+        self._connection.close()
 
     def communicate(self, timeout: float | None = None) -> tuple:
         """Read both streams to their end, then wait (as `Popen.communicate`; may be called
