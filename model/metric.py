@@ -1,7 +1,9 @@
 """Metrics a config can name in `metrics`.
 
-Each takes the model output (B, C) and targets (B,) and returns a 0-d tensor on the same
-device: no `.item()`, so computing a metric never waits for the GPU.
+Each takes the model output and the targets and returns a 0-d tensor on the same device: no
+`.item()`, so computing a metric never waits for the GPU. These two are for classification:
+scores (B, C) and class indices (B,). A metric of your own for another task (regression:
+output and target both (B, 1)) takes what your model and loader give, in the same way.
 """
 
 import torch
@@ -15,7 +17,7 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def top_k_acc(output: torch.Tensor, target: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Fraction of samples whose target is among the `k` highest-scoring classes.
 
-    A config's `k` is checked when the config is read (`METRIC_ARGS` in utils/config/check.py);
+    A config's `k` is checked when the config is read (`METRIC_ARGS` in utils/config/keys.py);
     this check is for code that calls the function itself.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
