@@ -17,6 +17,7 @@ if __name__ == "__main__":
 import argparse
 import importlib
 import logging
+import os
 import secrets
 import subprocess
 from collections.abc import Sequence
@@ -105,7 +106,7 @@ def build(
     config = run_config(config_file, args.override, checkpoint, args.resume)
     fine_tune = checkpoint is not None and args.config is not None
     if checkpoint is not None and not fine_tune:
-        check_epochs_left(config, checkpoint, args.resume)
+        check_epochs_left(config, checkpoint, args.resume, restarted is not None)
     device, device_ids = set_up_process(args.device, config)
     trainer = build_trainer(config, device, device_ids, extra_hooks=extra_hooks,
                             weights_from_checkpoint=checkpoint is not None)  # fmt: skip
@@ -213,9 +214,19 @@ def log_resume(
         logger.log(level, "%s", line)
 
 
-def check_epochs_left(config: dict, checkpoint: dict, resume: str) -> None:
+class RunFinished(Exception):
+    """A job started again (torchrun, SLURM) after its run's last epoch: it ends with 0, as
+    the run did, so that the launcher does not count the job failed."""
+
+
+def check_epochs_left(config: dict, checkpoint: dict, resume: str, restarted: bool) -> None:
     """A resumed run must have epochs left: `trainer.epochs` is the total, not "N more"."""
     epochs, done = config["trainer"]["epochs"], checkpoint["epoch"]
+    if epochs <= done and restarted:
+        raise RunFinished(
+            f"this job was started again after its run finished: {resume} has completed its "
+            f"{epochs} epoch(s), so nothing is left to do"
+        )
     if epochs <= done:
         raise UserError(
             f"trainer.epochs: {epochs} is the total number of epochs, and {resume} has "
@@ -255,6 +266,9 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
                 logger.info("%s", job.requeue_slurm_job())
             process_group.barrier()  # the other ranks wait: torchrun ends every rank when one exits
         raise
+    except RunFinished as finished:
+        if os.environ.get("RANK", "0") == "0":  # (before the process group: one line, not N)
+            print(finished)
     finally:
         process_group.shutdown()
     return 0

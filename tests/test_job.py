@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NARROW, ROOT, assert_same_run, computed_once, load, run_dir
+from conftest import NARROW, ROOT, assert_same_run, computed_once, load, run_dir, run_script
 
 import train
 from utils.run.job import continue_restarted_job, restart_count
@@ -214,6 +214,30 @@ def test_slurm_s_time_limit_signal_saves_requeues_and_the_requeued_job_resumes(
     assert f"resuming in epoch {1 + (stopped_at >= 30)} of 2" in stdout
     assert_same_run(load(models / "checkpoint-epoch2.pth"), reference)
     assert calls.read_text() == "requeue 4242\n"  # not again
+
+
+def test_a_restarted_job_whose_run_had_finished_ends_with_0_and_one_line(
+    tmp_path, monkeypatch
+) -> None:
+    """A job started again after its run's last epoch (it died on the way out, or SLURM
+    requeued it late) has nothing to do: exit 0 with one line, the run untouched. (It once
+    exited 2, "nothing is left to train", and the launcher counted the job failed.)"""
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    saved = tmp_path / "saved"
+    command = ["train.py", *options(saved), "-o", "trainer.len_epoch=2", "--run-id", "job"]
+    assert run_script(*command).returncode == 0
+    models = saved / "models" / "Mnist_LeNet" / "job"
+    files = {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = run_script(*command)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+    assert again.stdout == (f"this job was started again after its run finished: {models}/"
+                            "checkpoint-epoch2.pth has completed its 2 epoch(s), so nothing is "
+                            "left to do\n")  # fmt: skip
+    assert {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()} == files
 
 
 def test_the_run_id_of_a_slurm_job_is_its_id_and_a_restart_finds_its_run(
