@@ -67,6 +67,9 @@ def _restore_logging():
 # The shipped LeNet at a quarter of its width: the same code at a tenth of the compute, for
 # the tests that train whole epochs (and resume, kill or restart them) many times.
 NARROW = "arch.args.width=8"
+# The environment of the ranks torchrun starts in the tests: on the CPU, one thread a rank,
+# and a crash in native code (an abort in a library's teardown) shows every thread's Python stack.
+RANK_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 def shrunk(save_dir: Path) -> list[str]:

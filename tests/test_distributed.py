@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NARROW, ROOT, assert_same_run, epoch_lines, load, run_dir, run_script
+from conftest import (
+    NARROW,
+    RANK_ENV,
+    ROOT,
+    assert_same_run,
+    epoch_lines,
+    load,
+    run_dir,
+    run_script,
+)
 
 from builder import build_trainer
 from utils.config.check import apply_overrides, load_config_file, resolve_config
@@ -22,7 +31,7 @@ CONFIG = str(ROOT / "config" / "config.json")
 def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process. On
     a timeout (or the suite interrupted) its workers end with it: they are its session's."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **RANK_ENV}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={n_processes}", *args]  # fmt: skip
     pipe = subprocess.PIPE
@@ -158,7 +167,7 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     assert_same_run(load(copy / "checkpoint-epoch2.pth"), expected)
 
     save_dir = tmp_path / "saved"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **RANK_ENV}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", "train.py", "-c", CONFIG, *options(save_dir)]  # fmt: skip
     launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NARROW, ROOT, assert_same_run, computed_once, load, run_dir, run_script
+from conftest import (
+    NARROW,
+    RANK_ENV,
+    ROOT,
+    assert_same_run,
+    computed_once,
+    load,
+    run_dir,
+    run_script,
+)
 
 import train
 from utils.run.job import continue_restarted_job, restart_count
@@ -33,7 +42,7 @@ def options(save_dir: Path) -> list[str]:
 
 def launch(*torchrun_args: str, env: dict | None = None) -> subprocess.Popen:
     """torchrun (a launcher of its own, as on a node) running train.py; CPU, a thread a rank."""
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, **RANK_ENV, **(env or {})}
     command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args]
     return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -117,7 +126,7 @@ def slurm_stand_ins(tmp_path: Path, job_id: int, nodes: int, processes_per_node:
 
 def sbatch(script: str, env: dict, save_dir: Path) -> subprocess.Popen:
     """A SLURM job's batch script run here, as SLURM would run it (from the project's root)."""
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **env}
+    environment = {**os.environ, **RANK_ENV, **env}
     arguments = options(save_dir)[1:]  # the script takes the config first, as -c's value
     return subprocess.Popen(["bash", f"slurm/{script}", *arguments], cwd=ROOT, env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
