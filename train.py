@@ -223,10 +223,8 @@ def check_epochs_left(config: dict, checkpoint: dict, resume: str, restarted: bo
     """A resumed run must have epochs left: `trainer.epochs` is the total, not "N more"."""
     epochs, done = config["trainer"]["epochs"], checkpoint["epoch"]
     if epochs <= done and restarted:
-        raise RunFinished(
-            f"this job was started again after its run finished: {resume} has completed its "
-            f"{epochs} epoch(s), so nothing is left to do"
-        )
+        raise RunFinished(f"this job was started again after its run ended: {resume} has "
+                          f"completed its {epochs} epoch(s); nothing is left to do")  # fmt: skip
     if epochs <= done:
         raise UserError(
             f"trainer.epochs: {epochs} is the total number of epochs, and {resume} has "

@@ -243,8 +243,8 @@ def test_a_restarted_job_whose_run_had_finished_ends_with_0_and_one_line(
     again = run_script(*command)
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""
-    assert again.stdout == (f"this job was started again after its run finished: {models}/"
-                            "checkpoint-epoch2.pth has completed its 2 epoch(s), so nothing is "
+    assert again.stdout == (f"this job was started again after its run ended: {models}/"
+                            "checkpoint-epoch2.pth has completed its 2 epoch(s); nothing is "
                             "left to do\n")  # fmt: skip
     assert {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()} == files
 

@@ -1,5 +1,7 @@
-"""The layers of the README's "Layout" table: every import of the framework points down it.
-Read from the source with `ast`, so a new upward import fails here, not in a reader's head."""
+"""The layers of the README's "Layout" table: every import of the framework points down it;
+and the sizes the README promises (no file over 300 lines, no function over 40). Read from
+the source with `ast`, so a new upward import or a long function fails here, not in a
+reader's head."""
 
 import ast
 import re
@@ -35,12 +37,17 @@ def imported(path: Path) -> Iterator[tuple[int, str]]:
             yield node.lineno, node.module
 
 
-def upward_imports(root: Path = ROOT) -> list[str]:
-    files = sorted(root.glob("*.py"))
+def framework_files(root: Path) -> list[Path]:
+    """The entry scripts and every module of the layers' packages (not tests, benchmarks)."""
     packages = sorted({layer.split("/")[0] for layer in LAYERS[1:]})
-    files += sorted(p for package in packages for p in (root / package).rglob("*.py"))
+    return sorted(root.glob("*.py")) + sorted(
+        p for package in packages for p in (root / package).rglob("*.py")
+    )
+
+
+def upward_imports(root: Path = ROOT) -> list[str]:
     found = []
-    for path in files:
+    for path in framework_files(root):
         name = path.relative_to(root).with_suffix("").as_posix().replace("/", ".")
         source = layer_of(name)
         for line, module in imported(path):
@@ -77,3 +84,35 @@ def test_a_package_of_utils_importing_one_above_it_is_found(tmp_path: Path) -> N
     assert upward_imports(tmp_path) == [
         "utils/checkpoint/files.py:2: utils.run.dirs (utils/run is above)"
     ]
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 40
+
+
+def oversized(root: Path = ROOT) -> list[str]:
+    """The framework's files over `MAX_FILE_LINES` and functions (with their decorators) over
+    `MAX_FUNCTION_LINES`."""
+    found = []
+    for path in framework_files(root):
+        source, name = path.read_text(), path.relative_to(root)
+        if (length := len(source.splitlines())) > MAX_FILE_LINES:
+            found.append(f"{name}: {length} lines")
+        for node in ast.walk(ast.parse(source, str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if (length := node.end_lineno - start + 1) > MAX_FUNCTION_LINES:
+                    found.append(f"{name}:{start}: {node.name}() is {length} lines")
+    return found
+
+
+def test_no_file_is_over_300_lines_and_no_function_over_40() -> None:
+    assert oversized() == []
+
+
+def test_a_long_file_and_a_long_function_are_found(tmp_path: Path) -> None:
+    (tmp_path / "utils").mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(40))
+    (tmp_path / "utils" / "long.py").write_text(f"@staticmethod\ndef long():\n{body}" + "\n" * 259)
+    assert oversized(tmp_path) == [
+        "utils/long.py: 301 lines", "utils/long.py:1: long() is 42 lines"
+    ]  # fmt: skip
