@@ -207,7 +207,9 @@ def use_server(env: dict) -> None:
 
 def stop_server() -> None:
     if "process" in _server:
-        _server.pop("process").terminate()
+        server = _server.pop("process")
+        server.terminate()
+        server.communicate()
 
 
 def _read_at_start(env: dict) -> dict:

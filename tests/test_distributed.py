@@ -1,5 +1,6 @@
 """DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,22 +29,29 @@ from utils.config.check import apply_overrides, load_config_file, resolve_config
 CONFIG = str(ROOT / "config" / "config.json")
 
 
-def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process. On
-    a timeout (or the suite interrupted) its workers end with it: they are its session's."""
-    env = {**os.environ, **RANK_ENV}
+@contextlib.contextmanager
+def torchrun_process(n_processes: int, *args: str, stdout: int = subprocess.PIPE):
+    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process,
+    started in a session of its own: on leaving (an end, a timeout, a failed assertion, the
+    suite interrupted) whatever is left of it, its workers too, is killed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={n_processes}", *args]  # fmt: skip
-    pipe = subprocess.PIPE
-    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True,
-                                start_new_session=True)  # fmt: skip
+    env = {**os.environ, **RANK_ENV}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
     try:
-        stdout, stderr = launcher.communicate(timeout=300)
-    except BaseException:
-        os.killpg(launcher.pid, signal.SIGKILL)
+        yield launcher
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
         launcher.communicate()
-        raise
-    return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
+
+
+def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
+    """`torchrun_process` run to its end (at most 300 s)."""
+    with torchrun_process(n_processes, *args) as launcher:
+        stdout, stderr = launcher.communicate(timeout=300)
+    return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
 
 
 @pytest.fixture
@@ -167,18 +175,15 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     assert_same_run(load(copy / "checkpoint-epoch2.pth"), expected)
 
     save_dir = tmp_path / "saved"
-    env = {**os.environ, **RANK_ENV}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "train.py", "-c", CONFIG, *options(save_dir)]  # fmt: skip
-    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(save_dir.glob("models/*/*/checkpoint-step3.pth")):
-        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no step checkpoint within two minutes"
-        time.sleep(0.05)
-    launcher.send_signal(signal.SIGTERM)
-    _, stderr = launcher.communicate(timeout=120)
+    run = ("train.py", "-c", CONFIG, *options(save_dir))
+    with torchrun_process(2, *run, stdout=subprocess.DEVNULL) as launcher:
+        deadline = time.monotonic() + 120
+        while not list(save_dir.glob("models/*/*/checkpoint-step3.pth")):
+            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no step checkpoint within two minutes"
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # both ranks, cleanly
     models = run_dir(save_dir)
