@@ -113,11 +113,12 @@ def build(
     applied = start_from_checkpoint(trainer, checkpoint, args.resume, fine_tune)
     trainer.trial_step()  # one step on one batch, undone: a part that fails, fails here
 
-    # Everything is built and checked: only now does the run get directories.
-    if not process_group.is_main_process():
+    # Built and checked: only now does the run get directories (a refusal ends every rank).
+    taken = process_group.on_main(take_run_dirs, args, config, checkpoint, restart)
+    if taken is None:  # (not the writing rank)
         setup_logging(None, process_verbosity(config))  # nothing on disk
         return trainer, None
-    run_dirs, notes = take_run_dirs(args, config, checkpoint, restart)
+    run_dirs, notes = taken
     write_json(run_dirs.models / "config.json", config)
     setup_logging(run_dirs.log, config["trainer"]["verbosity"])
     log_run(trainer, run_dirs, device_ids)
@@ -215,8 +216,7 @@ def log_resume(
 
 
 class RunFinished(Exception):
-    """A job started again (torchrun, SLURM) after its run's last epoch: it ends with 0, as
-    the run did, so that the launcher does not count the job failed."""
+    """A job started again (torchrun, SLURM) after its run's last epoch: it ends with 0."""
 
 
 def check_epochs_left(config: dict, checkpoint: dict, resume: str, restarted: bool) -> None:

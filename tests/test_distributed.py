@@ -146,6 +146,23 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     assert load(models / "checkpoint-epoch4.pth")["step"] == 24 + 15
 
 
+def test_a_refusal_on_the_writing_rank_ends_every_rank_with_its_line(tmp_path, ddp_overrides):
+    """A run id that exists is refused where rank 0 takes the run directory: every rank ends
+    with that one line and code 2, nothing written (rank 1 once went on into training, and
+    died with a traceback of a lost connection)."""
+    first = [*ddp_overrides, "-o", "trainer.epochs=1", "-o", "trainer.len_epoch=1"]
+    assert run_script("train.py", "-c", CONFIG, *first, "--run-id", "taken").returncode == 0
+    saved = {p: p.read_bytes() for p in (tmp_path / "saved").rglob("*") if p.is_file()}
+    result = torchrun(2, "train.py", "-c", CONFIG, *first, "--run-id", "taken")
+    assert result.returncode != 0
+    assert result.stderr.count("error: --run-id: 'taken' is a run that exists") == 2, result.stderr
+    assert "exitcode: 2" in result.stderr and "Connection closed" not in result.stderr
+    assert (
+        "go on with that run: torchrun --standalone --nproc_per_node=2 train.py -r" in result.stderr
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "saved").rglob("*") if p.is_file()} == saved
+
+
 @pytest.mark.slow
 def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(tmp_path) -> None:
     """torchrun passes SIGTERM to every rank; they agree on a step (a log step), rank 0 saves

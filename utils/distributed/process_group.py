@@ -8,11 +8,16 @@ world has one member, so callers need no `if distributed` branches.
 
 import os
 import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from utils.errors import UserError
 from utils.units import has_unit, missing_unit
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -88,6 +93,21 @@ def broadcast_from_main(value: object) -> object:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def on_main(action: Callable[..., T], *args: Any) -> T | None:
+    """`action(*args)` on rank 0, None on the other ranks. A `UserError` it raises is raised on
+    every rank: each ends with the line, rather than waiting for rank 0 in a collective."""
+    result, refusal = None, None
+    if is_main_process():
+        try:
+            result = action(*args)
+        except UserError as error:
+            refusal = str(error)
+    refusal = broadcast_from_main(refusal)
+    if refusal is not None:
+        raise UserError(refusal)
+    return result
 
 
 def share_size(size: int) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from utils.checkpoint.files import CHECKPOINT_NAME, load_checkpoint, numbered_checkpoints
 from utils.config.keys import is_path_component
+from utils.distributed.process_group import launcher
 from utils.errors import UserError
 
 
@@ -55,7 +56,7 @@ def create_run_dirs(
     if existing_run(save_dir, name, run_id):
         raise UserError(
             f"{id_key}: {run_id!r} is a run that exists ({dirs.models}); choose another id "
-            f"(--run-id), or go on with that run: python train.py -r {dirs.models} (plus -o "
+            f"(--run-id), or go on with that run: {launcher()} train.py -r {dirs.models} (plus -o "
             "trainer.epochs=N to train a finished run longer)"
         )
     _make(dirs, exist_ok=True)
