@@ -104,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         batches = report.watch(trainer.models.get("model"), batches)
     results = trainer.validate(batches)
     results["n_samples"] = n_samples
+    width = max(map(len, results))
     for name, value in results.items():
-        logger.info("%-12s %.6g", name, value)
+        logger.info("%-*s %.6g", width, name, value)
     step = checkpoint["step"]
     summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": step, **results}
     if report is not None and (entry := report.finish(step)) is not None:

@@ -163,11 +163,16 @@ def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     assert set(metrics) >= {"loss", "accuracy", "top_k_acc"}
     assert 0.0 <= metrics["accuracy"] <= metrics["top_k_acc"] <= 1.0
     assert f"{metrics['accuracy']:.6g}" in result.stdout
-    # Without a best model: the newest checkpoint, into a file of its own.
+    # Without a best model: the newest checkpoint, into a file of its own; the values stand in
+    # one column after the longest name.
     (models / "model_best.pth").rename(tmp_path / "model_best.pth")
-    result = run_script("test.py", "-r", str(models))
+    named = "metrics=[accuracy, {type: top_k_acc, name: top_3_of_the_classes}]"
+    result = run_script("test.py", "-r", str(models), "-o", named)
     assert result.returncode == 0, result.stderr
     assert read_json(models / "checkpoint-epoch2.test_metrics.json")["step"] == 6
+    names = ("loss", "accuracy", "top_3_of_the_classes", "n_samples")
+    lines = [line for line in result.stdout.splitlines() if line.split(" ")[0] in names]
+    assert len(lines) == 4 and {line.rindex(" ") for line in lines} == {20}
     assert read_json(models / "model_best.test_metrics.json") == metrics  # not overwritten
 
 
