@@ -168,6 +168,12 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (recursively) with its bytes: to show nothing changed."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

@@ -21,6 +21,7 @@ from conftest import (
     load,
     run_dir,
     run_script,
+    snapshot,
 )
 
 from builder import build_trainer
@@ -152,7 +153,7 @@ def test_a_refusal_on_the_writing_rank_ends_every_rank_with_its_line(tmp_path, d
     died with a traceback of a lost connection)."""
     first = [*ddp_overrides, "-o", "trainer.epochs=1", "-o", "trainer.len_epoch=1"]
     assert run_script("train.py", "-c", CONFIG, *first, "--run-id", "taken").returncode == 0
-    saved = {p: p.read_bytes() for p in (tmp_path / "saved").rglob("*") if p.is_file()}
+    saved = snapshot(tmp_path / "saved")
     result = torchrun(2, "train.py", "-c", CONFIG, *first, "--run-id", "taken")
     assert result.returncode != 0
     assert result.stderr.count("error: --run-id: 'taken' is a run that exists") == 2, result.stderr
@@ -160,7 +161,7 @@ def test_a_refusal_on_the_writing_rank_ends_every_rank_with_its_line(tmp_path, d
     assert (
         "go on with that run: torchrun --standalone --nproc_per_node=2 train.py -r" in result.stderr
     )
-    assert {p: p.read_bytes() for p in (tmp_path / "saved").rglob("*") if p.is_file()} == saved
+    assert snapshot(tmp_path / "saved") == saved
 
 
 @pytest.mark.slow

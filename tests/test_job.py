@@ -20,6 +20,7 @@ from conftest import (
     load,
     run_dir,
     run_script,
+    snapshot,
 )
 
 import train
@@ -237,7 +238,7 @@ def test_a_restarted_job_whose_run_had_finished_ends_with_0_and_one_line(
     command = ["train.py", *options(saved), "-o", "trainer.len_epoch=2", "--run-id", "job"]
     assert run_script(*command).returncode == 0
     models = saved / "models" / "Mnist_LeNet" / "job"
-    files = {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    files = snapshot(saved)
 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     again = run_script(*command)
@@ -246,7 +247,7 @@ def test_a_restarted_job_whose_run_had_finished_ends_with_0_and_one_line(
     assert again.stdout == (f"this job was started again after its run ended: {models}/"
                             "checkpoint-epoch2.pth has completed its 2 epoch(s); nothing is "
                             "left to do\n")  # fmt: skip
-    assert {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()} == files
+    assert snapshot(saved) == files
 
 
 def test_the_run_id_of_a_slurm_job_is_its_id_and_a_restart_finds_its_run(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TrainedRun, load, run_dir, shrunk
+from conftest import ROOT, TrainedRun, load, run_dir, shrunk, snapshot
 from test_cli_errors import assert_refused, run_in_process
 from torch import nn
 
@@ -18,11 +18,6 @@ from builder import build_hooks, build_lr_schedulers, build_optimizers, trainer_
 from utils.config.check import resolve_config
 
 CONFIG = str(ROOT / "config" / "config.json")
-
-
-def snapshot(models: Path) -> dict[str, bytes]:
-    """Every file of a run directory (recursively) with its bytes: to show nothing changed."""
-    return {str(p.relative_to(models)): p.read_bytes() for p in models.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize(
