@@ -297,4 +297,4 @@ def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
 
 if __name__ == "__main__":
     exit_on_stop_signals(STOPPED, signals=TRAINING_STOP_SIGNALS)  # imported: unwind from now on
-    run_main(main)
+    run_main(main, process_group.end_process)

@@ -214,6 +214,38 @@ def test_without_the_distributed_unit_torchrun_is_refused_and_slurm_names_nothin
     assert not save_dir.exists()
 
 
+ENDING = """
+import atexit, sys
+from pathlib import Path
+from utils.distributed.process_group import end_process
+
+class TornDown:
+    def __init__(self, path):
+        self.path, self.open = path, open  # (the teardown has cleared the builtins by then)
+
+    def __del__(self):
+        self.open(self.path, "w").close()
+
+held = TornDown(str(Path(sys.argv[1], "torn down")))  # a global: deleted in the teardown
+atexit.register(Path(sys.argv[1], "exit handlers ran").touch)
+print("the run's last line", end="")  # a pipe: buffered until the streams are flushed
+end_process(3)
+"""
+
+
+@pytest.mark.parametrize("torchrun", [False, True])
+def test_a_torchrun_rank_ends_without_the_interpreter_teardown(tmp_path: Path, torchrun) -> None:
+    """Under torchrun, a rank skips the teardown, where gloo's threads can abort it (a finished
+    run reported failed, and started again); what any exit gives is kept: the code, the
+    buffered output, the exit handlers (logging's, W&B's). A plain process tears down."""
+    env = {**os.environ, "LOCAL_RANK": "0", "WORLD_SIZE": "1"} if torchrun else None
+    command = [sys.executable, "-c", ENDING, str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "the run's last line", "")
+    ran = {p.name for p in tmp_path.iterdir()}
+    assert ran == ({"exit handlers ran"} if torchrun else {"exit handlers ran", "torn down"})
+
+
 def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
     tmp_path: Path, shrunk_run: TrainedRun
 ) -> None:

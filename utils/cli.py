@@ -5,6 +5,7 @@ import multiprocessing
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.stop_signals import Stopped
@@ -37,8 +38,10 @@ def add_override_option(parser: argparse.ArgumentParser, help: str) -> None:
                         help=f"{help} (repeatable)")  # fmt: skip
 
 
-def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
-    """Run an entry point and exit with its code; user errors become one line and code 2."""
+def run_main(
+    main: Callable[[Sequence[str] | None], int], end: Callable[[int], NoReturn] = sys.exit
+) -> None:
+    """Run an entry point and `end` with its code; user errors become one line and code 2."""
     try:
         code = main(None)
     except UserError as error:
@@ -56,7 +59,7 @@ def run_main(main: Callable[[Sequence[str] | None], int]) -> None:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     end_loader_workers()
-    sys.exit(code)
+    end(code)
 
 
 def end_loader_workers() -> None:

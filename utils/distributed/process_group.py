@@ -6,10 +6,12 @@ group. Every helper here also works in a plain single process, where the rank is
 world has one member, so callers need no `if distributed` branches.
 """
 
+import atexit
 import os
 import socket
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -135,3 +137,16 @@ def barrier() -> None:
 def shutdown() -> None:
     if is_distributed():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code`. A torchrun rank runs the exit handlers (logging's, W&B's) and flushes
+    its streams, then skips the interpreter's teardown: there, threads gloo leaves behind can
+    abort the process (SIGABRT, "terminate called without an active exception"; torch's), and
+    torchrun would report a finished run as failed and start the job again."""
+    if launched_by_torchrun():
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
