@@ -1,12 +1,16 @@
 """Shared fixtures: the shipped config shrunk to a few CPU batches, and a CLI runner."""
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +74,49 @@ NARROW = "arch.args.width=8"
 # The environment of the ranks torchrun starts in the tests: on the CPU, one thread a rank,
 # and a crash in native code (an abort in a library's teardown) shows every thread's Python stack.
 RANK_ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+@contextlib.contextmanager
+def launched(
+    command: list[str], env: dict | None = None, stdout: int = subprocess.PIPE
+) -> Iterator[subprocess.Popen]:
+    """`command` (torchrun, or a job script that starts it) from the project's root, its ranks
+    with `RANK_ENV`, in a session of its own: on leaving (an end, a timeout, a failed
+    assertion, the suite interrupted) whatever is left of it, its workers too, is killed."""
+    environment = {**os.environ, **RANK_ENV, **(env or {})}
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=stdout, text=True,
+                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def ended(command: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """`launched(command)` run to its end (at most 300 s)."""
+    with launched(command, env) as process:
+        stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def wait_until(happened: Callable[[], bool], process, what: str, every: float = 0.01) -> None:
+    """Poll until `happened()` (an event: a file written, a line printed), at most 300 s; the
+    process must still be running."""
+    deadline = time.monotonic() + 300
+    while not happened():
+        if process.poll() is not None:
+            stderr = process.communicate()[1] or ""
+            pytest.fail(f"ended (code {process.returncode}) before {what}: {stderr[-3000:]}")
+        assert time.monotonic() < deadline, f"no {what} within 300 s"
+        time.sleep(every)
+
+
+def wait_for(pattern: str, directory: Path, process) -> None:
+    """Until a file matching `pattern` appears under `directory` (the run is past it)."""
+    wait_until(lambda: any(directory.glob(pattern)), process, pattern)
 
 
 def shrunk(save_dir: Path) -> list[str]:

@@ -1,27 +1,26 @@
 """DistributedDataParallel through torchrun, on the CPU with the gloo backend (2 processes)."""
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import (
     NARROW,
-    RANK_ENV,
     ROOT,
+    TORCHRUN,
     assert_same_run,
+    ended,
     epoch_lines,
+    launched,
     load,
     run_dir,
     run_script,
     snapshot,
+    wait_for,
 )
 
 from builder import build_trainer
@@ -30,29 +29,9 @@ from utils.config.check import apply_overrides, load_config_file, resolve_config
 CONFIG = str(ROOT / "config" / "config.json")
 
 
-@contextlib.contextmanager
-def torchrun_process(n_processes: int, *args: str, stdout: int = subprocess.PIPE):
-    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process,
-    started in a session of its own: on leaving (an end, a timeout, a failed assertion, the
-    suite interrupted) whatever is left of it, its workers too, is killed."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={n_processes}", *args]  # fmt: skip
-    env = {**os.environ, **RANK_ENV}
-    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)  # fmt: skip
-    try:
-        yield launcher
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.communicate()
-
-
 def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
-    """`torchrun_process` run to its end (at most 300 s)."""
-    with torchrun_process(n_processes, *args) as launcher:
-        stdout, stderr = launcher.communicate(timeout=300)
-    return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
+    """`torchrun --standalone --nproc_per_node=N ARGS` on the CPU, one thread per process."""
+    return ended([*TORCHRUN, "--standalone", f"--nproc_per_node={n_processes}", *args])
 
 
 @pytest.fixture
@@ -194,13 +173,10 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     assert_same_run(load(copy / "checkpoint-epoch2.pth"), expected)
 
     save_dir = tmp_path / "saved"
-    run = ("train.py", "-c", CONFIG, *options(save_dir))
-    with torchrun_process(2, *run, stdout=subprocess.DEVNULL) as launcher:
-        deadline = time.monotonic() + 120
-        while not list(save_dir.glob("models/*/*/checkpoint-step3.pth")):
-            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no step checkpoint within two minutes"
-            time.sleep(0.05)
+    run = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "train.py", "-c", CONFIG,
+           *options(save_dir)]  # fmt: skip
+    with launched(run, stdout=subprocess.DEVNULL) as launcher:
+        wait_for("models/*/*/checkpoint-step3.pth", save_dir, launcher)
         launcher.send_signal(signal.SIGTERM)
         _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode != 0

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from conftest import (
     make_trainer,
     run_dir,
     run_script,
+    wait_for,
+    wait_until,
 )
 from forked_scripts import ScriptProcess, start_script
 
@@ -106,19 +107,6 @@ def start(*args: str) -> ScriptProcess:
 
 def start_training(save_dir: Path, *extra: str) -> ScriptProcess:
     return start("-c", CONFIG, *overrides(save_dir, 0, *SMALL_BATCHES, *extra))
-
-
-def wait_until(happened: Callable[[], bool], process: ScriptProcess, what: str) -> None:
-    """Poll (every millisecond) until `happened()`; the process must still be running."""
-    deadline = time.monotonic() + 300
-    while not happened():
-        assert process.poll() is None, f"ended before {what}: {process.communicate()}"
-        assert time.monotonic() < deadline, f"no {what} in 300 s"
-        time.sleep(0.001)
-
-
-def wait_for(pattern: str, directory: Path, process: ScriptProcess) -> None:
-    wait_until(lambda: bool(list(directory.glob(pattern))), process, pattern)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -338,7 +326,7 @@ def test_kill_9_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
     process = start("-c", CONFIG, *options, "-o", "trainer.save_period=1", "--run-id", "killed")
     reached = []
     for what, event in kill_on:
-        wait_until(event(), process, what)
+        wait_until(event(), process, what, every=0.001)  # a checkpoint being written
         process.kill()
         _, stderr = process.communicate()
         assert "skipping" not in stderr, "a checkpoint was left unreadable"

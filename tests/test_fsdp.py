@@ -6,13 +6,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_same_run, load, read_json, run_dir, run_script
-from test_job import finish, launch, options, reference  # noqa: F401 (a fixture)
+from conftest import TORCHRUN, assert_same_run, ended, load, read_json, run_dir, run_script
+from test_job import TWO_RANKS, options, reference  # noqa: F401 (a fixture)
 
 from base.sharding import strategy_problem
 from model.model import LeNet
-
-TWO_RANKS = ["--standalone", "--nproc_per_node=2", "train.py"]
 
 
 @pytest.mark.slow
@@ -21,10 +19,10 @@ def test_fsdp_trains_what_ddp_trains_and_its_checkpoint_is_plain_and_resumes(
     reference,  # noqa: F811
 ) -> None:
     save_dir = tmp_path / "saved"
-    code, stdout, stderr = finish(launch(*TWO_RANKS, *options(save_dir), "-o",
-                                         "trainer.strategy=fsdp"))  # fmt: skip
-    assert code == 0, stderr[-3000:]
-    assert "FSDP world size 2" in stdout
+    fsdp = [*options(save_dir), "-o", "trainer.strategy=fsdp"]
+    result = ended([*TORCHRUN, *TWO_RANKS, "train.py", *fsdp])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FSDP world size 2" in result.stdout
     models = run_dir(save_dir)
     final = load(models / "checkpoint-epoch2.pth")
     assert final["arch"] == "LeNet" and final["step"] == reference["step"]
@@ -43,9 +41,9 @@ def test_fsdp_trains_what_ddp_trains_and_its_checkpoint_is_plain_and_resumes(
     shutil.copytree(save_dir, tmp_path / "copy")
     copy = run_dir(tmp_path / "copy")
     (middle,) = [p for p in copy.glob("checkpoint-step*.pth") if load(p)["step"] == 57]
-    code, stdout, stderr = finish(launch(*TWO_RANKS, "-r", str(middle), "-d", "cpu"))
-    assert code == 0, stderr[-3000:]
-    assert "resuming in epoch 2 of 2, after 27 of its 30 batches" in stdout
+    result = ended([*TORCHRUN, *TWO_RANKS, "train.py", "-r", str(middle), "-d", "cpu"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming in epoch 2 of 2, after 27 of its 30 batches" in result.stdout
     assert_same_run(load(copy / "checkpoint-epoch2.pth"), final)
 
     # One process: test.py, and a resume without FSDP (the strategy set to null).

@@ -5,28 +5,30 @@
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import (
     NARROW,
-    RANK_ENV,
     ROOT,
+    TORCHRUN,
     assert_same_run,
     computed_once,
+    ended,
+    launched,
     load,
     run_dir,
     run_script,
     snapshot,
+    wait_for,
 )
 
 import train
 from utils.run.job import continue_restarted_job, restart_count
 
 CONFIG = str(ROOT / "config" / "config.json")
+TWO_RANKS = ["--standalone", "--nproc_per_node=2"]
 # 2 epochs of 30 steps (batches of 32 per rank), a step checkpoint every 3 steps; ranks agree
 # on a stop at log steps, every 3rd.
 SETTINGS = [
@@ -41,28 +43,13 @@ def options(save_dir: Path) -> list[str]:
     return ["-c", CONFIG, "-d", "cpu", *(item for s in settings for item in ("-o", s))]
 
 
-def launch(*torchrun_args: str, env: dict | None = None) -> subprocess.Popen:
-    """torchrun (a launcher of its own, as on a node) running train.py; CPU, a thread a rank."""
-    environment = {**os.environ, **RANK_ENV, **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args]
-    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def finish(launcher: subprocess.Popen) -> tuple[int, str, str]:
-    stdout, stderr = launcher.communicate(timeout=300)
-    return launcher.returncode, stdout, stderr
-
-
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> dict:
     """The last checkpoint of the run never interrupted: `--standalone --nproc_per_node=2`."""
 
     def train_once(directory: Path) -> None:
-        launcher = launch("--standalone", "--nproc_per_node=2", "train.py",
-                          *options(directory / "saved"))  # fmt: skip
-        code, _, stderr = finish(launcher)
-        assert code == 0, stderr[-3000:]
+        result = ended([*TORCHRUN, *TWO_RANKS, "train.py", *options(directory / "saved")])
+        assert result.returncode == 0, result.stderr[-3000:]
 
     directory = computed_once(tmp_path_factory, "two_rank_reference", train_once)
     return load(run_dir(directory / "saved") / "checkpoint-epoch2.pth")
@@ -72,15 +59,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(path_pattern: str, directory: Path, launcher: subprocess.Popen) -> None:
-    """Until a file matching `path_pattern` appears under `directory` (the run is past it)."""
-    deadline = time.monotonic() + 180
-    while not list(directory.glob(path_pattern)):
-        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"no {path_pattern} within three minutes"
-        time.sleep(0.05)
 
 
 def process_ids(marker: str, entry: bytes | None = None, command: str = "") -> list[int]:
@@ -125,12 +103,9 @@ def slurm_stand_ins(tmp_path: Path, job_id: int, nodes: int, processes_per_node:
     }  # fmt: skip
 
 
-def sbatch(script: str, env: dict, save_dir: Path) -> subprocess.Popen:
-    """A SLURM job's batch script run here, as SLURM would run it (from the project's root)."""
-    environment = {**os.environ, **RANK_ENV, **env}
-    arguments = options(save_dir)[1:]  # the script takes the config first, as -c's value
-    return subprocess.Popen(["bash", f"slurm/{script}", *arguments], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+def sbatch(script: str, save_dir: Path) -> list[str]:
+    """A SLURM job's batch script, run here as SLURM would run it (from the project's root)."""
+    return ["bash", f"slurm/{script}", *options(save_dir)[1:]]  # the config first, as -c's value
 
 
 @pytest.mark.slow
@@ -141,15 +116,16 @@ def test_two_nodes_train_what_one_node_of_two_processes_trains(tmp_path, referen
     each node's console says which ranks it runs."""
     port = next(p for p in iter(free_port, None) if 20000 <= p < 40000)  # the script's range
     env = slurm_stand_ins(tmp_path, job_id=port - 20000, nodes=2, processes_per_node=1)
-    code, stdout, stderr = finish(sbatch("train_multinode.sbatch", env, tmp_path / "saved"))
-    assert code == 0, stderr[-3000:]
+    result = ended(sbatch("train_multinode.sbatch", tmp_path / "saved"), env)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "saved" / "models" / "Mnist_LeNet").iterdir()] == [
         str(port - 20000)
     ]  # named after the job
     assert_same_run(load(run_dir(tmp_path / "saved") / "checkpoint-epoch2.pth"), reference)
     for rank in (0, 1):
-        assert f"node {rank} of 2 ({socket.gethostname()}): ranks {rank}-{rank} of 2" in stdout
-    assert stdout.count("epoch 2/2") == 2  # the other node's console follows the run too
+        node = f"node {rank} of 2 ({socket.gethostname()}): ranks {rank}-{rank} of 2"
+        assert node in result.stdout
+    assert result.stdout.count("epoch 2/2") == 2  # the other node's console follows the run too
 
 
 @pytest.mark.slow
@@ -163,11 +139,10 @@ def test_a_node_that_never_arrives_ends_at_torchrun_s_rendezvous_timeout(tmp_pat
         "--master_addr=127.0.0.1",
         f"--master_port={free_port()}",
     ]
-    launcher = launch(*node, "--nproc_per_node=1", "--rdzv-conf", "timeout=5", "train.py",
-                      *options(tmp_path / "saved"))  # fmt: skip
-    code, _, stderr = finish(launcher)
-    assert code != 0
-    assert "1/2 clients joined" in stderr.strip().splitlines()[-1]
+    result = ended([*TORCHRUN, *node, "--nproc_per_node=1", "--rdzv-conf", "timeout=5",
+                    "train.py", *options(tmp_path / "saved")])  # fmt: skip
+    assert result.returncode != 0
+    assert "1/2 clients joined" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "saved").exists()
 
 
@@ -177,14 +152,14 @@ def test_a_killed_worker_is_restarted_and_continues_its_own_run(tmp_path, refere
     checkpoint exists; torchrun starts both ranks again, they continue run ID from its newest
     checkpoint, and the run ends as the uninterrupted one did."""
     save_dir = tmp_path / "saved"
-    launcher = launch("--standalone", "--nproc_per_node=2", "--max-restarts=1", "train.py",
-                      *options(save_dir), "--run-id", "restarted",
-                      env={"MARKER": str(tmp_path)})  # fmt: skip
-    wait_for("models/*/restarted/checkpoint-step*.pth", save_dir, launcher)
-    (rank_1,) = process_ids(str(tmp_path), b"RANK=1", "train.py")
-    os.kill(rank_1, signal.SIGKILL)
-    code, stdout, stderr = finish(launcher)
-    assert code == 0, stderr[-3000:]
+    command = [*TORCHRUN, *TWO_RANKS, "--max-restarts=1", "train.py", *options(save_dir),
+               "--run-id", "restarted"]  # fmt: skip
+    with launched(command, env={"MARKER": str(tmp_path)}) as launcher:
+        wait_for("models/*/restarted/checkpoint-step*.pth", save_dir, launcher)
+        (rank_1,) = process_ids(str(tmp_path), b"RANK=1", "train.py")
+        os.kill(rank_1, signal.SIGKILL)
+        stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-3000:]
     models = save_dir / "models" / "Mnist_LeNet" / "restarted"
     assert "this job was started again (1 restart(s)): it continues its run" in stdout
     assert "resuming in epoch 1 of 2, after " in stdout  # from a step checkpoint, not afresh
@@ -203,14 +178,14 @@ def test_slurm_s_time_limit_signal_saves_requeues_and_the_requeued_job_resumes(
     job and ends as the uninterrupted run did."""
     env = slurm_stand_ins(tmp_path, job_id=4242, nodes=1, processes_per_node=2)
     save_dir = tmp_path / "saved"
-    job = sbatch("train.sbatch", env, save_dir)
-    wait_for("models/*/4242/checkpoint-step*.pth", save_dir, job)
-    (agent,) = process_ids(str(tmp_path), command=f"{Path(sys.executable).parent}/torchrun")
-    (rank_1,) = process_ids(str(tmp_path), b"RANK=1", "train.py")
-    for process in (agent, rank_1):
-        os.kill(process, signal.SIGUSR1)
-    code, stdout, stderr = finish(job)
-    assert code != 0 and stderr.count("stopped by SIGUSR1") == 2, stderr[-3000:]
+    with launched(sbatch("train.sbatch", save_dir), env) as job:
+        wait_for("models/*/4242/checkpoint-step*.pth", save_dir, job)
+        (agent,) = process_ids(str(tmp_path), command=f"{Path(sys.executable).parent}/torchrun")
+        (rank_1,) = process_ids(str(tmp_path), b"RANK=1", "train.py")
+        for process in (agent, rank_1):
+            os.kill(process, signal.SIGUSR1)
+        stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode != 0 and stderr.count("stopped by SIGUSR1") == 2, stderr[-3000:]
     calls = tmp_path / "scontrol_calls.txt"
     assert calls.read_text() == "requeue 4242\n"
     assert "requeued SLURM job 4242: when it starts again, it resumes this run" in stdout
@@ -218,10 +193,9 @@ def test_slurm_s_time_limit_signal_saves_requeues_and_the_requeued_job_resumes(
     stopped_at = max(load(path)["step"] for path in models.glob("checkpoint-*.pth"))
     assert stopped_at % 3 == 0 and stopped_at < reference["step"]
 
-    code, stdout, stderr = finish(sbatch("train.sbatch", {**env, "SLURM_RESTART_COUNT": "1"},
-                                         save_dir))  # fmt: skip
-    assert code == 0, stderr[-3000:]
-    assert f"resuming in epoch {1 + (stopped_at >= 30)} of 2" in stdout
+    result = ended(sbatch("train.sbatch", save_dir), {**env, "SLURM_RESTART_COUNT": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming in epoch {1 + (stopped_at >= 30)} of 2" in result.stdout
     assert_same_run(load(models / "checkpoint-epoch2.pth"), reference)
     assert calls.read_text() == "requeue 4242\n"  # not again
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TrainedRun, run_dir, shrunk
-from test_fault_tolerance import wait_until
+from conftest import ROOT, TrainedRun, run_dir, shrunk, wait_until
 
 from utils.checkpoint.files import load_checkpoint
 from utils.stop_signals import StopSignals, exit_on_stop_signals

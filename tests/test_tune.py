@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import torch
 
 pytest.importorskip("ray.tune")
 
-from conftest import ROOT, run_script, shrunk
+from conftest import ROOT, run_script, shrunk, wait_for, wait_until
 from test_cli_errors import assert_refused
 
 import tune
@@ -264,14 +263,6 @@ num_samples: 2
     build_trainer(config, torch.device("cpu"))
 
 
-def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"tune.py ended (code {process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_killed_search_resumes_without_redoing_finished_trials(tmp_path):
     path = search_file(tmp_path, """
@@ -296,8 +287,8 @@ max_concurrent_trials: 1
     try:
         # Trials run one at a time: the second one's run directory means the first has ended.
         models = search_dir / "models" / "Mnist_LeNet"
-        wait_for(lambda: models.is_dir() and len(list(models.iterdir())) >= 2,
-                 "a second trial", driver)  # fmt: skip
+        wait_until(lambda: models.is_dir() and len(list(models.iterdir())) >= 2, driver,
+                   "a second trial")  # fmt: skip
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait()
@@ -408,7 +399,7 @@ def test_a_stop_signal_ends_a_running_search_with_one_line_and_it_resumes(tmp_pa
     each trial's own values in trials.csv."""
     process, command, search_dir = start_search(tmp_path)
     models = search_dir / "models" / "Mnist_LeNet"
-    wait_for(lambda: any(models.glob("*/checkpoint-epoch1.pth")), "a trial's checkpoint", process)
+    wait_for("*/checkpoint-epoch1.pth", models, process)
     second = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
@@ -436,8 +427,8 @@ def test_a_stop_signal_while_ray_starts_is_one_line(tmp_path, attempt):
     """SIGTERM just after the search directory is made, while Ray starts: Ray's handlers
     once exited 15 without a word, or dumped a native stack and aborted (exit 134)."""
     process = start_search(tmp_path)[0]
-    wait_for(lambda: "search directory:" in (tmp_path / "stdout").read_text(),
-             "the search directory", process)  # fmt: skip
+    wait_until(lambda: "search directory:" in (tmp_path / "stdout").read_text(), process,
+               "the search directory")  # fmt: skip
     lines = stopped_output(process, tmp_path, signal.SIGTERM)
     assert process.returncode == 143, lines
     assert len(lines) == 1 and lines[0].startswith("stopped by SIGTERM"), lines
@@ -533,7 +524,7 @@ def test_a_search_runs_on_a_two_node_cluster_on_the_loopback_and_resumes_there(
         tmp_path, "--address", two_node_cluster, "--node-ip-address", LOOPBACK
     )
     models = search_dir / "models" / "Mnist_LeNet"
-    wait_for(lambda: any(models.glob("*/checkpoint-epoch1.pth")), "a trial's checkpoint", process)
+    wait_for("*/checkpoint-epoch1.pth", models, process)
     assert stopped_output(process, tmp_path, signal.SIGTERM)[-1].startswith("stopped by SIGTERM")
     resumed = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True,
                              timeout=300)  # fmt: skip
