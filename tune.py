@@ -7,13 +7,14 @@ with the same command and `--resume`: finished trials stay finished, the others 
 their own checkpoints. Needs the optional extra: `pip install -e ".[tune]"`.
 """
 
-from utils.stop_signals import STOP_SIGNALS, exit_on_stop_signals
+from utils.stop_signals import StopSignals, exit_on_stop_signals
 
 if __name__ == "__main__":
     STOPPED = "(nothing of the search was written: run the same command again)"  # the one line
     exit_on_stop_signals(STOPPED, at_once=True)
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -61,11 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, help="trials to sample (default: the file's)")
     parser.add_argument("--name", help="the search's directory name (default: the file's stem)")
     parser.add_argument("--address", help="an existing Ray cluster to run on, e.g. auto")
-    parser.add_argument(
-        "--node-ip-address",
-        help="this machine's address in the Ray cluster, when its node was started with "
-        "ray start --node-ip-address (Ray's own choice otherwise)",
-    )
+    parser.add_argument("--node-ip-address", help="this machine's address in the Ray cluster, "
+                        "when its node was started with ray start --node-ip-address")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="go on with an interrupted search")
     args = parser.parse_args(argv)
     if args.num_samples is not None and args.num_samples < 1:
@@ -229,22 +227,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(directory / RECORD_NAME, record)
     print(f"search directory: {directory}", flush=True)
     plan = trial_plan(args, config, directory, metric)
-    ours = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    try:
-        stopped_by = start_search_ray(ray, address, args.node_ip_address, made)
-        results = make_tuner(search, config, plan, directory, restore).fit()
-    finally:
-        for signum, handler in ours.items():
-            signal.signal(signum, handler)
-        ray.shutdown()
+    with contextlib.ExitStack() as ending:
+        try:
+            stopped_by = start_search_ray(ray, address, args.node_ip_address, made)
+            results = make_tuner(search, config, plan, directory, restore).fit()
+        finally:  # the search has ended: a stop now waits until Ray is down and results written
+            late = ending.enter_context(StopSignals())
+            ray.shutdown()
+        if not stopped_by:
+            report_trials(results, search, config, mode, plan, directory)
     resume = f"python {' '.join(sys.argv)}" + ("" if args.resume else " --resume")
     if stopped_by:  # fit returned what it had, with the search's state saved
         name = signal.Signals(stopped_by[0]).name
         print(f"stopped by {name}; to resume: {resume}", file=sys.stderr)
         return 128 + stopped_by[0]
-    report_trials(results, search, config, mode, plan, directory)
     if results.num_errors:
         print(f"{results.num_errors} trial(s) failed; --resume retries them: {resume}")
+    if late.received is not None:
+        name = signal.Signals(late.received).name
+        print(f"stopped by {name} as the search ended; its results are written", file=sys.stderr)
+        return 128 + late.received
     return 0
 
 

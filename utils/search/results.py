@@ -33,7 +33,8 @@ def trial_rows(
     """A row per trial of Ray's results (each with `metrics`, its last report; `config`, its
     sampled values; `error`; `path`), for the searched `keys`; `models` holds the trials'
     run directories. Its status: "finished" when it ran all its epochs, "stopped" when the
-    scheduler or early stopping ended it sooner, "error" when it failed."""
+    scheduler or early stopping ended it sooner, "error" when it failed. By trial id: the
+    order they were sampled in (Ray gives a restored search's in another)."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -52,7 +53,7 @@ def trial_rows(
             status=status,
             run_dir=str(readable_path(models / trial_id)),
         ))  # fmt: skip
-    return rows
+    return sorted(rows, key=lambda row: row.trial_id)
 
 
 def _columns(rows: list[TrialRow], best_key: str) -> list[str]:
