@@ -165,6 +165,40 @@ def test_search_file_errors_name_the_key(tmp_path, text, message):
     assert "\n" not in str(caught.value)
 
 
+def test_every_problem_of_a_search_file_is_in_its_one_line(tmp_path):
+    """As with a config: a second mistake is not left for the next try."""
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {logunifrom: [1.0e-3, 1.0e-2]}
+  arch.args.dropout: {uniform: [0.5, 0.1]}
+num_sample: 2
+scheduler: {type: ASHA, args: {grace: 1}}
+""")  # fmt: skip
+    with pytest.raises(UserError) as caught:
+        load_search(path)
+    assert str(caught.value) == (
+        f"search file {path}: num_sample: unknown key; did you mean 'num_samples'? | "
+        "space.optimizer.args.lr: unknown space kind 'logunifrom'; did you mean 'loguniform' or "
+        "'uniform'? | space.arch.args.dropout: [0.5, 0.1] is not valid; uniform takes [low, "
+        "high], numbers with low < high; a float drawn uniformly | scheduler.args.grace: "
+        "unknown argument; did you mean 'grace_period' or 'brackets'?"
+    )
+
+
+def test_every_space_the_config_refuses_is_named_at_once(tmp_path):
+    path = search_file(tmp_path, """
+space:
+  trainer.epochs: {randint: [0, 3]}
+  arch.args.dropot: {uniform: [0.1, 0.2]}
+""")  # fmt: skip
+    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
+    with pytest.raises(UserError) as caught:
+        check_edge_values(load_search(path), path, lambda extra: tune.check_values(args, extra))
+    first, second = str(caught.value).split(" | space.")
+    assert first.startswith(f"search file {path}: space.trainer.epochs: the value 0 is refused")
+    assert second.startswith("arch.args.dropot: the value 0.1 is refused: arch")
+
+
 @pytest.mark.parametrize(
     "space, message",
     [

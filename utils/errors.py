@@ -24,11 +24,13 @@ class UserError(Exception):
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Suffix for an error message: close matches of `name`, or the valid names if few. A
-    name that differs only in case and underscores comes first (`mse_loss`: 'MSELoss')."""
+    name that differs only in case and underscores comes first (`mse_loss`: 'MSELoss'), then
+    names it begins (`grace`: 'grace_period')."""
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid)  # at most 3, similarity >= 0.6
-    folded = [v for v in valid if _folded(v) == _folded(name) and v not in close]
-    close = (folded + close)[:3]
+    folded = [v for v in valid if _folded(v) == _folded(name)]
+    begun = [v for v in valid if len(name) >= 3 and v.startswith(name)]
+    close = list(dict.fromkeys(folded + begun + close))[:3]
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "; valid: " + ", ".join(valid) if 0 < len(valid) <= 12 else ""
@@ -67,6 +69,15 @@ class _Repr(reprlib.Repr):
 
 
 _REPR = _Repr()
+
+
+def one_line(problems: list[str], most: int = 10) -> str:
+    """The distinct problems, ` | ` between them; past `most`, only how many more there are."""
+    problems = list(dict.fromkeys(problems))
+    if len(problems) > most:
+        more = f" (and {len(problems) - most} more)"
+        problems = [*problems[: most - 1], problems[most - 1] + more]
+    return " | ".join(problems)
 
 
 def cut(text: str, limit: int = 100) -> str:

@@ -22,7 +22,7 @@ from utils.config.keys import (
     TRAINER_KEYS,
     Key,
 )
-from utils.errors import UserError, did_you_mean, shown
+from utils.errors import UserError, did_you_mean, one_line, shown
 
 
 def _check_keys(section: dict, keys: dict[str, Key], prefix: str, errors: list[str]) -> dict:
@@ -137,7 +137,7 @@ def resolve_config(
     `trainer_keys(trainer_type)`: the chosen trainer class's keys beyond `TRAINER_KEYS`."""
     problems = data_problems(config)  # no check below could make sense of a cycle or a date
     if problems:
-        raise UserError(_one_line(problems))
+        raise UserError(one_line(problems))
     errors: list[str] = []
     resolved = _check_keys(config, TOP_LEVEL_KEYS, "", errors)
     _check_nodes(resolved, errors)
@@ -149,7 +149,7 @@ def resolve_config(
             _check_args(node["args"], METRIC_ARGS.get(node["type"], {}), f"metrics[{index}]",
                         errors)  # fmt: skip
     if errors:
-        raise UserError(_one_line(errors))
+        raise UserError(one_line(errors))
     return resolved
 
 
@@ -188,15 +188,6 @@ def _check_trainer(
         check_node(node, f"trainer.hooks[{i}]", errors) for i, node in enumerate(resolved["hooks"])
     ]
     return resolved
-
-
-def _one_line(problems: list[str], most: int = 10) -> str:
-    """The distinct problems, ` | ` between them; past `most`, only how many more there are."""
-    problems = list(dict.fromkeys(problems))
-    if len(problems) > most:
-        more = f" (and {len(problems) - most} more)"
-        problems = [*problems[: most - 1], problems[most - 1] + more]
-    return " | ".join(problems)
 
 
 def _leaves(config: dict) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from annotated_types import Ge, Gt, Predicate
 from utils.config.argument_types import fits
 from utils.config.file import load_config_file
 from utils.config.keys import Count, parse_monitor
-from utils.errors import UserError, did_you_mean, shown
+from utils.errors import UserError, did_you_mean, one_line, shown
 
 SEARCH_KEYS = ("space", "num_samples", "max_concurrent_trials", "scheduler",
                "resources_per_trial", "max_failures")  # fmt: skip
@@ -85,109 +85,123 @@ class Search:
         }
 
 
+class _Refused(Exception):
+    """One problem of a search file; `load_search` reports all of them together."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+
+
 def load_search(path: str | Path) -> Search:
-    """Read and check a search file (JSON or YAML, read like a config file)."""
+    """Read and check a search file (JSON or YAML, read like a config file); every problem
+    of it is reported at once, as a config's are."""
     data = load_config_file(path)
+    problems = [f"{key}: unknown key{did_you_mean(str(key), SEARCH_KEYS)}"
+                for key in data if key not in SEARCH_KEYS]  # fmt: skip
 
-    def refuse(key: str, problem: str) -> UserError:
-        return UserError(f"search file {path}: {key}: {problem}")
+    def checked(check: Callable[..., Any], default: Any, *args: Any) -> Any:
+        try:
+            return check(*args)
+        except _Refused as problem:
+            problems.append(str(problem))
+            return default
 
-    for key in data:
-        if key not in SEARCH_KEYS:
-            raise refuse(str(key), f"unknown key{did_you_mean(str(key), SEARCH_KEYS)}")
     space = data.get("space")
     if not isinstance(space, dict) or not space:
-        raise refuse(
-            "space",
-            "missing or empty; expected a mapping of dotted config keys "
-            "to spaces, e.g. optimizer.args.lr: {loguniform: [1.0e-4, 1.0e-2]}",
-        )
-    spaces = tuple(_space(key, value, refuse) for key, value in space.items())
+        example = "optimizer.args.lr: {loguniform: [1.0e-4, 1.0e-2]}"
+        problems.append(f"space: missing or empty; expected a mapping of dotted config keys "
+                        f"to spaces, e.g. {example}")  # fmt: skip
+        space = {}
+    spaces = tuple(checked(_space, None, key, value) for key, value in space.items())
     counts = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}
     for key, least in counts.items():
         value = data.get(key)
         if value is not None and not fits(Count(least), value):
-            raise refuse(key, f"{shown(value)} is not valid; expected an integer >= {least}")
-    scheduler, scheduler_args = _scheduler(data.get("scheduler"), refuse)
+            problems.append(f"{key}: {shown(value)} is not valid; expected an integer >= {least}")
+    scheduler, scheduler_args = checked(_scheduler, ("ASHA", {}), data.get("scheduler"))
+    resources = checked(_resources, {}, data.get("resources_per_trial"))
+    if problems:
+        raise UserError(f"search file {path}: {one_line(problems)}")
     return Search(
         spaces=spaces,
         num_samples=data.get("num_samples") or 1,
         max_concurrent_trials=data.get("max_concurrent_trials"),
         scheduler=scheduler,
         scheduler_args=scheduler_args,
-        resources_per_trial=_resources(data.get("resources_per_trial"), refuse),
+        resources_per_trial=resources,
         max_failures=data.get("max_failures") or 0,
     )
 
 
-def _space(key: Any, value: Any, refuse: Callable[[str, str], UserError]) -> Space:
+def _space(key: Any, value: Any) -> Space:
     where = f"space.{key}"
     parts = key.split(".") if isinstance(key, str) else []
     if not parts or not all(part.isidentifier() for part in parts):
-        raise refuse(where, "expected a dotted config key of names, e.g. optimizer.args.lr")
+        raise _Refused(where, "expected a dotted config key of names, e.g. optimizer.args.lr")
     for fixed, why in FIXED_IN_A_SEARCH.items():
         if f"{fixed}.".startswith(f"{key}.") or key.startswith(f"{fixed}."):
-            raise refuse(where, f"a search cannot vary {fixed} ({why}); set it in the config")
+            raise _Refused(where, f"a search cannot vary {fixed} ({why}); set it in the config")
     if not isinstance(value, dict) or len(value) != 1:
-        raise refuse(
+        raise _Refused(
             where, f"{shown(value)} is not valid; expected one of {{{', '.join(SPACE_KINDS)}: ...}}"
         )
     (kind, values), = value.items()  # fmt: skip
     if kind not in SPACE_KINDS:
         suggestion = did_you_mean(str(kind), SPACE_KINDS)
-        raise refuse(where, f"unknown space kind {shown(kind)}{suggestion}")
+        raise _Refused(where, f"unknown space kind {shown(kind)}{suggestion}")
     expected = f"{kind} takes {SPACE_KINDS[kind]}"
     if not isinstance(values, list) or not values:
-        raise refuse(where, f"{shown(values)} is not valid; {expected}")
+        raise _Refused(where, f"{shown(values)} is not valid; {expected}")
     if kind in ("uniform", "loguniform", "randint"):
         bound = int if kind == "randint" else NUMBER
         valid = len(values) == 2 and all(fits(bound, v) for v in values)
         if not valid or values[0] >= values[1] or (kind == "loguniform" and values[0] <= 0):
-            raise refuse(where, f"{shown(values)} is not valid; {expected}")
+            raise _Refused(where, f"{shown(values)} is not valid; {expected}")
     return Space(key, kind, tuple(values))
 
 
-def _scheduler(node: Any, refuse: Callable[[str, str], UserError]) -> tuple[str, dict]:
+def _scheduler(node: Any) -> tuple[str, dict]:
     if node is None:
         return "ASHA", {}
     if not isinstance(node, dict) or set(node) - {"type", "args"}:
-        raise refuse(
+        raise _Refused(
             "scheduler",
             f"{shown(node)} is not valid; expected {{type: ASHA or FIFO, args: {{...}}}}",
         )
     kind, args = node.get("type", "ASHA"), node.get("args") or {}
     if kind not in ("ASHA", "FIFO"):
-        raise refuse("scheduler.type", f"{shown(kind)} is not valid; expected 'ASHA' or 'FIFO'")
+        raise _Refused("scheduler.type", f"{shown(kind)} is not valid; expected 'ASHA' or 'FIFO'")
     if not isinstance(args, dict) or (kind == "FIFO" and args):
         expected = "no arguments for FIFO" if kind == "FIFO" else "a mapping"
-        raise refuse("scheduler.args", f"{shown(args)} is not valid; expected {expected}")
+        raise _Refused("scheduler.args", f"{shown(args)} is not valid; expected {expected}")
     for name, value in args.items():
         where = f"scheduler.args.{name}"
         if name in SET_BY_TUNE:
             why = "metric and mode from trainer.monitor, time_attr epoch, max_t trainer.epochs"
-            raise refuse(where, f"set by tune.py ({why}); remove it")
+            raise _Refused(where, f"set by tune.py ({why}); remove it")
         if name not in SCHEDULER_ARGS:
-            raise refuse(where, f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}")
+            raise _Refused(where, f"unknown argument{did_you_mean(str(name), SCHEDULER_ARGS)}")
         hint, valid = SCHEDULER_ARGS[name]
         if not fits(hint, value):
-            raise refuse(where, f"{shown(value)} is not valid; expected {valid}")
+            raise _Refused(where, f"{shown(value)} is not valid; expected {valid}")
     return kind, dict(args)
 
 
-def _resources(node: Any, refuse: Callable[[str, str], UserError]) -> dict[str, float]:
+def _resources(node: Any) -> dict[str, float]:
     resources = {"cpu": 1, "gpu": 0}
     if node is None:
         return resources
     if not isinstance(node, dict):
         problem = f"{shown(node)} is not valid; expected {{cpu: N, gpu: N}}"
-        raise refuse("resources_per_trial", problem)
+        raise _Refused("resources_per_trial", problem)
     for name, value in node.items():
         where = f"resources_per_trial.{name}"
         if name not in resources:
-            raise refuse(where, f"unknown key{did_you_mean(str(name), resources)}; valid: cpu, gpu")
+            suggestion = did_you_mean(str(name), resources)
+            raise _Refused(where, f"unknown key{suggestion}; valid: cpu, gpu")
         if not fits(Annotated[NUMBER, Gt(0) if name == "cpu" else Ge(0)], value):
             valid = "a number > 0" if name == "cpu" else "a number >= 0"
-            raise refuse(where, f"{shown(value)} is not valid; expected {valid}")
+            raise _Refused(where, f"{shown(value)} is not valid; expected {valid}")
         resources[name] = value
     return resources
 
@@ -211,16 +225,18 @@ def override(key: str, value: Any) -> str:
 
 def check_edge_values(search: Search, path: str | Path, check: Callable[[list[str]], None]) -> None:
     """Run `check` (which raises `UserError` for a config it refuses) on the overrides that
-    set each space to each of its `edge_values`, the others left as the config has them."""
+    set each space to each of its `edge_values`, the others left as the config has them;
+    each space's first refused value is reported, all spaces' together."""
+    problems = []
     for space in search.spaces:
         for value in space.edge_values():
             try:
                 check([override(space.key, value)])
             except UserError as error:
-                raise UserError(
-                    f"search file {path}: space.{space.key}: the value {shown(value)} is "
-                    f"refused: {error}"
-                ) from None
+                problems.append(f"space.{space.key}: the value {shown(value)} is refused: {error}")
+                break
+    if problems:
+        raise UserError(f"search file {path}: {one_line(problems)}")
 
 
 def check_searched_lr(search: Search, config: dict, path: str | Path) -> None:
