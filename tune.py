@@ -40,7 +40,6 @@ from utils.search.ray_cluster import check_machine, import_ray, start_ray
 from utils.search.results import best_config, trial_rows, trials_table, write_trials_csv
 from utils.search.space import (
     Search,
-    check_edge_values,
     check_searched_lr,
     load_search,
     monitored,
@@ -211,13 +210,12 @@ def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, r
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ray = import_ray()
-    search = load_search(args.search)
-    if args.num_samples is not None:
-        search = replace(search, num_samples=args.num_samples)
     config = run_config(args.config, args.override)
     metric, mode = monitored(config)
+    search = load_search(args.search, lambda extra: check_values(args, extra))
+    if args.num_samples is not None:
+        search = replace(search, num_samples=args.num_samples)
     check_searched_lr(search, config, args.search)
-    check_edge_values(search, args.search, lambda extra: check_values(args, extra))
     address = args.address or os.environ.get("RAY_ADDRESS") or None  # as ray.init reads it
     check_machine(search, address, "--address" if args.address else "RAY_ADDRESS")
     directory = search_directory(config, args)

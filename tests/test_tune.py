@@ -30,7 +30,6 @@ from utils.config.file import parse_value
 from utils.errors import UserError
 from utils.search.space import (
     Space,
-    check_edge_values,
     check_searched_lr,
     load_search,
     monitored,
@@ -185,18 +184,23 @@ scheduler: {type: ASHA, args: {grace: 1}}
     )
 
 
-def test_every_space_the_config_refuses_is_named_at_once(tmp_path):
+def test_the_files_mistakes_and_every_space_the_config_refuses_are_one_line(tmp_path):
+    """A misspelt kind, and two spaces whose values the config refuses (checked on the
+    spaces that are well formed): all three at once."""
     path = search_file(tmp_path, """
 space:
+  optimizer.args.lr: {logunifrom: [1.0e-3, 1.0e-2]}
   trainer.epochs: {randint: [0, 3]}
   arch.args.dropot: {uniform: [0.1, 0.2]}
 """)  # fmt: skip
     args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
     with pytest.raises(UserError) as caught:
-        check_edge_values(load_search(path), path, lambda extra: tune.check_values(args, extra))
-    first, second = str(caught.value).split(" | space.")
-    assert first.startswith(f"search file {path}: space.trainer.epochs: the value 0 is refused")
-    assert second.startswith("arch.args.dropot: the value 0.1 is refused: arch")
+        load_search(path, lambda extra: tune.check_values(args, extra))
+    kind, epochs, dropout = str(caught.value).split(" | space.")
+    assert kind == f"search file {path}: space.optimizer.args.lr: unknown space kind " \
+        "'logunifrom'; did you mean 'loguniform' or 'uniform'?"  # fmt: skip
+    assert epochs.startswith("trainer.epochs: the value 0 is refused: trainer.epochs: 0 is not")
+    assert dropout.startswith("arch.args.dropot: the value 0.1 is refused: arch")
 
 
 @pytest.mark.parametrize(
@@ -222,7 +226,7 @@ def test_values_the_config_refuses_name_the_space(tmp_path, space, message):
     path = search_file(tmp_path, f"space: {{{space}}}")
     args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
     with pytest.raises(UserError) as caught:
-        check_edge_values(load_search(path), path, lambda extra: tune.check_values(args, extra))
+        load_search(path, lambda extra: tune.check_values(args, extra))
     assert str(caught.value).startswith(f"search file {path}: {message}")
 
 

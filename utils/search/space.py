@@ -33,6 +33,7 @@ SCHEDULER_ARGS = {  # ASHA's arguments a search file may set; the others come fr
                          "a number > 1 (1/reduction_factor of the trials go on at each rung)"),
     "brackets": (Count(1), "an integer >= 1"),
 }  # fmt: skip
+COUNTS = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}  # the least of each
 SET_BY_TUNE = ("metric", "mode", "time_attr", "max_t")  # from trainer.monitor and epochs
 FIXED_IN_A_SEARCH = {  # config keys every trial shares, and why
     "name": "it names the search's run directories",
@@ -92,16 +93,17 @@ class _Refused(Exception):
         super().__init__(f"{key}: {problem}")
 
 
-def load_search(path: str | Path) -> Search:
+def load_search(path: str | Path, check: Callable[[list[str]], None] | None = None) -> Search:
     """Read and check a search file (JSON or YAML, read like a config file); every problem
-    of it is reported at once, as a config's are."""
+    of it is reported at once, as a config's are, with the spaces whose values the config
+    refuses (`check(overrides)` raises `UserError` for those: `refused_values`)."""
     data = load_config_file(path)
     problems = [f"{key}: unknown key{did_you_mean(str(key), SEARCH_KEYS)}"
                 for key in data if key not in SEARCH_KEYS]  # fmt: skip
 
-    def checked(check: Callable[..., Any], default: Any, *args: Any) -> Any:
+    def checked(part: Callable[..., Any], default: Any, *args: Any) -> Any:
         try:
-            return check(*args)
+            return part(*args)
         except _Refused as problem:
             problems.append(str(problem))
             return default
@@ -113,13 +115,13 @@ def load_search(path: str | Path) -> Search:
                         f"to spaces, e.g. {example}")  # fmt: skip
         space = {}
     spaces = tuple(checked(_space, None, key, value) for key, value in space.items())
-    counts = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}
-    for key, least in counts.items():
-        value = data.get(key)
-        if value is not None and not fits(Count(least), value):
-            problems.append(f"{key}: {shown(value)} is not valid; expected an integer >= {least}")
+    problems += [f"{key}: {shown(data[key])} is not valid; expected an integer >= {least}"
+                 for key, least in COUNTS.items()
+                 if data.get(key) is not None and not fits(Count(least), data[key])]  # fmt: skip
     scheduler, scheduler_args = checked(_scheduler, ("ASHA", {}), data.get("scheduler"))
     resources = checked(_resources, {}, data.get("resources_per_trial"))
+    if check is not None:
+        problems += refused_values([each for each in spaces if each is not None], check)
     if problems:
         raise UserError(f"search file {path}: {one_line(problems)}")
     return Search(
@@ -223,20 +225,19 @@ def override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def check_edge_values(search: Search, path: str | Path, check: Callable[[list[str]], None]) -> None:
+def refused_values(spaces: list[Space], check: Callable[[list[str]], None]) -> list[str]:
     """Run `check` (which raises `UserError` for a config it refuses) on the overrides that
-    set each space to each of its `edge_values`, the others left as the config has them;
-    each space's first refused value is reported, all spaces' together."""
+    set each space to each of its `edge_values`, the others left as the config has them:
+    each space's first refused value, as a problem of the search file."""
     problems = []
-    for space in search.spaces:
+    for space in spaces:
         for value in space.edge_values():
             try:
                 check([override(space.key, value)])
             except UserError as error:
                 problems.append(f"space.{space.key}: the value {shown(value)} is refused: {error}")
                 break
-    if problems:
-        raise UserError(f"search file {path}: {one_line(problems)}")
+    return problems
 
 
 def check_searched_lr(search: Search, config: dict, path: str | Path) -> None:
