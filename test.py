@@ -138,7 +138,10 @@ def evaluating_trainer(
                             evaluation=True)  # fmt: skip
     with naming_checkpoint(path):  # a malformed field names the file
         trainer.load_weights(checkpoint)
-        trainer.load_hook_states(checkpoint.get("hooks", {}))
+        left_out = {node["type"] for node in config["trainer"]["hooks"]} - {
+            type(hook).__name__ for hook in trainer.hooks
+        }  # the config's hooks that take no part in an evaluation
+        trainer.load_hook_states(checkpoint.get("hooks", {}), left_out)
     epochs = f"{checkpoint['epoch']} epoch{'s' if checkpoint['epoch'] != 1 else ''} done"
     logger.info("evaluating %s (step %d, %s) on the test split",
                 readable_path(path), checkpoint["step"], epochs)  # fmt: skip

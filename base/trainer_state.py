@@ -2,6 +2,7 @@
 
 import functools
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,9 @@ class TrainerState:
         """The checkpoint field of one model's state: `key`, or `key.name` (several models)."""
         return key if tuple(self.bare_models) == SINGLE else f"{key}.{name}"
 
-    def load_hook_states(self, states: dict[str, Any]) -> None:
-        """Give each hook its saved state; a state no hook claims is named in a warning."""
+    def load_hook_states(self, states: dict[str, Any], left_out: Collection[str] = ()) -> None:
+        """Give each hook its saved state; a state no hook claims is named in a warning, but
+        for the hook classes `left_out` on purpose (of an evaluation: `Hook.in_evaluation`)."""
         for hook in self.hooks:
             if hook.state_key in states:
                 try:
@@ -152,7 +154,9 @@ class TrainerState:
                     raise FieldError(f"hooks[{hook.state_key!r}]", problem) from None
         unclaimed = set(states) - {hook.state_key for hook in self.hooks}
         for key in sorted(unclaimed):
-            logger.warning("the checkpoint holds the state of hook %s, which this run lacks", key)
+            if key.split("(")[0] not in left_out:  # a state key starts with its class name
+                logger.warning("the checkpoint holds the state of hook %s, which this run lacks",
+                               key)  # fmt: skip
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """Load only the model weights (fine-tuning from a checkpoint with a new config)."""

@@ -251,3 +251,28 @@ def test_evaluating_a_wandb_run_needs_no_wandb(shrunk_run, tmp_path, capsys, mon
         )
     assert exit_info.value.code == 0, capsys.readouterr().err
     assert (models / "model_best.test_metrics.json").is_file()
+
+
+def test_evaluating_warns_of_a_hook_state_only_for_a_hook_that_would_evaluate(
+    shrunk_run, tmp_path, capsys, monkeypatch
+) -> None:
+    """test.py leaves the W&B logger out on purpose: its saved state is no reason for a
+    warning (every evaluation of a W&B run gave one). A state of a hook that would take
+    part (an EMA the evaluation lacks: its weights are not the ones evaluated) still is."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("test_script", ROOT / "test.py")
+    test_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_script)
+    models = shrunk_run.copy_to(tmp_path).models
+    checkpoint = load(models / "model_best.pth")
+    checkpoint["hooks"].update({"WandbLogger": {"run_id": "abc"}, "EMA(model=model)": {}})
+    torch.save(checkpoint, models / "model_best.pth")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    argv = ["-r", str(models / "model_best.pth"), "-o", wandb_hook("{project: toys}")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda _: test_script.main(argv))
+    output = "".join(capsys.readouterr())
+    assert exit_info.value.code == 0, output
+    assert "state of hook EMA(model=model), which this run lacks" in output
+    assert "WandbLogger" not in output
