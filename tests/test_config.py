@@ -272,6 +272,45 @@ def test_override_through_a_non_mapping_is_refused(item, blocking):
     assert blocking in str(error.value)
 
 
+def test_an_override_reaches_into_a_list_by_the_path_errors_name():
+    """`trainer.hooks[0].args.decay` is the path a config error names, so it is the path to
+    correct it with; the entry's other values stay."""
+    config = minimal_config()
+    config["trainer"]["hooks"] = [{"type": "EMA", "args": {"decay": 0.9, "every": 2}}]
+    config["metrics"] = ["accuracy", {"type": "top_k_acc", "args": {"k": 3}}]
+    result = apply_overrides(
+        config, ["trainer.hooks[0].args.decay=0.99", "metrics[1].args.k=5", "metrics[0]=null"]
+    )
+    assert result["trainer"]["hooks"] == [{"type": "EMA", "args": {"decay": 0.99, "every": 2}}]
+    assert result["metrics"] == [None, {"type": "top_k_acc", "args": {"k": 5}}]
+    nested = apply_overrides({"grid": [[1, 2], [3, 4]]}, ["grid[1][0]=7"])
+    assert nested["grid"] == [[1, 2], [7, 4]]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("trainer.hooks.0.args.decay=1", "write an entry of a list as [0], not .0"),
+        ("trainer.hooks[1].args.decay=1", "trainer.hooks has 1 entry, so no entry [1]; to add "
+         "one, set the whole list (trainer.hooks=[...])"),
+        ("metrics[0]=accuracy", "metrics has 0 entries, so no entry [0]"),
+        ("trainer.epochs[0]=1", "trainer.epochs is not a list, so it has no entry [0]"),
+        ("trainer.hooks.decay=1", "trainer.hooks is not a mapping, so it has no key 'decay'; an "
+         "entry of a list is trainer.hooks[N]"),
+        ("trainer..epochs=1", "not a key path; expected names joined by dots, and [N]"),
+        ("trainer.hooks[x]=1", "not a key path"),
+        ("trainer.hooks[-1]=1", "not a key path"),
+    ],
+)  # fmt: skip
+def test_an_override_that_misses_a_list_entry_says_how_to_write_one(item, message):
+    config = minimal_config()
+    config["trainer"]["hooks"] = [{"type": "EMA", "args": {"decay": 0.9}}]
+    with pytest.raises(UserError) as error:
+        apply_overrides(config, [item])
+    assert str(error.value).startswith(f"-o {item.partition('=')[0]}: ")
+    assert message in str(error.value)
+
+
 # ---------------------------------------------------------------- resolve_config: defaults
 
 
