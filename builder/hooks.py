@@ -1,6 +1,7 @@
 """The hooks of a run: the built-in ones its trainer keys ask for, and the user's
 `trainer.hooks`."""
 
+import logging
 from typing import Any
 
 import trainer.hooks as hooks
@@ -24,6 +25,8 @@ ADDED_BY = {EarlyStopping: "trainer.early_stop", CSVLogger: "trainer.metrics_csv
             StopOnSignal: "the trainer itself"}  # fmt: skip
 BUILT_IN = tuple(ADDED_BY)
 
+logger = logging.getLogger(__name__)
+
 
 def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = False) -> list[Hook]:
     """The built-in hooks the trainer keys ask for, with the user's `trainer.hooks` placed
@@ -46,6 +49,10 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
     built += user
     if options["early_stop"] > 0:
         built.append(EarlyStopping(options["early_stop"]))
+        if options["monitor"] == "off":  # (a run without validation may turn it off on purpose)
+            logger.warning("trainer.early_stop: %d has no monitored value to count epochs "
+                           "without improvement (trainer.monitor is 'off'); the run will not "
+                           "stop early", options["early_stop"])  # fmt: skip
     built.append(StopOnSignal())
     if options["metrics_csv"]:
         built.append(CSVLogger())

@@ -73,6 +73,23 @@ def test_best_model_and_early_stop(tmp_path: Path) -> None:
     assert load(run.models / "checkpoint-epoch7.pth")["not_improved_count"] == 3
 
 
+def test_early_stop_without_a_monitor_is_named_once_and_stops_nothing(tmp_path, caplog) -> None:
+    """Turning the monitor off (as a run without validation does) leaves `early_stop` nothing
+    to count: the run says so as it is built, and trains every epoch."""
+    caplog.set_level("WARNING")
+    trainer = ScriptedTrainer([5, 6, 7, 8, 9], epochs=5, early_stop=2, tensorboard=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        "trainer.early_stop: 2 has no monitored value to count epochs without "
+        "improvement (trainer.monitor is 'off'); the run will not stop early"
+    ]
+    trainer.train(create_run_dirs(tmp_path, "toy"))
+    assert trainer.epochs_run == [1, 2, 3, 4, 5]
+    caplog.clear()
+    ScriptedTrainer([1], epochs=1, early_stop=2, monitor="min val_loss", tensorboard=False)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_max_mode_and_save_period(tmp_path: Path) -> None:
     trainer = ScriptedTrainer([1, 3, 2, 4, 0], epochs=5, monitor="max val_loss", save_period=2,
                               tensorboard=False)  # fmt: skip
@@ -95,6 +112,25 @@ def test_monitor_must_name_a_logged_value() -> None:
         UserError, match=r"trainer.monitor: 'val_acc' is not logged.*valid: loss, val_loss"
     ):
         ScriptedTrainer([1], epochs=1, monitor="max val_acc")
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [("val_mae", "'val_MeanAbsoluteError'"), ("val_MSE", "'val_MeanSquaredError'"),
+     ("val_mean_absolute_error", "'val_MeanAbsoluteError'")],
+)  # fmt: skip
+def test_a_monitor_that_abbreviates_a_metric_class_is_pointed_to_it(name, suggested) -> None:
+    """A torchmetrics class logs under its class name; its initials (`mae`) are what a user
+    types, and the suggestion names that value first, not a look-alike (`val_r2`)."""
+    logged = ["loss", "val_loss", "val_r2", "val_MeanAbsoluteError", "val_MeanSquaredError"]
+
+    class Regression(ScriptedTrainer):
+        def logged_names(self) -> list[str]:
+            return logged
+
+    with pytest.raises(UserError) as error:
+        Regression([1], epochs=1, monitor=f"min {name}")
+    assert f"is not logged by this run; did you mean {suggested}" in str(error.value)
 
 
 def test_resume_restores_counters(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 `TrainingFailed` (exit code 1)."""
 
 import difflib
+import re
 import reprlib
 from collections.abc import Iterable
 from typing import Any
@@ -25,12 +26,14 @@ class UserError(Exception):
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """Suffix for an error message: close matches of `name`, or the valid names if few. A
     name that differs only in case and underscores comes first (`mse_loss`: 'MSELoss'), then
-    names it begins (`grace`: 'grace_period')."""
+    one it abbreviates (`val_mae`: 'val_MeanAbsoluteError'), then names it begins (`grace`:
+    'grace_period')."""
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid)  # at most 3, similarity >= 0.6
     folded = [v for v in valid if _folded(v) == _folded(name)]
+    initials = [v for v in valid if _initials(v) == name.lower() != v.lower()]
     begun = [v for v in valid if len(name) >= 3 and v.startswith(name)]
-    close = list(dict.fromkeys(folded + begun + close))[:3]
+    close = list(dict.fromkeys(folded + initials + begun + close))[:3]
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "; valid: " + ", ".join(valid) if 0 < len(valid) <= 12 else ""
@@ -38,6 +41,11 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
 
 def _folded(name: str) -> str:
     return name.replace("_", "").lower()
+
+
+def _initials(name: str) -> str:
+    """`val_MeanAbsoluteError` -> `val_mae`: each capitalised word by its first letter."""
+    return re.sub(r"[A-Z][a-z0-9]+", lambda word: word[0][0], name).lower()
 
 
 def first_line(error: BaseException) -> str:
