@@ -216,7 +216,10 @@ def test_online_without_credentials_is_refused_before_the_run_directory(
     argv = ["-c", str(ROOT / "config" / "config.json"), "-o", f"trainer.save_dir={save_dir}"]
     code, stderr = run_train([*argv, "-o", wandb_hook("{project: toys}")], capsys)
     assert (code, len(stderr.strip().splitlines())) == (2, 1), stderr
-    assert "not logged in; run `wandb login`, or set mode: 'offline'" in stderr
+    assert (
+        "error: trainer.hooks[0].args.mode: W&B is online here but not logged in; run `wandb "
+        "login`, or set the mode to 'offline'"
+    ) in stderr
     assert not save_dir.exists()
 
 

@@ -56,8 +56,8 @@ class WandbLogger(Hook):
         exists: refuse it now, before anything is written."""
         if self.init_args["mode"] in (None, "online") and logged_in(self._wandb) is False:
             raise UserError(
-                "wandb: W&B is online here but not logged in; run `wandb login`, or set mode: "
-                "'offline' in the WandbLogger's arguments (its trainer.hooks entry)"
+                f"{self.config_path}.args.mode: W&B is online here but not logged in; run "
+                "`wandb login`, or set the mode to 'offline'"
             )
 
     def before_train(self, trainer: BaseTrainer) -> None:
@@ -76,8 +76,8 @@ class WandbLogger(Hook):
             )  # fmt: skip
         except self._wandb.Error as error:
             raise UserError(
-                f"wandb: W&B did not start ({str(error).strip().splitlines()[0]}); log in with "
-                "`wandb login`, or set mode: 'offline' in the WandbLogger's arguments"
+                f"{self.config_path}: W&B did not start ({str(error).strip().splitlines()[0]}); "
+                f"log in with `wandb login`, or set {self.config_path}.args.mode to 'offline'"
             ) from None
 
     def after_step(self, trainer: BaseTrainer) -> None:
