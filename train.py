@@ -76,8 +76,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def code_version() -> dict[str, str | bool]:
-    """The git commit the project's code is at, and whether tracked files differ from it
-    (`dirty`); outside a git checkout the commit is "unknown" and `dirty` null (not known)."""
+    """The git commit of the code, and whether files differ from it (`dirty`: a change, or a
+    file git neither tracks nor ignores); outside git: "unknown" and null (not known)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -88,7 +88,7 @@ def code_version() -> dict[str, str | bool]:
         return result.stdout.strip() if result.returncode == 0 else None
 
     commit = git("rev-parse", "--short", "HEAD")
-    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    changes = git("status", "--porcelain") if commit else None
     return {"commit": commit or "unknown", "dirty": bool(changes) if commit else None}
 
 

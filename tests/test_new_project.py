@@ -182,6 +182,9 @@ def test_the_copy_is_a_git_repository_and_runs_record_its_commit(
     version = read_json(run_dir(copy / "saved") / "config.json")["code_version"]
     assert version == {"commit": git(copy, "rev-parse", "--short", "HEAD").strip(), "dirty": False}
     assert git(copy, "status", "--porcelain") == ""  # outputs and caches are ignored
+    (copy / "model" / "new_model.py").write_text("WIDTH = 3\n")  # written, not yet added
+    probe = run(sys.executable, "-c", "import train; print(train.code_version())", cwd=copy)
+    assert probe.stdout.strip() == repr({**version, "dirty": True}), probe.stderr
 
 
 # ---------------------------------------------------------------- refusals
