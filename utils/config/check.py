@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.config.argument_types import fits
-from utils.config.file import apply_overrides, data_problems, key_text, load_config_file, walk
+from utils.config.file import data_problems, key_text, load_config_file, walk
 from utils.config.keys import (
     LOADER_ARGS,
     METRIC_ARGS,
@@ -22,6 +22,7 @@ from utils.config.keys import (
     TRAINER_KEYS,
     Key,
 )
+from utils.config.overrides import apply_overrides
 from utils.errors import UserError, did_you_mean, one_line, shown
 
 

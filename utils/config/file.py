@@ -1,4 +1,4 @@
-"""Reading a config file, and the command-line overrides on it, into plain data within bounds.
+"""Reading a config file, and the values of command-line overrides, into plain data within bounds.
 
 A config may come from anywhere (a colleague, a tutorial, a download), so reading it stays
 cheap whatever it holds: only a regular file of at most `MAX_FILE_BYTES` is read, and what
@@ -7,7 +7,6 @@ most `MAX_DEPTH` deep, with no value inside itself. YAML is read with YAML 1.2 s
 files and overrides alike.
 """
 
-import copy
 import json
 import math
 import os
@@ -164,69 +163,6 @@ def parse_value(text: str) -> Any:
         raise UserError(f"-o value {shown(text)}: {error}") from None
     except (yaml.YAMLError, ValueError, RecursionError):
         return text
-
-
-def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
-    """Return a copy of `config` with each `KEY=VALUE` applied; validation comes later. KEY is
-    a key path as error messages write it: dotted names, and `[N]` for an entry of a list
-    (`trainer.hooks[0].args.decay`). A missing (or null) mapping on the way is created."""
-    config = copy.deepcopy(config)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"-o {shown(item)}: expected KEY=VALUE, e.g. trainer.epochs=3")
-        *parents, last = _key_parts(key)
-        node, path = config, ""
-        for part, after in zip(parents, [*parents, last][1:], strict=True):
-            path = _step(node, part, path, key)
-            if isinstance(node, dict) and node.get(part) is None:
-                node[part] = [] if isinstance(after, int) else {}
-            node = node[part]
-        _step(node, last, path, key)
-        node[last] = parse_value(text)
-    return config
-
-
-_KEY_PART = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")
-
-
-def _key_parts(key: str) -> list[str | int]:
-    """`trainer.hooks[0].args` -> `["trainer", "hooks", 0, "args"]`."""
-    parts: list[str | int] = []
-    for piece in key.split("."):
-        match = _KEY_PART.fullmatch(piece)
-        if match is None:
-            raise UserError(
-                f"-o {cut(key)}: not a key path; expected names joined by dots, and [N] for an "
-                "entry of a list, e.g. trainer.hooks[0].args.decay"
-            )
-        if match[1].isdigit():
-            raise UserError(
-                f"-o {cut(key)}: write an entry of a list as [{match[1]}], not .{match[1]}"
-            )
-        parts += [match[1], *map(int, re.findall(r"[0-9]+", match[2]))]
-    return parts
-
-
-def _step(node: Any, part: str | int, path: str, key: str) -> str:
-    """The key path of `node[part]`, once `node` (at `path`) is shown to have a place `part`."""
-    where = cut(path)  # (never empty: a key path starts with a name, and the config is a mapping)
-    if isinstance(part, int):
-        if not isinstance(node, list):
-            raise UserError(f"-o {cut(key)}: {where} is not a list, so it has no entry [{part}]")
-        if part >= len(node):
-            entries = "1 entry" if len(node) == 1 else f"{len(node)} entries"
-            raise UserError(
-                f"-o {cut(key)}: {where} has {entries}, so no entry [{part}]; to add one, set "
-                f"the whole list ({where}=[...])"
-            )
-        return f"{path}[{part}]"
-    if not isinstance(node, dict):
-        hint = f"; an entry of a list is {where}[N]" if isinstance(node, list) else ""
-        raise UserError(
-            f"-o {cut(key)}: {where} is not a mapping, so it has no key {shown(part)}{hint}"
-        )
-    return f"{path}.{part}" if path else part
 
 
 def key_text(key: Any) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint.files import atomic_write
-from utils.config.file import apply_overrides, load_config_file
+from utils.config.file import load_config_file
+from utils.config.overrides import apply_overrides
 from utils.run.dirs import readable_path
 from utils.search.space import override
 
