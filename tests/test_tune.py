@@ -219,15 +219,37 @@ space:
             "space.trainer.epochs.x: the value 1 is refused: -o trainer.epochs.x: trainer.epochs "
             "is not a mapping",
         ),
+        (
+            "'trainer.hooks[1].args.decay': {choice: [0.9]}",
+            "space.trainer.hooks[1].args.decay: the value 0.9 is refused: -o trainer.hooks[1]."
+            "args.decay: trainer.hooks has 1 entry, so no entry [1]",
+        ),
+        (
+            "'trainer.hooks[0].args.decay': {uniform: [0.5, 1.5]}",
+            "space.trainer.hooks[0].args.decay: the value 1.5 is refused: trainer.hooks[0].args."
+            "decay: 1.5 is not valid for EMA",
+        ),
     ],
 )
 def test_values_the_config_refuses_name_the_space(tmp_path, space, message):
     """Every edge of a space is checked against the config as a trial would build it."""
     path = search_file(tmp_path, f"space: {{{space}}}")
-    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
+    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path), "-o", EMA_HOOK])
     with pytest.raises(UserError) as caught:
         load_search(path, lambda extra: tune.check_values(args, extra))
     assert str(caught.value).startswith(f"search file {path}: {message}")
+
+
+EMA_HOOK = "trainer.hooks=[{type: EMA, args: {decay: 0.9}}]"
+
+
+def test_a_space_reaches_into_a_list_by_the_key_path_of_an_override(tmp_path):
+    """`trainer.hooks[0].args.decay` is searched as `-o` sets it: each trial's config has it."""
+    path = search_file(tmp_path, "space: {'trainer.hooks[0].args.decay': {uniform: [0.9, 0.99]}}")
+    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path), "-o", EMA_HOOK])
+    (space,) = load_search(path, lambda extra: tune.check_values(args, extra)).spaces
+    config = load_run_config(args.config, None, [*args.override, override(space.key, 0.95)])
+    assert config["trainer"]["hooks"] == [{"type": "EMA", "args": {"decay": 0.95}}]
 
 
 def test_metric_and_mode_come_from_the_monitor():

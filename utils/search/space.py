@@ -4,6 +4,7 @@ is a dotted config key, and a trial gets its value exactly as `-o KEY=VALUE` wou
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ SCHEDULER_ARGS = {  # ASHA's arguments a search file may set; the others come fr
 }  # fmt: skip
 COUNTS = {"num_samples": 1, "max_concurrent_trials": 1, "max_failures": 0}  # the least of each
 SET_BY_TUNE = ("metric", "mode", "time_attr", "max_t")  # from trainer.monitor and epochs
+_KEY_PART = re.compile(r"[^\W\d]\w*(?:\[[0-9]+\])*")  # a name, then list indices
 FIXED_IN_A_SEARCH = {  # config keys every trial shares, and why
     "name": "it names the search's run directories",
     "trainer.save_dir": "every trial's run is in the search directory",
@@ -138,8 +140,9 @@ def load_search(path: str | Path, check: Callable[[list[str]], None] | None = No
 def _space(key: Any, value: Any) -> Space:
     where = f"space.{key}"
     parts = key.split(".") if isinstance(key, str) else []
-    if not parts or not all(part.isidentifier() for part in parts):
-        raise _Refused(where, "expected a dotted config key of names, e.g. optimizer.args.lr")
+    if not parts or not all(_KEY_PART.fullmatch(part) for part in parts):
+        raise _Refused(where, "expected a dotted config key of names, and [N] for an entry of a "
+                       "list, e.g. optimizer.args.lr or trainer.hooks[0].args.decay")  # fmt: skip
     for fixed, why in FIXED_IN_A_SEARCH.items():
         if f"{fixed}.".startswith(f"{key}.") or key.startswith(f"{fixed}."):
             raise _Refused(where, f"a search cannot vary {fixed} ({why}); set it in the config")
