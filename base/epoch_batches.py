@@ -1,11 +1,14 @@
 """The one contract a trainer needs from a data loader, which batches each epoch trains on, and
 where the current epoch stands (mid-epoch resume)."""
 
+import logging
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from utils.distributed.process_group import world_size
 from utils.errors import UserError, error_summary
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -96,12 +99,34 @@ class EpochBatches:
             yield batch
 
     def position(self) -> dict[str, int]:
-        """Where the run stands in its data, as a checkpoint records it."""
+        """Where the run stands in its data, as a checkpoint records it: in batches of each of
+        `world_size` processes."""
         return {
             "batches_done": self.batches_done,
             "passes": self.passes,
             "pass_batches": self.pass_batches,
+            "world_size": world_size(),
         }
+
+    def in_this_world(self, position: dict[str, int], group: int) -> dict[str, int]:
+        """`position` counted in this run's processes. The ranks take turns through one order
+        of the epoch (`shard`), so N batches of each of W ranks are its first N x W batches;
+        here they are rounded down to whole batches (and, by epoch, accumulation `group`s)
+        of each rank: the few samples in between are trained again. A position saved
+        without `world_size` (older checkpoints) is taken as this world's."""
+        saved, ranks = position.get("world_size", world_size()), world_size()
+        key = "pass_batches" if self.iteration_based else "batches_done"
+        if saved == ranks or position[key] == 0:
+            return {**position, "world_size": ranks}
+        done = min(position[key] * saved // ranks, len(self.data_loader))
+        done -= 0 if self.iteration_based else done % group
+        again = position[key] * saved - done * ranks
+        logger.warning(
+            "the checkpoint was saved by %d processes, each %d batches into this pass over the "
+            "data; with %d, each goes on after %d%s", saved, position[key], ranks, done,
+            f" (the samples of {again} batches before that are trained again)" if again else "",
+        )  # fmt: skip
+        return {**position, key: done, "world_size": ranks}
 
     def load_position(self, position: dict[str, int]) -> None:
         """Go back (or forward) to a `position()`; the next `remaining` starts there."""

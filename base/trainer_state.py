@@ -101,9 +101,11 @@ class TrainerState:
         (shapes, parameter groups, the schedules' and scaler's layouts, the epoch's length)
         is checked here, each as a `FieldError` naming the field.
         """
-        if state["batches_done"] > self.batches.batches_per_epoch:
+        saved = {"batches_done": state["batches_done"], **state["progress"]}
+        position = self.batches.in_this_world(saved, self.updates.accumulate_steps)
+        if position["batches_done"] > self.batches.batches_per_epoch:
             problem = (
-                f"{state['batches_done']} is more than the {self.batches.batches_per_epoch} "
+                f"{position['batches_done']} is more than the {self.batches.batches_per_epoch} "
                 "batches of an epoch of this run (data_loader or trainer.len_epoch changed?)"
             )
             raise FieldError("batches_done", problem)
@@ -119,9 +121,8 @@ class TrainerState:
         if self.updates.scaler.is_enabled() and state["scaler"] is not None:
             load_like(self.updates.scaler, state["scaler"], "scaler")
         self.epoch, self.step = state["epoch"], state["step"]
-        progress = state["progress"]
-        self.batches.load_position({"batches_done": state["batches_done"], **progress})
-        self.tracker.load_state_dict(progress["train_metrics"], self.device)
+        self.batches.load_position(position)
+        self.tracker.load_state_dict(state["progress"]["train_metrics"], self.device)
         saved_monitor = state["config"]["trainer"].get("monitor", "off")  # (its default)
         if saved_monitor == self.config["trainer"]["monitor"]:
             self.monitor.load_state_dict(state)

@@ -290,8 +290,8 @@ def kind(value) -> str:
 
 REPLACEMENTS = [None, 7, "x", [1, 2], {"x": 1}, torch.zeros(3, 7)]
 RANGED = {("epoch",), ("step",), ("batches_done",), ("not_improved_count",),
-          ("progress", "passes"), ("progress", "pass_batches"), ("rng", "numpy", "pos"),
-          ("rng", "numpy", "has_gauss")}  # fmt: skip
+          ("progress", "passes"), ("progress", "pass_batches"), ("progress", "world_size"),
+          ("rng", "numpy", "pos"), ("rng", "numpy", "has_gauss")}  # fmt: skip
 
 
 def replacements(path: tuple, value) -> list:
@@ -311,12 +311,13 @@ def replacements(path: tuple, value) -> list:
 
 def droppable(path: tuple) -> bool:
     """Keys a checkpoint must hold: not an optional one (`hooks`, the metric tracker's
-    `stateful`: checkpoints of older versions lack them), a private one (torch versions
-    differ), an optimizer's entry for a parameter (absent before its first step) or its
-    hyperparameters (torch fills in defaults), nor the config's (fuzzed elsewhere)."""
+    `stateful`, `progress.world_size`: checkpoints of older versions lack them), a private
+    one (torch versions differ), an optimizer's entry for a parameter (absent before its first
+    step) or its hyperparameters (torch fills in defaults), nor the config's (fuzzed
+    elsewhere)."""
     return not (
         path[0] in ("config", "hooks")
-        or path == ("progress", "train_metrics", "stateful")
+        or path in (("progress", "train_metrics", "stateful"), ("progress", "world_size"))
         or str(path[-1]).startswith("_")
         or (path[:2] == ("optimizer", "param_groups") and len(path) > 2)
         or (path[:2] == ("optimizer", "state") and len(path) == 3)

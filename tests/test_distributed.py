@@ -172,6 +172,17 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     assert epoch_lines(result.stdout)["2/2"] == logged["2/2"]
     assert_same_run(load(copy / "checkpoint-epoch2.pth"), expected)
 
+    # In one process, the same checkpoint goes on where the two ranks together stood: 54
+    # batches of each are the first 108 of the epoch's 113 (3,600 images in batches of 32).
+    shutil.copytree(tmp_path / "reference", tmp_path / "in_one")
+    copy = run_dir(tmp_path / "in_one")
+    result = run_script("train.py", "-r", str(copy / "checkpoint-step111.pth"), "-d", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the checkpoint was saved by 2 processes, each 54 batches into this pass over the " \
+        "data; with 1, each goes on after 108\n" in result.stdout  # fmt: skip
+    assert "resuming in epoch 2 of 2, after 108 of its 113 batches (step 111)" in result.stdout
+    assert load(copy / "checkpoint-epoch2.pth")["step"] == 111 + 113 - 108
+
     save_dir = tmp_path / "saved"
     run = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "train.py", "-c", CONFIG,
            *options(save_dir)]  # fmt: skip

@@ -8,8 +8,10 @@ import torch
 from conftest import NARROW, ROOT, load, run_dir, run_script
 from torch.utils.data import TensorDataset
 
+import base.epoch_batches
 import utils.distributed.process_group
 from base.base_data_loader import BaseDataLoader
+from base.epoch_batches import EpochBatches
 from base.tensor_data_loader import TensorDataLoader
 from data_loader.data_loaders import Mnist5kDataLoader, Mnist5kTensorDataLoader
 
@@ -173,6 +175,7 @@ def simulate_rank(monkeypatch, rank: int, n_ranks: int) -> None:
     """What torchrun would make `rank()` and `world_size()` say, where they are looked up."""
     monkeypatch.setattr(utils.distributed.process_group, "rank", lambda: rank)
     monkeypatch.setattr(utils.distributed.process_group, "world_size", lambda: n_ranks)
+    monkeypatch.setattr(base.epoch_batches, "world_size", lambda: n_ranks)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +203,51 @@ def test_ranks_share_an_epoch(monkeypatch, size, n_ranks, batch_size, drop_last)
     seen = [i for share in shares for i in share]
     assert set(seen) == set(range(size))
     assert len(seen) - len(set(seen)) == per_rank * n_ranks - size  # only the padding repeats
+
+
+@pytest.mark.parametrize(
+    ("saved", "ranks", "done", "group", "after", "again"),
+    [(2, 1, 3, 1, 6, 0), (3, 2, 4, 1, 6, 0), (1, 2, 5, 1, 2, 1), (2, 3, 4, 1, 2, 2),
+     (1, 2, 10, 2, 4, 2)],
+)  # fmt: skip
+def test_a_position_saved_by_other_ranks_goes_on_with_the_samples_not_trained(
+    monkeypatch, caplog, saved, ranks, done, group, after, again
+):
+    """`done` batches of each of `saved` ranks are the epoch order's first done x saved
+    batches: with `ranks`, each goes on after that many over `ranks` (rounded down to whole
+    batches and accumulation groups), so no sample of the epoch is left out, and only those
+    of the rounded-off batches are trained twice."""
+    torch.manual_seed(0)
+    size, batch_size = 36, 2  # (36 divides evenly among 1, 2 and 3 ranks: no padding)
+    loader = TensorDataLoader(toy_tensors(size), batch_size)
+
+    def trained(n_ranks: int, skip: int, first: int | None = None) -> list[int]:
+        samples = []
+        for rank in range(n_ranks):
+            simulate_rank(monkeypatch, rank, n_ranks)
+            loader.set_epoch(3, skip_batches=skip)
+            samples += [int(i) for _, targets in list(loader)[:first] for i in targets]
+        return samples
+
+    before = trained(saved, 0, first=done)
+    simulate_rank(monkeypatch, 0, ranks)
+    position = {"batches_done": done, "passes": 0, "pass_batches": 0, "world_size": saved}
+    caplog.set_level("WARNING")
+    moved = EpochBatches(loader).in_this_world(position, group)
+    assert moved == {**position, "batches_done": after, "world_size": ranks}
+    rest = trained(ranks, after)
+    assert set(before) | set(rest) == set(range(size))
+    assert len(before) + len(rest) - size == again * batch_size
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        f"the checkpoint was saved by {saved} processes, each {done} batches into this pass "
+        f"over the data; with {ranks}, each goes on after {after}"
+    )
+    assert (f"the samples of {again} batches before that are trained again" in
+            record.getMessage()) == bool(again)  # fmt: skip
+    assert EpochBatches(loader).in_this_world({**position, "world_size": ranks}, group) == {
+        **position, "world_size": ranks
+    }  # fmt: skip
 
 
 def test_validation_is_shared_between_ranks_too(monkeypatch):

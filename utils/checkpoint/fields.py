@@ -228,6 +228,9 @@ def _check_progress(progress: Any, path: Path) -> None:
     progress = _mapping(progress, "progress", path, "a mapping", keys)
     for key in ("passes", "pass_batches"):
         _count(progress[key], f"progress.{key}", path)
+    ranks = progress.get("world_size", 1)  # (absent from checkpoints of older versions)
+    if not is_count(ranks) or ranks == 0:
+        raise invalid("progress.world_size", ranks, "an integer >= 1 (the processes)", path)
     field = "progress.train_metrics"
     metrics = _mapping(progress["train_metrics"], field, path, "a mapping", METRIC_KEYS)
     kinds = {
