@@ -33,11 +33,17 @@ from utils.cli import ArgumentParser, add_override_option, run_main
 from utils.config.check import config_changes
 from utils.config.file import load_config_file
 from utils.config.keys import is_path_component
-from utils.errors import TrainingFailed, UserError
+from utils.errors import UserError
 from utils.run.dirs import readable_path
 from utils.run.lock import lock_directory
 from utils.search.ray_cluster import check_machine, import_ray, start_ray
-from utils.search.results import best_config, trial_rows, trials_table, write_trials_csv
+from utils.search.results import (
+    best_config,
+    best_trial,
+    trial_rows,
+    trials_table,
+    write_trials_csv,
+)
 from utils.search.space import (
     Search,
     check_searched_lr,
@@ -120,11 +126,12 @@ def ended_run_result(run_dir: Path, best_key: str) -> dict[str, Any] | None:
     return {"epoch": checkpoint["epoch"], metric: best, best_key: best}
 
 
-def check_values(args: argparse.Namespace, extra: list[str]) -> None:
-    """Refuse (`UserError`) a config that the base config plus `extra` overrides makes:
-    validated and built, as a trial would build it (without data on a GPU)."""
+def check_values(args: argparse.Namespace, extra: list[str]) -> dict:
+    """The config that the base config plus `extra` overrides makes, validated and built as a
+    trial would build it (without data on a GPU); `UserError` if it is refused."""
     config = run_config(args.config, [*args.override, *extra])
     build_trainer(config, torch.device("cpu"))
+    return config
 
 
 def search_directory(config: dict, args: argparse.Namespace) -> Path:
@@ -210,7 +217,7 @@ def make_tuner(search: Search, config: dict, plan: TrialPlan, directory: Path, r
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ray = import_ray()
-    config = run_config(args.config, args.override)
+    config = check_values(args, [])  # as train.py -c would: a mistake of its own, once
     metric, mode = monitored(config)
     search = load_search(args.search, lambda extra: check_values(args, extra))
     if args.num_samples is not None:
@@ -278,12 +285,7 @@ def report_trials(
     rows = trial_rows(results, keys, plan.best_key, Path(plan.models))
     print(trials_table(rows, plan.best_key))
     write_trials_csv(directory / "trials.csv", rows, plan.best_key)
-    finished = [row for row in rows if row.best is not None]
-    if not finished:
-        raise TrainingFailed(
-            f"no trial reported a result; see the trials' info.log under {directory}"
-        )
-    best = (min if mode == "min" else max)(finished, key=lambda row: row.best)
+    best = best_trial(rows, mode, results)
     best_path = directory / "best_config.json"
     write_json(best_path, best_config(Path(best.run_dir) / "config.json", config, TRIAL_SETTINGS))
     print(f"best trial {best.trial_id}: {plan.best_key} {best.best:.6g}  ({best.run_dir})")

@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,13 +23,14 @@ import torch
 pytest.importorskip("ray.tune")
 
 from conftest import ROOT, run_script, shrunk, wait_for, wait_until
-from test_cli_errors import assert_refused
+from test_cli_errors import assert_refused, run_in_process
 
 import tune
 from builder import build_trainer, trainer_keys
 from utils.config.check import load_run_config
 from utils.config.file import parse_value
-from utils.errors import UserError
+from utils.errors import TrainingFailed, UserError
+from utils.search.results import best_trial, trial_rows
 from utils.search.space import (
     Space,
     check_searched_lr,
@@ -252,6 +255,32 @@ def test_a_space_reaches_into_a_list_by_the_key_path_of_an_override(tmp_path):
     assert config["trainer"]["hooks"] == [{"type": "EMA", "args": {"decay": 0.95}}]
 
 
+def test_when_no_trial_reports_the_first_failure_is_named_with_its_error_file(tmp_path):
+    """A trial that fails before its run directory exists has no info.log to point to: the
+    line gives its error's last line (the trial's own message) and Ray's error.txt, and the
+    table leaves its run_dir empty rather than name a directory that is not there."""
+    models = tmp_path / "models"
+    (models / "b2").mkdir(parents=True)  # the second trial got as far as its run directory
+    error = RuntimeError("ray::run_trial()\n  File ...\nUserError: arch.args.width: 11.3 is "
+                         "not valid for LeNet\n")  # fmt: skip
+    results = [
+        SimpleNamespace(metrics={}, config={"lr": 0.1}, error=error, path=str(tmp_path / "ray_b2")),
+        SimpleNamespace(metrics={}, config={"lr": 0.2}, error=error, path=str(tmp_path / "ray_a1")),
+    ]
+    rows = trial_rows(results, ["lr"], "best_val_loss", models)
+    assert [(row.trial_id, row.status, row.run_dir) for row in rows] == [
+        ("a1", "error", ""), ("b2", "error", str(models / "b2"))
+    ]  # fmt: skip
+    with pytest.raises(TrainingFailed) as failed:
+        best_trial(rows, "min", results)
+    assert str(failed.value) == (
+        "no trial reported a result; trial a1 failed: UserError: arch.args.width: 11.3 is not "
+        f"valid for LeNet (all of it: {tmp_path / 'ray_a1' / 'error.txt'})"
+    )
+    finished = [*rows, replace(rows[0], trial_id="c3", best=0.5, status="finished")]
+    assert best_trial(finished, "min", results).trial_id == "c3"
+
+
 def test_metric_and_mode_come_from_the_monitor():
     assert monitored({"trainer": {"monitor": "min val_loss"}}) == ("val_loss", "min")
     assert monitored({"trainer": {"monitor": "max val_accuracy"}}) == ("val_accuracy", "max")
@@ -434,6 +463,38 @@ def test_a_search_that_cannot_start_is_refused_before_anything_is_written(
             *[part.replace("NOTHING", address) for part in extra]]  # fmt: skip
     assert_refused(tune.main, argv, capsys, message.replace("NOTHING", address))
     assert not (tmp_path / "saved").exists()
+
+
+def test_a_mistake_of_the_base_config_is_its_own_line_not_one_per_space(tmp_path, capsys):
+    """A class argument the base config gets wrong is said once, as `train.py -c` says it,
+    and not blamed on the search file once per searched key."""
+    path = search_file(tmp_path, """
+space:
+  optimizer.args.lr: {choice: [0.001, 0.01]}
+  trainer.epochs: {choice: [1, 2]}
+""")  # fmt: skip
+    argv = ["-c", CONFIG, "-s", str(path), *shrunk(tmp_path / "saved"), "-o", "arch.args.widht=8"]
+    code, stderr = run_in_process(tune.main, argv, capsys)
+    assert (code, stderr.count("\n")) == (2, 1), stderr
+    assert stderr.startswith("error: arch.args.widht: LeNet takes no argument 'widht'; did you "
+                             "mean 'width'?")  # fmt: skip
+    assert "search file" not in stderr
+    assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize("bounds", ["[8, 16]", "[8.0, 16.0]"])
+def test_uniform_bounds_written_as_integers_are_floats_an_int_argument_refuses(tmp_path, bounds):
+    """uniform draws floats whatever its bounds are written as: a trial of `[8, 16]` would
+    get 11.3 for LeNet's width, an int, and fail inside Ray; it is refused before."""
+    path = search_file(tmp_path, f"space: {{arch.args.width: {{uniform: {bounds}}}}}")
+    args = tune.parse_args(["-c", CONFIG, "-s", str(path), *shrunk(tmp_path)])
+    with pytest.raises(UserError) as caught:
+        load_search(path, lambda extra: tune.check_values(args, extra))
+    note = " (uniform draws floats; randint draws integers)" if "." not in bounds else ""
+    assert str(caught.value).startswith(
+        f"search file {path}: space.arch.args.width: the value 8.0{note} is refused: "
+        "arch.args.width: 8.0 is a float; LeNet takes int"
+    )
 
 
 def test_an_address_from_ray_address_is_named_as_such(tmp_path, capsys, monkeypatch):

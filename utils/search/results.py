@@ -14,6 +14,7 @@ from typing import Any
 from utils.checkpoint.files import atomic_write
 from utils.config.file import load_config_file
 from utils.config.overrides import apply_overrides
+from utils.errors import TrainingFailed, cut
 from utils.run.dirs import readable_path
 from utils.search.space import override
 
@@ -52,9 +53,31 @@ def trial_rows(
             best=metrics.get(best_key),
             epochs=epoch,
             status=status,
-            run_dir=str(readable_path(models / trial_id)),
+            run_dir=str(readable_path(models / trial_id)) if (models / trial_id).is_dir() else "",
         ))  # fmt: skip
     return sorted(rows, key=lambda row: row.trial_id)
+
+
+def best_trial(rows: list[TrialRow], mode: str, results: Iterable[Any]) -> TrialRow:
+    """The row with the best result ("min" or "max"); `TrainingFailed` if no trial reported one
+    (the first failure named)."""
+    finished = [row for row in rows if row.best is not None]
+    if not finished:
+        raise TrainingFailed(f"no trial reported a result; {_first_failure(results)}")
+    return (min if mode == "min" else max)(finished, key=lambda row: row.best)
+
+
+def _first_failure(results: Iterable[Any]) -> str:
+    """Why the first failed trial (by id) failed, in a line: the last line of its error (the
+    trial's own one-line message), and Ray's file with the whole traceback."""
+    failed = sorted((Path(r.path).name, r) for r in results if r.error is not None)
+    if not failed:
+        return "none failed either: each was stopped before its first epoch ended"
+    name, result = failed[0]
+    lines = [line.strip() for line in str(result.error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(result.error).__name__
+    error_file = readable_path(Path(result.path) / "error.txt")
+    return f"trial {name.removeprefix('ray_')} failed: {cut(last, 300)} (all of it: {error_file})"
 
 
 def _columns(rows: list[TrialRow], best_key: str) -> list[str]:

@@ -57,11 +57,12 @@ class Space:
 
     def edge_values(self) -> list[Any]:
         """Values a trial may get that bound what it can get: every choice, else both ends
-        (randint's high is exclusive). Checking a config with each covers the space."""
+        (randint's high is exclusive; uniform and loguniform draw floats, also between bounds
+        written as integers). Checking a config with each covers the space."""
         if self.kind in ("choice", "grid"):
             return list(self.values)
         low, high = self.values
-        return [low, high - 1] if self.kind == "randint" else [low, high]
+        return [low, high - 1] if self.kind == "randint" else [float(low), float(high)]
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,13 @@ def refused_values(spaces: list[Space], check: Callable[[list[str]], None]) -> l
             try:
                 check([override(space.key, value)])
             except UserError as error:
-                problems.append(f"space.{space.key}: the value {shown(value)} is refused: {error}")
+                drawn = space.kind in ("uniform", "loguniform") and float not in map(
+                    type, space.values
+                )
+                note = f" ({space.kind} draws floats; randint draws integers)" if drawn else ""
+                problems.append(
+                    f"space.{space.key}: the value {shown(value)}{note} is refused: {error}"
+                )
                 break
     return problems
 
