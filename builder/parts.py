@@ -11,8 +11,6 @@ from torch import nn
 
 import data_loader
 import model
-import model.loss as losses
-import model.metric as metrics
 from base import EpochLoader
 from utils.config.build import (
     build_callable,
@@ -63,6 +61,7 @@ def build_loss(config: dict) -> Callable | None:
     node = config["loss"]
     if node is None:
         return None
+    losses = importlib.import_module("model.loss")  # (the project's: imported when built)
     loss = lookup("loss", node["type"], [losses, nn], _is_loss)
     return build_callable("loss", loss, node["args"], n_inputs=2)
 
@@ -71,6 +70,7 @@ def build_metrics(config: dict) -> dict[str, Callable]:
     """Metrics by the name they are logged under (`name`, else their `type`): functions of
     model/metric.py (batch means), or torchmetrics classes, built (whole-split values)."""
     built: dict[str, Callable] = {}
+    metrics = importlib.import_module("model.metric")  # (yours may import torchmetrics)
     for index, node in enumerate(config["metrics"]):
         path = f"metrics[{index}]"
         name = metric_name(node)

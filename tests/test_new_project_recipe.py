@@ -92,6 +92,25 @@ class StepCounter(Hook):
         self.steps = state["steps"]
 '''
 
+METRIC = '''
+
+class WorstClassAccuracy(torchmetrics.Metric):
+    """The accuracy of the class the model does worst on, over the whole split."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.add_state("correct", torch.zeros(num_classes), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(num_classes), dist_reduce_fx="sum")
+
+    def update(self, output, target):
+        hits = (output.argmax(dim=1) == target).float()
+        self.correct += torch.zeros_like(self.correct).index_add(0, target, hits)
+        self.total += torch.bincount(target, minlength=len(self.total)).float()
+
+    def compute(self):
+        return (self.correct / self.total.clamp(min=1)).min()
+'''
+
 CONFIG = {
     "name": "Tabular_MLP",
     "seed": 0,
@@ -100,7 +119,7 @@ CONFIG = {
                     "args": {"batch_size": 32, "validation_split": 0.2}},
     "optimizer": {"type": "Adam", "args": {"lr": 0.01}},
     "loss": "cross_entropy",
-    "metrics": ["accuracy"],
+    "metrics": ["accuracy", {"type": "WorstClassAccuracy", "name": "worst_class"}],
     "trainer": {"type": "L1Trainer", "l1": 0.0001, "epochs": 2, "monitor": "max val_accuracy",
                 "hooks": [{"type": "StepCounter", "args": {}}], "progress_bar": False},
 }  # fmt: skip
@@ -113,6 +132,11 @@ def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path:
     (project / "data_loader" / "tabular.py").write_text(DATA_LOADER)
     with open(project / "model" / "model.py", "a") as file:
         file.write(textwrap.dedent(MODEL))
+    metrics = project / "model" / "metric.py"  # a torchmetrics class there, as the README says
+    metrics.write_text(
+        metrics.read_text().replace("import torch\n", "import torch\nimport torchmetrics\n", 1)
+        + textwrap.dedent(METRIC)
+    )
     (project / "trainer" / "l1_trainer.py").write_text(TRAINER)
     (project / "trainer" / "hooks" / "step_counter.py").write_text(HOOK)
     (project / "config" / "tabular.json").write_text(json.dumps(CONFIG))
@@ -120,7 +144,7 @@ def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path:
     result = run_script("train.py", "-c", "config/tabular.json", cwd=project)
     assert result.returncode == 0, result.stderr
     lines = epoch_lines(result.stdout)
-    assert "val_accuracy" in lines["2/2"]
+    assert "val_accuracy" in lines["2/2"] and " val_worst_class " in lines["2/2"]
     models = run_dir(project / "saved", "Tabular_MLP")
     steps_per_epoch = 480 // 32
     assert load(models / "checkpoint-epoch2.pth")["hooks"] == {
@@ -142,11 +166,14 @@ def test_a_users_own_data_model_trainer_and_hook_train_in_a_fresh_copy(tmp_path:
     assert bad.stderr.startswith("error: trainer.l11: unknown key; did you mean 'l1'?")
 
     # The copy's own tests of every shipped config take the new one (its own loader and
-    # model, no data_dir).
+    # model, no data_dir), and the one of what a start imports leaves the project's own
+    # torchmetrics import to it.
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider",
-         "tests/test_shipped_configs.py"],
+         "tests/test_shipped_configs.py", "tests/test_train_cli.py::"
+         "test_the_libraries_a_run_does_not_use_are_not_imported"],
         cwd=project, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "shipped_config_builds_and_takes_a_step[tabular.json] PASSED" in tests.stdout
+    assert "test_the_libraries_a_run_does_not_use_are_not_imported PASSED" in tests.stdout
