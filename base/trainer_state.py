@@ -154,8 +154,15 @@ class TrainerState:
                     problem = f"{type(hook).__name__} cannot load it ({error_summary(error)})"
                     raise FieldError(f"hooks[{hook.state_key!r}]", problem) from None
         unclaimed = set(states) - {hook.state_key for hook in self.hooks}
+        unfed = {
+            h.state_key.split("(")[0]: h.state_key for h in self.hooks if h.state_key not in states
+        }
         for key in sorted(unclaimed):
-            if key.split("(")[0] not in left_out:  # a state key starts with its class name
+            kind = key.split("(")[0]  # a state key starts with its class name
+            if kind in unfed:  # the same hook with other arguments: a state is not theirs
+                logger.warning("the checkpoint holds the state of hook %s; this run's %s, with "
+                               "other arguments, starts afresh", key, unfed[kind])  # fmt: skip
+            elif kind not in left_out:
                 logger.warning("the checkpoint holds the state of hook %s, which this run lacks",
                                key)  # fmt: skip
 

@@ -267,6 +267,24 @@ def test_resume_mid_epoch_restores_every_average_exactly(runs: dict[str, Path], 
     assert resumed["hooks"][PASSIVE]["updates"] == 6
 
 
+def test_a_resume_with_other_hook_arguments_says_the_hook_starts_afresh(runs, tmp_path) -> None:
+    """A hook's state belongs to its arguments (its `state_key`): an EMA resumed with another
+    decay does not take the saved average, and the warning says that it starts again."""
+    shutil.copytree(runs["ema"].parents[2], tmp_path / "saved")
+    copy = run_dir(tmp_path / "saved")
+    result = run_script("train.py", "-r", str(copy / "checkpoint-step4.pth"),
+                        "-o", "trainer.hooks[0].args.decay=0.8")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"the checkpoint holds the state of hook {AVERAGED}; this run's EMA(model=model, "
+        "decay=0.8, warmup=False), with other arguments, starts afresh"
+    ) in result.stdout
+    assert "which this run lacks" not in result.stdout
+    resumed = load(copy / "checkpoint-epoch2.pth")["hooks"]
+    assert resumed["EMA(model=model, decay=0.8, warmup=False)"]["updates"] == 6 - 4
+    assert resumed[PASSIVE]["updates"] == 6  # the other one went on from its state
+
+
 def evaluate_by_hand(weights: dict[str, torch.Tensor], config: dict) -> float:
     """The mean test-split NLL of a plain LeNet holding `weights`, without the trainer."""
     model = LeNet(**config["arch"]["args"])
