@@ -28,6 +28,7 @@ import utils.distributed.process_group
 from base import BaseTrainer, TensorDataLoader
 from base.epoch_batches import EpochBatches
 from builder import build_trainer, trainer_keys
+from model.metric import accuracy, top_k_acc
 from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
 
@@ -156,6 +157,21 @@ def test_a_failing_metric_is_named_by_its_index() -> None:
     assert message.startswith("metrics[1]: broken failed on the first training batch")
     assert "(4, 4) float32, (4,) int64" in message
     assert "RuntimeError: this metric is broken" in message
+
+
+def test_a_classification_metric_on_a_regression_is_named_not_logged_as_zero() -> None:
+    """Against float targets no class index is ever equal: accuracy would log 0.0 every
+    epoch without a word."""
+    data = (torch.randn(8, 4), torch.randn(8, 1))
+    trainer = toy_trainer(nn.Linear(4, 1), F.mse_loss, metrics={"accuracy": accuracy}, data=data)
+    message = refusal(trainer)
+    assert message.startswith("metrics[0]: accuracy failed on the first training batch")
+    assert (
+        "ValueError: targets of dtype float32 are not class indices: this is a "
+        "classification metric; a regression takes another, such as MeanAbsoluteError" in message
+    )
+    for metric in (accuracy, top_k_acc):  # class indices pass
+        assert 0 <= metric(torch.randn(8, 3), torch.randint(3, (8,))).item() <= 1
 
 
 def test_a_failing_optimizer_step_is_named() -> None:
