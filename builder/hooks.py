@@ -36,45 +36,41 @@ def build_hooks(config: dict, intervals: dict[str, str], evaluation: bool = Fals
     part in an evaluation (`Hook.in_evaluation`): the built-in ones train, save and log a
     training run."""
     options = config["trainer"]
+    before, after = ([], []) if evaluation else _built_in(options, intervals)
+    added = {type(hook) for hook in before + after}
     user = []
     for index, node in enumerate(options["hooks"]):
         path = f"trainer.hooks[{index}]"
         hook_class = lookup_in_package(path, node["type"], hooks, _is_hook)
         if evaluation and not hook_class.in_evaluation:
             continue
+        if hook_class in added:  # (the two would clash in the checkpoint)
+            raise UserError(f"{path}: {hook_class.__name__} is a built-in hook, already added "
+                            f"by {ADDED_BY[hook_class]}; set that key to configure it")  # fmt: skip
         user.append(_instantiate_hook(path, hook_class, node["args"]))  # arguments checked
-    if evaluation:
-        return user
-    built = [LRSchedulerStep(intervals)] if intervals else []
-    built += user
+    return [*before, *user, *after]
+
+
+def _built_in(options: dict[str, Any], intervals: dict[str, str]) -> tuple[list, list]:
+    """The built-in hooks that go before the user's, and those that go after them."""
+    before = [LRSchedulerStep(intervals)] if intervals else []
+    after = []
     if options["early_stop"] > 0:
-        built.append(EarlyStopping(options["early_stop"]))
+        after.append(EarlyStopping(options["early_stop"]))
         if options["monitor"] == "off":  # (a run without validation may turn it off on purpose)
             logger.warning("trainer.early_stop: %d has no monitored value to count epochs "
                            "without improvement (trainer.monitor is 'off'); the run will not "
                            "stop early", options["early_stop"])  # fmt: skip
-    built.append(StopOnSignal())
+    after.append(StopOnSignal())
     if options["metrics_csv"]:
-        built.append(CSVLogger())
-    built.append(Checkpointer(options["save_period"], options["keep_last"],
+        after.append(CSVLogger())
+    after.append(Checkpointer(options["save_period"], options["keep_last"],
                               options["save_every_steps"]))  # fmt: skip
     if options["tensorboard"]:
-        built.append(TensorBoardLogger(options["log_images"]))
+        after.append(TensorBoardLogger(options["log_images"]))
     if options["progress_bar"]:
-        built.append(ProgressBar())
-    _refuse_built_in_twice(user, built)
-    return built
-
-
-def _refuse_built_in_twice(user: list[Hook], built: list[Hook]) -> None:
-    """A built-in hook in `trainer.hooks` that its trainer key adds too: one line naming the
-    key (the two would clash in the checkpoint)."""
-    added = {type(hook) for hook in built if not any(hook is own for own in user)}
-    for index, hook in enumerate(user):  # (outside test.py, `user` is every node's hook)
-        if type(hook) in added:
-            raise UserError(f"trainer.hooks[{index}]: {type(hook).__name__} is a built-in hook, "
-                            f"already added by {ADDED_BY[type(hook)]}; set that key to "
-                            "configure it")  # fmt: skip
+        after.append(ProgressBar())
+    return before, after
 
 
 def _instantiate_hook(path: str, hook_class: type[Hook], args: dict) -> Hook:

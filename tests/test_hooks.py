@@ -141,11 +141,11 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
             "[{type: EarlyStopping, args: {early_stop: true}}]",
             ["trainer.hooks[0].args.early_stop: True is a boolean; EarlyStopping takes int"],
         ),
-        (  # the shipped config has early_stop: 10
-            "[{type: EarlyStopping, args: {early_stop: 3}}]",
+        (  # the shipped config has progress_bar: true
+            "[{type: ProgressBar, args: {unknown: 1}}]",
             [
-                "trainer.hooks[0]: EarlyStopping is a built-in hook, already added by "
-                "trainer.early_stop"
+                "trainer.hooks[0]: ProgressBar is a built-in hook, already added by "
+                "trainer.progress_bar"
             ],
         ),
         (
@@ -163,13 +163,29 @@ def run_train_in_process(argv: list[str], capsys) -> tuple[int, str]:
     ],
 )
 def test_bad_ema_configs_are_one_line_errors(tmp_path: Path, capsys, hooks, fragments) -> None:
+    """(With `trainer.early_stop: 0`, EarlyStopping is a hook like any of the user's.)"""
     save_dir = tmp_path / "saved"
-    argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}", "-o", f"trainer.hooks={hooks}"]
+    argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}", "-o", f"trainer.hooks={hooks}",
+            "-o", "trainer.early_stop=0"]  # fmt: skip
     code, stderr = run_train_in_process(argv, capsys)
     assert code == 2
     assert len(stderr.strip().splitlines()) == 1, stderr
     for fragment in fragments:
         assert fragment in stderr
+    assert not save_dir.exists()
+
+
+@pytest.mark.parametrize("args", ["", ", args: {early_stop: 3}", ", args: {early_stop: x}"])
+def test_a_built_in_hook_in_trainer_hooks_is_named_before_its_arguments(tmp_path, capsys, args):
+    """What is wrong is listing it at all (the shipped config's early_stop: 10 adds it), not
+    a missing or bad argument of the copy that would clash with it."""
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, "-o", f"trainer.save_dir={save_dir}",
+            "-o", f"trainer.hooks=[{{type: EarlyStopping{args}}}]"]  # fmt: skip
+    code, stderr = run_train_in_process(argv, capsys)
+    assert (code, stderr) == (2, "error: trainer.hooks[0]: EarlyStopping is a built-in hook, "
+                              "already added by trainer.early_stop; set that key to configure "
+                              "it\n")  # fmt: skip
     assert not save_dir.exists()
 
 
