@@ -74,9 +74,25 @@ def recorded_answers() -> dict:
 
 def template_units(source: str) -> dict[str, dict]:
     """Reach the template at `source` (a path or git URL) and read its units."""
+    not_template = (
+        f"{source}: not a checkout of the template (a git repository with its copier.yml)"
+    )
+    if Path(source).exists() and not (Path(source).is_dir() and is_checkout(Path(source))):
+        raise UserError(not_template)  # (git's own words are of a URL: "does not exist")
     with tempfile.TemporaryDirectory() as scratch:
         git("clone", "--quiet", "--depth", "1", source, scratch, cwd=PROJECT, timeout=GIT_TIMEOUT)
-        return unit_catalogue(Path(scratch))
+        try:
+            return unit_catalogue(Path(scratch))
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            raise UserError(not_template) from None
+
+
+def is_checkout(directory: Path) -> bool:
+    try:
+        git("rev-parse", "--git-dir", cwd=directory)
+    except UserError:
+        return False
+    return True
 
 
 def list_units(template: str | None) -> str:
@@ -123,9 +139,10 @@ def check_committed(template: str) -> None:
 def record_location(answers: dict, source: str) -> None:
     """Commit the template's new location to the answers file; on failure (git knows no
     author, say) put the file back as it was."""
-    (PROJECT / ANSWERS).write_text(
-        yaml.safe_dump({**answers, "_src_path": source}, sort_keys=False)
-    )
+    path = PROJECT / ANSWERS
+    header = [line for line in path.read_text().splitlines(keepends=True) if line[:1] == "#"]
+    path.write_text("".join(header) + yaml.safe_dump({**answers, "_src_path": source},
+                                                     sort_keys=False))  # fmt: skip
     try:
         git("commit", "--quiet", "-m", f"The template is at {source}", ANSWERS, cwd=PROJECT)
     except UserError:
@@ -161,7 +178,9 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
     if not git("status", "--porcelain", cwd=PROJECT).strip():
         return 0, f"already up to date with {source}"
     commit = yaml.safe_load((PROJECT / ANSWERS).read_text())["_commit"]
+    added = [name for name in new_units if name not in answers["units"]]
     kept_line = f"; kept units {', '.join(kept)}, whose files this project has" if kept else ""
+    kept_line = (f"; added units {', '.join(added)}" if added else "") + kept_line
     return 0, f"updated from {source} at {commit}{kept_line}: review with git diff, then commit"
 
 

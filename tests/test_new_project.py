@@ -423,6 +423,7 @@ def test_with_adds_a_unit_to_a_copy(upstream: Path, tmp_path: Path) -> None:
     copy = copy_of(upstream, tmp_path)
     result = make_update(copy, WITH="gan")
     assert result.returncode == 0, result.stderr
+    assert "; added units gan: review with git diff, then commit" in result.stdout
     assert (copy / "trainer" / "gan_trainer.py").exists() and (copy / "docs" / "gan.md").exists()
     assert yaml.safe_load((copy / ".copier-answers.yml").read_text())["units"] == ["gan"]
     assert "only-with-unit: gan" in (copy / "README.md").read_text()
@@ -448,6 +449,10 @@ def test_with_adds_a_unit_to_a_copy(upstream: Path, tmp_path: Path) -> None:
             "the template at",
         ),
         (lambda *_: None, {"TEMPLATE": "/nonexistent/template"}, "git clone:"),
+        # A directory, a file, a git repository that are not the template (its copier.yml).
+        (lambda *_: None, {"TEMPLATE": "/"}, "/: not a checkout of the template"),
+        (lambda *_: None, {"TEMPLATE": "README.md"}, "not a checkout of the template"),
+        (lambda *_: None, {"TEMPLATE": "."}, "not a checkout of the template (a git repo"),
         (lambda *_: None, {"WITH": "gann"}, "WITH: no unit 'gann'; did you mean 'gan'?"),
     ],
 )
@@ -478,4 +483,6 @@ def test_template_sets_where_the_template_now_is(upstream: Path, tmp_path: Path)
     result = make_update(copy, TEMPLATE=str(moved))
     assert result.returncode == 0, result.stderr
     assert (copy / "model" / "metric.py").read_text().startswith("# moved and fixed")
-    assert yaml.safe_load((copy / ".copier-answers.yml").read_text())["_src_path"] == str(moved)
+    answers = (copy / ".copier-answers.yml").read_text()
+    assert yaml.safe_load(answers)["_src_path"] == str(moved)
+    assert answers.startswith("# Written by new_project.py") and not answers.endswith("\n\n")
