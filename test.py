@@ -33,7 +33,13 @@ from builder import (
 )
 from logger.logger import setup_logging
 from utils.checkpoint.fields import naming_checkpoint
-from utils.checkpoint.files import check_writable, load_checkpoint, newest_checkpoint, write_json
+from utils.checkpoint.files import (
+    check_writable,
+    load_checkpoint,
+    newest_checkpoint,
+    runs_in,
+    write_json,
+)
 from utils.cli import ArgumentParser, add_config_options, run_main
 from utils.distributed.device import select_device
 from utils.errors import UserError
@@ -79,9 +85,8 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
         path = path / "model_best.pth"
     elif path.is_dir():
         if not any(path.glob("checkpoint-*.pth")):
-            raise UserError(
-                f"-r {path}: no model_best.pth and no checkpoint-*.pth in this directory"
-            )
+            raise UserError(f"-r {path}: no model_best.pth and no checkpoint-*.pth in this "
+                            f"directory{runs_in(path)}")  # fmt: skip
         return newest_checkpoint(path)
     return path, load_checkpoint(path)
 

@@ -127,6 +127,18 @@ def test_bad_checkpoints(tmp_path: Path, capsys) -> None:
     assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, "no model_best.pth and no")
 
 
+def test_the_directory_above_runs_names_them(tmp_path: Path, capsys) -> None:
+    """`-r saved/models/NAME` is one level short: the message names its runs, newest last."""
+    for run in ("1207_101500", "1207_093000", "notes"):
+        (tmp_path / run).mkdir()
+    for run in ("1207_101500", "1207_093000"):
+        (tmp_path / run / "checkpoint-epoch1.pth").write_bytes(b"")
+    hint = (f"; it holds the runs 1207_093000, 1207_101500: give one, such as -r "
+            f"{tmp_path / '1207_101500'}")  # fmt: skip
+    assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, f"in this directory{hint}")
+    assert_refused(train.main, ["-r", str(tmp_path)], capsys, f"in this directory{hint}")
+
+
 def test_resume_refuses_other_arch(tmp_path: Path, shrunk_run: TrainedRun) -> None:
     checkpoint = shrunk_run.copy_to(tmp_path).models / "checkpoint-epoch1.pth"
     state = torch.load(checkpoint, weights_only=True)

@@ -242,7 +242,19 @@ def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
             f"-r {run_dir}: none of its checkpoints is readable (see the warnings above); "
             "resume from an earlier copy, or move them aside to start the run again"
         )
-    raise UserError(f"-r {run_dir}: no readable checkpoint-*.pth in this directory")
+    raise UserError(
+        f"-r {run_dir}: no readable checkpoint-*.pth in this directory{runs_in(run_dir)}"
+    )
+
+
+def runs_in(directory: Path) -> str:
+    """For a message on a directory without checkpoints: the runs in it, if it is their
+    parent (`saved/models/NAME`), the newest last ("" if none)."""
+    runs = sorted(p.name for p in directory.iterdir() if p.is_dir() and any(p.glob("*.pth")))
+    if not runs:
+        return ""
+    named = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    return f"; it holds the runs {named}: give one, such as -r {directory / runs[-1]}"
 
 
 def _position(path: Path) -> tuple[int, int, int]:
