@@ -211,6 +211,16 @@ def test_a_regression_model_gets_errors_over_the_whole_split_and_two_charts(
     assert result.summary["rmse"] == pytest.approx(mean_squared_error(output, target).sqrt().item())
     assert result.summary["rmse"] ** 2 == pytest.approx(results["loss"], rel=1e-5)
     assert result.summary["n_values"] == 44 * width
+    if width == 1:
+        assert "per_output" not in result.summary
+    else:  # each output on its own, as torchmetrics computes it for that column alone
+        each = result.summary["per_output"]
+        for i in range(width):
+            column, true = output[:, i], target[:, i]
+            assert each["mae"][i] == pytest.approx(mean_absolute_error(column, true).item())
+            assert each["rmse"][i] == pytest.approx(mean_squared_error(column, true).sqrt().item())
+            assert each["r2"][i] == pytest.approx(r2_score(column, true).item(), abs=1e-6)
+        assert [row[0] for row in result.rows[-width:]] == [f"output {i}" for i in range(width)]
     write_report(result, "regression", tmp_path / "model.pth", None, step=0)
     for name in ("predicted_vs_true", "residuals"):
         assert mark_pixels(tmp_path / f"model.{name}.png") > 40  # the dots, the bars

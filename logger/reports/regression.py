@@ -9,6 +9,7 @@ from logger.reports.pictures import histogram_picture, scatter_picture
 from logger.reports.report import NotReportable, Report, ReportResult, describe
 
 MOST_POINTS = 20_000  # values drawn, the first of the split: enough to see the shape of it
+MOST_OUTPUTS = 16  # values per sample reported each on its own (more is a signal, an image)
 
 
 def _is_number_tensor(value: Any) -> bool:
@@ -21,7 +22,9 @@ def _is_number_tensor(value: Any) -> bool:
 
 class RegressionReport(Report):
     """For output and targets of the same number of values per sample, any shape ((B,),
-    (B, 1), (B, D), ...). With D values per sample, R^2 is the mean of each one's R^2."""
+    (B, 1), (B, D), ...). With D values per sample, R^2 is the mean of each one's R^2, and
+    for 2 to `MOST_OUTPUTS` of them, each one's MAE, RMSE and R^2 are reported too (targets
+    on other scales, or a model good at one output only, would hide in the pooled values)."""
 
     name = "regression"
     pictures = ("predicted_vs_true", "residuals")
@@ -62,6 +65,9 @@ class RegressionReport(Report):
         if self.width == 1:
             predicted, true = predicted[:, 0], true[:, 0]  # (B,): R2Score reads (B, D) as D outputs
         self.metrics.update(predicted, true)
+        if 2 <= self.width <= MOST_OUTPUTS:  # per output, in float64: sums of errors and targets
+            sums = torch.stack([(predicted - true).abs(), (predicted - true) ** 2, true, true**2])
+            self.sums = self.sums + sums.double().sum(1) if self.samples else sums.double().sum(1)
         self.samples += n
         room = MOST_POINTS - self.kept
         if room > 0:
@@ -84,4 +90,16 @@ class RegressionReport(Report):
         rows = [["value", "over the split"], ["MAE", f"{values['mae']:.6g}"],
                 ["RMSE", f"{values['rmse']:.6g}"], ["R^2", f"{values['r2']:.6g}"],
                 ["values", str(total)]]  # fmt: skip
+        if 2 <= self.width <= MOST_OUTPUTS:
+            each = values["per_output"] = self._per_output()
+            for i, (mae, rmse, r2) in enumerate(zip(*each.values(), strict=True)):
+                rows.append([f"output {i}", f"MAE {mae:.4g}, RMSE {rmse:.4g}, R^2 {r2:.4g}"])
         return ReportResult({**values, "n_values": total}, rows, pictures)
+
+    def _per_output(self) -> dict[str, list[float]]:
+        """Each output's MAE, RMSE and R^2 (1 - squared error / the targets' squared spread)."""
+        errors, squares, targets, target_squares = self.sums.cpu()  # (D,) each
+        spread = target_squares - targets**2 / self.samples
+        each = {"mae": errors / self.samples, "rmse": (squares / self.samples).sqrt(),
+                "r2": 1 - squares / spread}  # fmt: skip
+        return {name: value.tolist() for name, value in each.items()}
