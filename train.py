@@ -49,12 +49,8 @@ job = importlib.import_module("utils.run.job") if has_unit("utils.run.job") else
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description="Train a model from a JSON or YAML config.")
     parser.add_argument("-c", "--config", help="config file (.json, .yaml or .yml)")
-    parser.add_argument(
-        "-r",
-        "--resume",
-        help="checkpoint, or run directory (its newest checkpoint), to resume from; "
-        "with -c: to fine-tune",
-    )
+    parser.add_argument("-r", "--resume", help="checkpoint, or run directory (its newest "
+                        "checkpoint), to resume from; with -c: to fine-tune")  # fmt: skip
     add_config_options(parser)
     default = job.RUN_ID_DEFAULT if job else "a timestamp"
     parser.add_argument("--run-id", help=f"name of the run directory (default: {default})")
@@ -276,7 +272,8 @@ def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
     """Where the outputs are, and the commands that evaluate the run and train it on."""
     models, epoch, start = run_dirs.models, trainer.epoch, process_group.launcher()
     logger.info("outputs in %s and %s", models, run_dirs.log)
-    logger.info("to evaluate: python test.py -r %s", models)
+    if trainer.evaluates():  # (test.py refuses a trainer without a validation step: a GAN's)
+        logger.info("to evaluate: python test.py -r %s", models)
     # Early stopping's count is restored on resume: one more epoch without improvement
     # would end the resumed run again, so the commands turn it off.
     patience, monitor = trainer.config["trainer"]["early_stop"], trainer.monitor

@@ -120,6 +120,9 @@ def test_test_script_refuses_a_gan_checkpoint_in_one_line(trained: Path) -> None
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "GANTrainer has no validation_step" in result.stderr
+    # So the end of its training run offers no command to evaluate it, only one to go on.
+    log = (trained.parents[2] / "log" / NAME / trained.name / "info.log").read_text()
+    assert "to train longer" in log and "to evaluate" not in log
 
 
 def test_the_trainer_takes_no_metrics(monkeypatch) -> None:
