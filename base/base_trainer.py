@@ -117,9 +117,9 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
                 f"resume with python train.py -r {saved}"
             )
         return TrainingFailed(  # `on_nonfinite: "stop"`
-            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch}); the last "
-            f"good state is in {saved}. Lower the learning rate, or set trainer.on_nonfinite to "
-            "'skip'"
+            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch}); the state "
+            f"before it is in {saved}, but its weights may have blown up already (look for an "
+            "earlier checkpoint). Lower the learning rate, or set trainer.on_nonfinite to 'skip'"
         )
 
     def _train_epoch(self, epoch: int) -> None:
