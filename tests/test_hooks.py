@@ -9,7 +9,16 @@ from typing import Literal
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, assert_same_run, assert_same_state, load, read_json, run_dir, run_script
+from conftest import (
+    ROOT,
+    assert_same_run,
+    assert_same_state,
+    load,
+    read_json,
+    run_dir,
+    run_script,
+    shrunk,
+)
 from torch import nn
 
 import train
@@ -221,6 +230,36 @@ def test_a_users_own_hook_is_checked_by_its_type_hints(tmp_path, capsys, monkeyp
     code, stderr = run_train_in_process(argv, capsys)
     assert (code, stderr.strip()) == (2, f"error: {fragment}"), stderr
     assert not save_dir.exists()
+
+
+def readme_hook_example() -> dict:
+    """The namespace of the README's example hook (the Python block that defines StopAbove)."""
+    text = (ROOT / "README.md").read_text()
+    block = next(part.split("```")[0] for part in text.split("```python\n")[1:]
+                 if "class StopAbove(Hook):" in part.split("```")[0])  # fmt: skip
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_the_readme_example_hook_checks_its_name_and_stops_the_run(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(hook_package, "StopAbove", readme_hook_example()["StopAbove"],
+                        raising=False)  # fmt: skip
+    save_dir = tmp_path / "saved"
+    argv = ["-c", CONFIG, *shrunk(save_dir), "-o", "trainer.progress_bar=false", "-o",
+            "trainer.hooks=[{type: StopAbove, args: {name: val_acuracy}}]"]  # fmt: skip
+    code, stderr = run_train_in_process(argv, capsys)
+    assert (code, stderr) == (2, "error: trainer.hooks[0].args.name: 'val_acuracy' is not "
+                              "logged by this run; did you mean 'val_accuracy' or "
+                              "'accuracy'?\n")  # fmt: skip
+    assert not save_dir.exists()
+    argv[-1] = "trainer.hooks=[{type: StopAbove, args: {name: val_accuracy, threshold: 0.0}}]"
+    code, stderr = run_train_in_process(argv, capsys)
+    assert code == 0, stderr
+    (log,) = save_dir.rglob("info.log")
+    assert "a hook ended the run at step 3 (epoch 1 done)" in log.read_text()
 
 
 @pytest.fixture(scope="module")
