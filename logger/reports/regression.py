@@ -41,6 +41,7 @@ class RegressionReport(Report):
         self.samples = 0
         self.points: list[torch.Tensor] = []  # (n, 2) true and predicted values, on the device
         self.kept = 0  # values in `points`
+        self.sums: torch.Tensor | None = None  # (4, D): |error|, error^2, target, target^2
 
     def misfit(self, inputs: Any, output: Any, target: Any) -> str | None:
         if not (_is_number_tensor(output) and output.is_floating_point()):
@@ -65,9 +66,10 @@ class RegressionReport(Report):
         if self.width == 1:
             predicted, true = predicted[:, 0], true[:, 0]  # (B,): R2Score reads (B, D) as D outputs
         self.metrics.update(predicted, true)
-        if 2 <= self.width <= MOST_OUTPUTS:  # per output, in float64: sums of errors and targets
-            sums = torch.stack([(predicted - true).abs(), (predicted - true) ** 2, true, true**2])
-            self.sums = self.sums + sums.double().sum(1) if self.samples else sums.double().sum(1)
+        if 2 <= self.width <= MOST_OUTPUTS:  # per output, in float64
+            terms = torch.stack([(predicted - true).abs(), (predicted - true) ** 2, true, true**2])
+            sums = terms.double().sum(1)  # (4, D)
+            self.sums = sums if self.sums is None else self.sums + sums
         self.samples += n
         room = MOST_POINTS - self.kept
         if room > 0:
