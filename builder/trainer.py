@@ -103,7 +103,10 @@ def runtime_arguments(
     return arguments
 
 
-def check_model_names(trainer_type: type[BaseTrainer], built_models: dict) -> None:
+def check_model_names(trainer_type: type[BaseTrainer], built_models: dict, skip: bool) -> None:
+    """The models the trainer trains are the config's; `skip` (`on_nonfinite: "skip"`) drops
+    a whole update, which only one optimizer can (of several, one steps before the next's
+    loss is seen, so a dropped update would be half made)."""
     expected = list(trainer_type.model_names)
     if sorted(built_models) != sorted(expected):
         given = "one model" if list(built_models) == ["model"] else sorted(built_models)
@@ -111,6 +114,10 @@ def check_model_names(trainer_type: type[BaseTrainer], built_models: dict) -> No
             f"arch: {trainer_type.__name__} trains the models {expected}, but the config names "
             f"{given}; give arch a node for each of them"
         )
+    if skip and len(expected) > 1:
+        raise UserError(f"trainer.on_nonfinite: 'skip' drops a whole update, but "
+                        f"{trainer_type.__name__}'s optimizers step in turn, one before the "
+                        "next one's loss is known; use 'stop' or null")  # fmt: skip
 
 
 def build_trainer(
@@ -146,7 +153,7 @@ def build_trainer(
     if evaluation:
         hooks = _for_evaluation(hooks, options)
     options.update(runtime_arguments(trainer_type, criterion, metric_fns))
-    check_model_names(trainer_type, models)
+    check_model_names(trainer_type, models, options["on_nonfinite"] == "skip")
     return trainer_type(
         models, optimizers, data_loader, device=device, config=config,
         valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers,

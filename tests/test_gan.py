@@ -158,6 +158,11 @@ def test_a_named_node_of_the_trial_step_is_named(tmp_path: Path, capsys) -> None
         ("trainer.hooks=[{type: GeneratedSamples, args: {n_samples: 1000000000}}]",
          "trainer.hooks[0].args.n_samples: 1000000000 is not valid for GeneratedSamples: input "
          "should be less than or equal to 1024"),
+        # The discriminator steps before the generator's loss is known: a skipped update would
+        # be half made (and, with fp16, the next step raised: its scaler was never updated).
+        ("trainer.on_nonfinite=skip",
+         "trainer.on_nonfinite: 'skip' drops a whole update, but GANTrainer's optimizers step "
+         "in turn, one before the next one's loss is known; use 'stop' or null"),
     ],
 )  # fmt: skip
 def test_bad_gan_arguments_are_refused_before_the_run_directory(
