@@ -160,6 +160,10 @@ def test_a_named_node_of_the_trial_step_is_named(tmp_path: Path, capsys) -> None
          "should be less than or equal to 1024"),
         # The discriminator steps before the generator's loss is known: a skipped update would
         # be half made (and, with fp16, the next step raised: its scaler was never updated).
+        # It watches the monitored value, else val_loss, else loss: the GAN logs none of them.
+        ("lr_scheduler={type: ReduceLROnPlateau, args: {}}",
+         "lr_scheduler: ReduceLROnPlateau watches trainer.monitor, else val_loss, else loss, and "
+         "this run logs neither (d_loss, g_loss, d_real, d_fake); set trainer.monitor to one"),
         ("trainer.on_nonfinite=skip",
          "trainer.on_nonfinite: 'skip' drops a whole update, but GANTrainer's optimizers step "
          "in turn, one before the next one's loss is known; use 'stop' or null"),

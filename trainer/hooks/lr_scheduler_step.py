@@ -3,6 +3,8 @@
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from base import BaseTrainer, Hook
+from utils.config.check import node_path
+from utils.errors import UserError
 
 
 class LRSchedulerStep(Hook):
@@ -12,6 +14,18 @@ class LRSchedulerStep(Hook):
 
     def __init__(self, intervals: dict[str, str]) -> None:
         self.intervals = intervals
+
+    def check(self, trainer: BaseTrainer) -> None:
+        """A `ReduceLROnPlateau` without a value to watch would fail after the first epoch."""
+        logged = trainer.logged_names()
+        if trainer.monitor.enabled or {"val_loss", "loss"} & set(logged):
+            return
+        for name, scheduler in trainer.lr_schedulers.items():
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise UserError(f"{node_path(trainer.config, 'lr_scheduler', name)}: "
+                                "ReduceLROnPlateau watches trainer.monitor, else val_loss, else "
+                                f"loss, and this run logs neither ({', '.join(logged)}); set "
+                                "trainer.monitor to one of those")  # fmt: skip
 
     def after_step(self, trainer: BaseTrainer) -> None:
         for name, scheduler in trainer.lr_schedulers.items():
