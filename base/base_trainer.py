@@ -18,6 +18,7 @@ from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
 from utils.errors import TrainingFailed, UserCodeFailed, UserError
 from utils.run.dirs import RunDirs
+from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
         state is whole, and a resumed run replays the group); the error that ends the run."""
         epoch, batch = self.epoch + 1, self.batches.batches_done + 1
         self.batches.load_position(self.group_start)
+        if "rng" in self.group_start:  # the group's earlier batches drew from them since
+            set_rng_state(self.group_start["rng"])
         saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
         if isinstance(error, BatchFailed):  # the user's data: the entry script shows its traceback
             return UserCodeFailed(
@@ -128,7 +131,7 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
         if self.batches.batches_done == 0:
             self.tracker.reset()  # (a resumed epoch restored its totals instead)
         self._call("before_epoch")
-        self.group_start, group_values = self.batches.position(), []
+        self.group_start, group_values = self._position(), []
         for index, batch in enumerate(self.batches.remaining(epoch), self.batches.batches_done):
             if self.updates.start_batch(index, self.batches.batches_per_epoch):
                 self._call("before_step")
@@ -140,8 +143,13 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
             self.batches.batches_done = index + 1
             if self.updates.group_end:
                 self._end_group(group_values, logs)
-                self.group_start, group_values = self.batches.position(), []
+                self.group_start, group_values = self._position(), []
         self._end_epoch(epoch)
+
+    def _position(self) -> dict[str, Any]:
+        """Where the next group starts (and, in groups of several batches, the generators)."""
+        rng = {"rng": get_rng_state()} if self.updates.accumulate_steps > 1 else {}
+        return {**self.batches.position(), **rng}
 
     def _end_group(self, group_values: list[tuple[dict, int]], logs: bool) -> None:
         """After a group's last batch: count the step, track its values (a dropped update's are

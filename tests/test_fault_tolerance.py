@@ -15,6 +15,7 @@ from conftest import (
     NARROW,
     ROOT,
     assert_same_run,
+    assert_same_state,
     computed_once,
     epoch_lines,
     load,
@@ -208,13 +209,14 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path: Path) ->
 # ---------------------------------------------------------------- non-finite losses
 
 
-def toy_trainer(tmp_path: Path, nan_batches: list[int], **options):
-    """A linear model over 6 unshuffled batches of 4; the listed batches hold a NaN input."""
+def toy_trainer(tmp_path: Path, nan_batches: list[int], dropout: float = 0.0, **options):
+    """A linear model (after a dropout, if any) over 6 unshuffled batches of 4; the listed
+    batches hold a NaN input."""
     torch.manual_seed(0)
     inputs, targets = torch.randn(24, 3), torch.randint(2, (24,))
     for batch in nan_batches:
         inputs[batch * 4] = float("nan")
-    model = torch.nn.Linear(3, 2)
+    model = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(3, 2))
     config = resolve_config({
         "name": "nan", "arch": {"type": "Linear"}, "data_loader": {"type": "None"},
         "optimizer": {"type": "SGD"}, "loss": "cross_entropy",
@@ -249,6 +251,22 @@ def test_nonfinite_stop_saves_the_last_good_state(tmp_path: Path) -> None:
     saved = load(run_dirs.models / "checkpoint-step1.pth")
     assert (saved["step"], saved["batches_done"]) == (1, 2)  # the group of batches 3-4 replays
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_a_stop_inside_an_accumulation_group_resumes_as_if_never_stopped(tmp_path) -> None:
+    """The saved state is that of the group's start, its random generators included: the
+    group's first batch had drawn its dropout mask when the second's loss was found NaN."""
+    options = {"on_nonfinite": "stop", "accumulate_steps": 2, "dropout": 0.5}
+    stopped, run_dirs = toy_trainer(tmp_path / "stopped", [3], **options)
+    with pytest.raises(TrainingFailed):
+        stopped.train(run_dirs)
+    resumed, resumed_dirs = toy_trainer(tmp_path / "resumed", [], **options)  # the data fixed
+    resumed.load_state_dict(load(run_dirs.models / "checkpoint-step1.pth"))
+    resumed.train(resumed_dirs)
+    whole, whole_dirs = toy_trainer(tmp_path / "whole", [], **options)
+    whole.train(whole_dirs)
+    assert resumed.step == whole.step == 3
+    assert_same_state(resumed.bare_model.state_dict(), whole.bare_model.state_dict())
 
 
 def test_without_a_check_a_nan_goes_into_the_weights(tmp_path: Path) -> None:
