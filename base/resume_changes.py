@@ -129,13 +129,19 @@ def argument_changes(trainer: BaseTrainer, old: dict, new: dict) -> list[Argumen
 def changed_order(checkpoint: dict, old: dict, new: dict) -> list[str]:
     """A changed `seed` (it orders every epoch's samples), or data loader in the middle of an
     epoch (its batches done were counted in the old loader's batches): the resumed run would
-    silently train other samples than the ones it skips."""
+    silently train other samples than the ones it skips. Nor may the epoch's length
+    (`len_epoch`) or its groups of batches (`accumulate_steps`) change there: the first
+    resumed group would not be a whole one."""
     errors = []
     done, epoch = checkpoint["batches_done"], checkpoint["epoch"] + 1
     for change in config_changes(old, new):
         if change.startswith("seed:"):
             errors.append(f"{change} on resume: the run's sample order comes from its seed; "
                           f"{fine_tune('train with another seed')}")  # fmt: skip
+        elif change.startswith(("trainer.accumulate_steps:", "trainer.len_epoch:")) and done:
+            errors.append(f"{change} on resume {done} batches into epoch {epoch}, which were "
+                          "counted in the old groups and epoch; change it when resuming from "
+                          "an epoch checkpoint")  # fmt: skip
         elif change.startswith("data_loader.") and done > 0:
             batches = f"{done} batch{'es' if done > 1 else ''}"
             errors.append(f"{change} on resume {batches} into epoch {epoch}, which counted "

@@ -74,6 +74,13 @@ def test_the_data_loader_is_not_changed_in_the_middle_of_an_epoch(tmp_path: Path
     assert_refused(train.main, ["-r", str(checkpoint), "--bs", "16"], capsys,
                    "data_loader.args.batch_size: 32 -> 16 on resume 2 batches into epoch 1",
                    "resuming from an epoch checkpoint")  # fmt: skip
+    # Nor its groups of batches, nor its length: the first resumed group would be cut.
+    for change, was in (("trainer.accumulate_steps=3", 1), ("trainer.len_epoch=2", 3)):
+        key, _, now = change.partition("=")
+        assert_refused(train.main, ["-r", str(checkpoint), "-o", change], capsys,
+                       f"{key}: {was} -> {now} on resume 2 batches into epoch 1, which were "
+                       "counted in the old groups and epoch; change it when resuming from an "
+                       "epoch checkpoint")  # fmt: skip
     assert snapshot(save_dir) == before
 
 
