@@ -16,9 +16,8 @@ from base.trainer_state import TrainerState
 from base.trainer_steps import TrainerSteps
 from base.trial_step import run_trial_step
 from utils.batch import batch_size, to_device
-from utils.errors import TrainingFailed, UserCodeFailed, UserError
+from utils.errors import UserError
 from utils.run.dirs import RunDirs
-from utils.seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
         except StopTraining:
             logger.info("a hook ended the run at step %d (epoch %d done)", self.step, self.epoch)
         except (BatchFailed, NonFiniteLoss) as error:  # the state before the group is whole
-            self.failure = self._save_for_resume(error)
+            self.failure = self.save_for_resume(error)
             raise self.failure from error.__cause__
         except BaseException as error:  # an error or a stop signal: `after_train` sees it
             self.failure = error
@@ -105,33 +104,13 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
         finally:
             self._call("after_train")
 
-    def _save_for_resume(self, error: BatchFailed | NonFiniteLoss) -> TrainingFailed:
-        """Save the state from before the current group of batches as a step checkpoint (that
-        state is whole, and a resumed run replays the group); the error that ends the run."""
-        epoch, batch = self.epoch + 1, self.batches.batches_done + 1
-        self.batches.load_position(self.group_start)
-        if "rng" in self.group_start:  # the group's earlier batches drew from them since
-            set_rng_state(self.group_start["rng"])
-        saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
-        if isinstance(error, BatchFailed):  # the user's data: the entry script shows its traceback
-            return UserCodeFailed(
-                f"the data loader raised {error.summary()} at epoch {epoch}, batch {batch} (its "
-                f"traceback is above); the last step's state is in {saved}: fix the data, then "
-                f"resume with python train.py -r {saved}"
-            )
-        return TrainingFailed(  # `on_nonfinite: "stop"`
-            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch}); the state "
-            f"before it is in {saved}, but its weights may have blown up already (look for an "
-            "earlier checkpoint). Lower the learning rate, or set trainer.on_nonfinite to 'skip'"
-        )
-
     def _train_epoch(self, epoch: int) -> None:
         for model in self.models.values():
             model.train()
         if self.batches.batches_done == 0:
             self.tracker.reset()  # (a resumed epoch restored its totals instead)
         self._call("before_epoch")
-        self.group_start, group_values = self._position(), []
+        self.group_start, group_values = self.group_position(), []
         for index, batch in enumerate(self.batches.remaining(epoch), self.batches.batches_done):
             if self.updates.start_batch(index, self.batches.batches_per_epoch):
                 self._call("before_step")
@@ -143,13 +122,8 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
             self.batches.batches_done = index + 1
             if self.updates.group_end:
                 self._end_group(group_values, logs)
-                self.group_start, group_values = self._position(), []
+                self.group_start, group_values = self.group_position(), []
         self._end_epoch(epoch)
-
-    def _position(self) -> dict[str, Any]:
-        """Where the next group starts (and, in groups of several batches, the generators)."""
-        rng = {"rng": get_rng_state()} if self.updates.accumulate_steps > 1 else {}
-        return {**self.batches.position(), **rng}
 
     def _end_group(self, group_values: list[tuple[dict, int]], logs: bool) -> None:
         """After a group's last batch: count the step, track its values (a dropped update's are

@@ -6,14 +6,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from base.epoch_batches import BatchFailed
+from base.gradient_updates import NonFiniteLoss
 from base.metric_tracker import MetricTracker
 from base.monitor import Monitor
 from base.sharding import class_name, fsdp, full_optimizer_state, full_weights, is_sharded
 from utils.checkpoint.fields import FieldError
 from utils.checkpoint.files import save_checkpoint
 from utils.checkpoint.saved_states import load_like, load_optimizer_state, load_weights
-from utils.distributed.process_group import barrier, is_distributed
-from utils.errors import error_summary
+from utils.distributed.process_group import barrier, is_distributed, rank
+from utils.errors import TrainingFailed, UserCodeFailed, error_summary
 from utils.run.dirs import RunDirs
 from utils.seed import get_rng_state, set_rng_state
 
@@ -62,6 +64,38 @@ class TrainerState:
             logger.info("saved %s", path)
         barrier()  # no rank goes on before it is written (a rank that exits ends the others)
         return path
+
+    def group_position(self) -> dict[str, Any]:
+        """Where the next group starts (and, in groups of several batches, the generators)."""
+        rng = {"rng": get_rng_state()} if self.updates.accumulate_steps > 1 else {}
+        return {**self.batches.position(), **rng}
+
+    def save_for_resume(self, error: BatchFailed | NonFiniteLoss) -> TrainingFailed:
+        """Save the state from before the current group of batches as a step checkpoint (that
+        state is whole, and a resumed run replays the group); the error that ends the run.
+        Under torchrun a data error is one rank's, while the others are mid-step: none of
+        them could join in a save, so nothing is saved."""
+        epoch, batch = self.epoch + 1, self.batches.batches_done + 1
+        self.batches.load_position(self.group_start)
+        if "rng" in self.group_start:  # the group's earlier batches drew from them since
+            set_rng_state(self.group_start["rng"])
+        if isinstance(error, BatchFailed):  # the user's data: the entry script shows its traceback
+            raised = f"the data loader raised {error.summary()} at epoch {epoch}, batch {batch}"
+            if is_distributed():
+                return UserCodeFailed(f"{raised}, on rank {rank()} (its traceback is above); the "
+                                      "other ranks were mid-step, so nothing was saved: fix the "
+                                      "data, then resume from the run's newest checkpoint (-r "
+                                      "RUN_DIR)")  # fmt: skip
+            saved = self.save(f"checkpoint-step{self.step}.pth")
+            return UserCodeFailed(f"{raised} (its traceback is above); the last step's state is "
+                                  f"in {saved}: fix the data, then resume with python train.py "
+                                  f"-r {saved}")  # fmt: skip
+        saved = self.save(f"checkpoint-step{self.step}.pth") or "no checkpoint (not rank 0)"
+        return TrainingFailed(  # `on_nonfinite: "stop"`
+            f"non-finite loss at step {self.step + 1} (epoch {epoch}, batch {batch}); the state "
+            f"before it is in {saved}, but its weights may have blown up already (look for an "
+            "earlier checkpoint). Lower the learning rate, or set trainer.on_nonfinite to 'skip'"
+        )
 
     def _pack(self, states: dict[str, Any]) -> Any:
         return states["model"] if tuple(self.bare_models) == SINGLE else states

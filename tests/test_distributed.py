@@ -22,6 +22,7 @@ from conftest import (
     snapshot,
     wait_for,
 )
+from test_fault_tolerance import FAILING_LOADER, code_copy
 
 from builder import build_trainer
 from utils.config.check import apply_overrides, load_config_file, resolve_config
@@ -202,3 +203,28 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     assert final["step"] == expected["step"]
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], tensor), name
+
+
+@pytest.mark.slow
+def test_a_data_error_on_one_rank_ends_the_run_without_a_hang(tmp_path: Path) -> None:
+    """Sample 37 is rank 1's (the ranks take turns through the unshuffled order): only rank 1's
+    loader raises, while rank 0 is in its next step. A save needs every rank, so rank 1 saves
+    nothing and ends (it waited on a collective before: a hang until the gloo timeout)."""
+    project = code_copy(tmp_path)
+    with open(project / "data_loader" / "data_loaders.py", "a") as file:
+        file.write(FAILING_LOADER)
+    (tmp_path / "corrupt").touch()
+    loader = {"type": "FailingLoader", "args": {"corrupt": str(tmp_path / "corrupt"),
+                                                "batch_size": 8}}  # fmt: skip
+    options = [f"trainer.save_dir={tmp_path / 'saved'}", "trainer.epochs=1",
+               "trainer.progress_bar=false", "trainer.monitor=min loss",
+               f"data_loader={json.dumps(loader)}"]  # fmt: skip
+    result = torchrun(2, str(project / "train.py"), "-c", CONFIG, "-d", "cpu",
+                      *[part for option in options for part in ("-o", option)])  # fmt: skip
+    assert result.returncode != 0
+    assert (
+        "error: the data loader raised ValueError: sample 37 is corrupt at epoch 1, batch 3, "
+        "on rank 1 (its traceback is above); the other ranks were mid-step, so nothing was "
+        "saved: fix the data, then resume from the run's newest checkpoint (-r RUN_DIR)"
+    ) in result.stderr, result.stderr[-3000:]
+    assert not list((tmp_path / "saved").rglob("checkpoint-step*.pth"))
