@@ -31,7 +31,9 @@ def _models() -> Any:
 
 class TorchvisionModel(BaseModel):
     """A torchvision classification model by `name` (`resnet18`, `vit_b_16`, ...), returning
-    log-probabilities (pair it with `nll_loss`, like the other models here).
+    log-probabilities (pair it with `nll_loss`, like the other models here); with
+    `log_softmax: false`, its head's raw outputs (a regression's `num_classes` values, or
+    logits for `cross_entropy`).
 
     `weights`: null (random initial weights); a file (a path: it names an existing file,
     contains '/' or ends in .pth or .pt) holding a state dict of that torchvision model, or
@@ -55,9 +57,14 @@ class TorchvisionModel(BaseModel):
         weights: Annotated[str, MinLen(1)] | None = None,
         in_channels: Annotated[int, Ge(1)] = 3,
         freeze: Sequence[str] = (),
+        log_softmax: bool = True,
     ) -> None:
         super().__init__()
         _check_name(name)
+        if log_softmax and num_classes == 1:
+            raise UserError(f"{KEY}.num_classes: 1, under a log-softmax, is always 0; for one "
+                            f"value (a regression) set {KEY}.log_softmax to false")  # fmt: skip
+        self.log_softmax = log_softmax
         if weights is None:
             network = _models().get_model(name, weights=None, num_classes=num_classes)
         else:
@@ -79,7 +86,8 @@ class TorchvisionModel(BaseModel):
         self.freeze(freeze, f"{KEY}.freeze")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, in_channels, H, W)
-        return F.log_softmax(self.network(x), dim=1)  # (B, num_classes)
+        output = self.network(x)  # (B, num_classes)
+        return F.log_softmax(output, dim=1) if self.log_softmax else output
 
     def train(self, mode: bool = True) -> "TorchvisionModel":
         self.network.training = mode  # (its submodules are this module's: set by super())

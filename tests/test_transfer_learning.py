@@ -140,6 +140,25 @@ def test_other_families_get_a_new_head(tmp_path: Path) -> None:
     assert vit.heads.head.out_features == 7 and vit.conv_proj.in_channels == 1
 
 
+def test_without_the_log_softmax_the_head_gives_raw_values_a_regression_trains_on() -> None:
+    """A regression of two values per image: the head's outputs as they are, which a few Adam
+    steps of MSE bring towards the targets (log-probabilities never could: they are <= 0)."""
+    torch.manual_seed(0)
+    model = TorchvisionModel("resnet18", num_classes=2, in_channels=1, log_softmax=False)
+    images, targets = torch.randn(8, 1, 32, 32), torch.rand(8, 2) + 1  # targets in [1, 2)
+    assert torch.equal(model(images), model.network(images))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.mse_loss(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 2
+    assert (TorchvisionModel("resnet18", num_classes=3)(images.repeat(1, 3, 1, 1)) <= 0).all()
+
+
 # ---------------------------------------------------------------- refusals
 
 
@@ -161,6 +180,10 @@ def other_architecture(tmp_path: Path) -> str:
         (lambda _: "arch.args.freeze=layer1.*", ["arch.args.freeze: 'layer1.*' is not valid"]),
         (lambda _: "arch.args.num_classes=0", ["arch.args.num_classes: 0 is not valid for "
                                                "TorchvisionModel", "greater than or equal to 1"]),
+        # One output under a log-softmax is 0 whatever the input: nothing would train.
+        (lambda _: "arch.args.num_classes=1", ["arch.args.num_classes: 1, under a log-softmax, "
+                                               "is always 0; for one value (a regression) set "
+                                               "arch.args.log_softmax to false"]),
         (lambda _: "optimizer.param_groups=[{params: [layr4.*], lr: 0.01}]",
          ["optimizer.param_groups[0].params[0]", "'layr4.*'", "no trainable parameter"]),
         (lambda _: "optimizer.param_groups=[{params: [fc.*], lrr: 0.01}]",
