@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 from conftest import ROOT
 
 from base.metric_tracker import MetricInputs
-from builder import build_trainer, trainer_keys
+from builder import build_models, build_trainer, trainer_keys
 from utils.batch import to_device
-from utils.config.check import apply_overrides, load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, node_path, resolve_config
 from utils.errors import UserError
 
 CPU = torch.device("cpu")
@@ -47,12 +46,8 @@ def test_shipped_config_builds_and_takes_a_step(path: Path, extra: list, tmp_pat
     overrides = [f"trainer.save_dir={tmp_path}", "trainer.compile=false", *extra]
     if data_dir is not None and not raw["data_loader"]["args"].get("download"):
         overrides.append(f"data_loader.args.data_dir={ROOT / data_dir}")
-    arch_args = raw["arch"].get("args") or {}
-    if raw["arch"].get("type") == "TorchvisionModel" and arch_args.get("weights"):
-        # A stand-in for the pretrained file the README says how to download (same shapes).
-        stand_in = tmp_path / "weights.pth"
-        torch.save(torchvision.models.get_model(arch_args["name"]).state_dict(), stand_in)
-        overrides.append(f"arch.args.weights={stand_in}")
+    overrides += stand_in_weights(resolve_config(apply_overrides(raw, overrides), trainer_keys),
+                                  tmp_path)  # fmt: skip
     config = resolve_config(apply_overrides(raw, overrides), trainer_keys)
     if config["data_loader"]["args"].get("download"):
         # Building would fetch the data set; offline, the same loader must fail clearly.
@@ -66,3 +61,19 @@ def test_shipped_config_builds_and_takes_a_step(path: Path, extra: list, tmp_pat
     assert set(values) <= set(trainer.logged_names())
     numbers = [v for v in values.values() if not isinstance(v, MetricInputs)]  # (torchmetrics')
     assert values and all(math.isfinite(float(value.detach())) for value in numbers)
+
+
+def stand_in_weights(config: dict, directory: Path) -> list[str]:
+    """`-o` overrides that give each model whose config names initial weights (a pretrained
+    file the README says how to get, absent from a fresh clone) a file of its own shapes:
+    its state as built without them (`BaseModel.initial_weights_argument`)."""
+    models = build_models(config, weights_from_checkpoint=True)
+    overrides = []
+    for name, model in models.items():
+        path = node_path(config, "arch", name)
+        node = config["arch"] if path == "arch" else config["arch"][name]
+        argument = getattr(model, "initial_weights_argument", None)
+        if argument and node["args"].get(argument) is not None:
+            torch.save(model.state_dict(), directory / f"{name}.weights.pth")
+            overrides.append(f"{path}.args.{argument}={directory / f'{name}.weights.pth'}")
+    return overrides
