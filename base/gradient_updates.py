@@ -86,10 +86,11 @@ class GradientUpdates:
             return
         self.scaler.scale(loss / self.group_size).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """At the group's last batch: unscale, clip, step, clear `optimizer`; True if stepped."""
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """At the group's last batch: unscale, clip, step, clear `optimizer` (a group with a
+        non-finite loss only clears it; with fp16, the scaler skips a step that overflowed)."""
         if not self.group_end:
-            return False
+            return
         if self.group_finite:
             if self.clip_grad_norm is not None or self.measure_grad_norms:
                 self.scaler.unscale_(optimizer)  # the norm and the clip are of true gradients
@@ -98,7 +99,6 @@ class GradientUpdates:
                     self.grad_norms[optimizer] = norm
             self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed
         optimizer.zero_grad(set_to_none=True)
-        return self.group_finite
 
     def _clip_and_measure(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """Clip the gradients of `optimizer` to `clip_grad_norm` (when set); return their total

@@ -15,7 +15,8 @@ class Hook:
 
         before_train
           before_epoch
-            before_step  after_step          once per optimizer step (an accumulation group)
+            before_step  after_step          once per optimizer step (an accumulation group;
+                                             a dropped update gets no after_step)
             before_validation  after_validation
           after_epoch
         after_train                          also when the run ends with an error or a signal

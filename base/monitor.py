@@ -11,7 +11,8 @@ class Monitor:
     """Tracks `"min NAME"` or `"max NAME"` of the epoch log (or nothing, for `"off"`).
 
     Checkpoints keep `best` and `not_improved_count` (as `monitor_best` and
-    `not_improved_count`); `model_best.pth`, early stopping and `ReduceLROnPlateau` read them.
+    `not_improved_count`); `model_best.pth` and early stopping read them (`ReduceLROnPlateau`
+    watches the epoch log's value of `name` itself).
     """
 
     def __init__(self, monitor: str, logged_names: list[str]) -> None:

@@ -41,8 +41,9 @@ def gradient_norms(trainer: BaseTrainer) -> dict[str, float]:
 class TensorBoardLogger(Hook):
     """Writes into the run's log directory, against the optimizer step: the resolved config
     as text when training starts, `train/*` at log steps, `epoch/*` after each epoch (with the
-    training part's time and samples per second), a grid of the first training batch's input
-    each epoch when it is image-shaped (and `log_images`), and parameter histograms."""
+    training part's time and samples per second), a grid of the input of each epoch's first
+    step (its group's last batch) when it is image-shaped (and `log_images`), and parameter
+    histograms."""
 
     def __init__(self, log_images: bool = True) -> None:
         self.log_images = log_images
