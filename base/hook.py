@@ -24,7 +24,8 @@ class Hook:
 
     Each event gets the trainer, from which a hook reads what it needs (`trainer.step`,
     `trainer.epoch_log`, `trainer.models`, ...). A hook ends the run with
-    `trainer.request_stop()`; the hooks after it in the list still see that event.
+    `trainer.request_stop()`, at the next `after_step` or `after_epoch` (the current event, if
+    it is one), once every hook has seen it: the `Checkpointer` saves first.
 
     A hook with state returns it from `state_dict` (tensors and plain data only); every
     checkpoint keeps it under `hooks[state_key]`, and a resumed run hands it back to
@@ -84,8 +85,9 @@ class HookEvents:
     _stop: BaseException | None = None  # what to raise then (None: `StopTraining`)
 
     def request_stop(self, reason: BaseException | None = None) -> None:
-        """End the run after the current event's hooks (all of them still run, so the
-        `Checkpointer` after the caller saves first); raise `reason`, else end normally."""
+        """End the run at the next event after which the `Checkpointer` saves (`after_step`,
+        `after_epoch`: the work so far is kept), once all hooks have seen it; raise `reason`,
+        else end normally. Before training, at once: nothing is lost."""
         self.stop_requested, self._stop = True, reason
 
     def check_hooks(self) -> None:
@@ -104,5 +106,5 @@ class HookEvents:
     def _call(self, event: str) -> None:
         for hook in self.hooks:
             getattr(hook, event)(self)
-        if self.stop_requested and event != "after_train":
+        if self.stop_requested and event in ("before_train", "after_step", "after_epoch"):
             raise self._stop or StopTraining()

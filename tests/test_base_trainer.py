@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from base import BaseTrainer, TensorDataLoader
+from base import BaseTrainer, Hook, TensorDataLoader
 from builder import build_hooks, trainer_options
 from utils.config.check import resolve_config
 from utils.errors import UserError
@@ -88,6 +88,22 @@ def test_early_stop_without_a_monitor_is_named_once_and_stops_nothing(tmp_path, 
     caplog.clear()
     ScriptedTrainer([1], epochs=1, early_stop=2, monitor="min val_loss", tensorboard=False)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+class StopsInValidation(Hook):
+    def after_validation(self, trainer: BaseTrainer) -> None:
+        trainer.request_stop()
+
+
+def test_a_stop_asked_for_in_validation_ends_the_run_once_its_epoch_is_saved(tmp_path) -> None:
+    """It takes effect after `after_epoch`, where the Checkpointer saves: raised after
+    `after_validation`, the epoch's work was neither counted nor saved."""
+    trainer = ScriptedTrainer([5, 4, 3], epochs=3, save_period=100, tensorboard=False)
+    trainer.hooks.insert(0, StopsInValidation())
+    run = create_run_dirs(tmp_path, "toy")
+    trainer.train(run)
+    assert (trainer.epochs_run, trainer.epoch) == ([1], 1)
+    assert saved_epochs(run.models) == [1]
 
 
 def test_max_mode_and_save_period(tmp_path: Path) -> None:
