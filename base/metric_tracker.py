@@ -97,10 +97,20 @@ class MetricTracker:
 
     def gather(self) -> None:
         """Under torchrun, every rank calls it before the writing rank's `state_dict`: the
-        pending totals are summed, and the metric states gathered from every rank, for the
-        checkpoint (on resume, the writing rank alone starts from them)."""
-        self.flush()
-        self._gathered = self._states(gather=True)
+        window's pending totals summed over the ranks and every rank's metric states, for the
+        checkpoint (on resume, the writing rank alone starts from them). Nothing is published
+        or reset: a run logs the windows it would log without saving."""
+        names = list(self._device_totals)
+        self._gathered = {"stateful": self._states(gather=True)}
+        if names:
+            totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
+            counts = torch.tensor([self._device_counts[name] for name in names],
+                                  dtype=torch.float64, device=totals.device)  # fmt: skip
+            totals, counts = all_reduce_sum(torch.stack([totals, counts]))
+            self._gathered["device_totals"] = dict(zip(names, totals, strict=True))
+            self._gathered["device_counts"] = {
+                name: int(count) for name, count in zip(names, counts.tolist(), strict=True)
+            }
 
     def _states(self, gather: bool) -> dict:
         return {
@@ -111,19 +121,24 @@ class MetricTracker:
 
     def state_dict(self) -> dict:
         """The running totals and metric states, so that an epoch resumed in its middle
-        reports the same values (under torchrun, those of the last `gather`)."""
-        stateful, self._gathered = self._gathered or self._states(gather=False), None
+        reports the same values (under torchrun, the window's of the last `gather`)."""
+        gathered, self._gathered = self._gathered or {}, None
         return {
-            "device_totals": {name: t.cpu() for name, t in self._device_totals.items()},
-            "device_counts": dict(self._device_counts),
+            "device_totals": {name: t.cpu() for name, t in
+                              gathered.get("device_totals", self._device_totals).items()},
+            "device_counts": dict(gathered.get("device_counts", self._device_counts)),
             "totals": dict(self._totals),
             "counts": dict(self._counts),
-            "stateful": stateful,
-        }
+            "stateful": gathered.get("stateful") or self._states(gather=False),
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        self._device_totals = {name: t.to(device) for name, t in state["device_totals"].items()}
-        self._device_counts = dict(state["device_counts"])
+        # The window's totals are every rank's summed: the writing rank starts from them, the
+        # others from zeros of the same names (each flush sums the ranks' tensors by name).
+        main = is_main_process()
+        self._device_totals = {name: (t if main else torch.zeros_like(t)).to(device)
+                               for name, t in state["device_totals"].items()}  # fmt: skip
+        self._device_counts = {name: n if main else 0 for name, n in state["device_counts"].items()}
         self._totals, self._counts = dict(state["totals"]), dict(state["counts"])
         # Only the writing rank takes the gathered metric states (the others' empty states add
         # nothing to them), but every rank takes their update counts: whether a metric is

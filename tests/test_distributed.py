@@ -22,6 +22,7 @@ from conftest import (
     snapshot,
     wait_for,
 )
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_fault_tolerance import FAILING_LOADER, code_copy
 
 from builder import build_trainer
@@ -228,3 +229,30 @@ def test_a_data_error_on_one_rank_ends_the_run_without_a_hang(tmp_path: Path) ->
         "saved: fix the data, then resume from the run's newest checkpoint (-r RUN_DIR)"
     ) in result.stderr, result.stderr[-3000:]
     assert not list((tmp_path / "saved").rglob("checkpoint-step*.pth"))
+
+
+@pytest.mark.slow
+def test_a_save_between_log_steps_leaves_the_logged_window_whole(tmp_path: Path) -> None:
+    """Under torchrun a save sums the ranks' pending totals for the checkpoint, and used to
+    publish them too: the next logged window then covered only the steps after the save.
+    With step checkpoints every 3 steps, `train/loss` at every 5th step is what a run that
+    saves no step checkpoint logs, and so is the epoch's loss."""
+
+    def run(save_dir: Path, *extra: str) -> dict[tuple[str, int], float | str]:
+        settings = [f"trainer.save_dir={save_dir}", "trainer.epochs=1", "trainer.len_epoch=10",
+                    "trainer.log_step=5", "trainer.progress_bar=false", NARROW,
+                    f"data_loader.args.data_dir={ROOT / 'data'}", "data_loader.args.batch_size=32",
+                    *extra]  # fmt: skip
+        result = torchrun(2, "train.py", "-c", CONFIG, "-d", "cpu",
+                          *[part for setting in settings for part in ("-o", setting)])  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (log,) = (save_dir / "log").glob("*/*")
+        events = EventAccumulator(str(log), size_guidance={"scalars": 0}).Reload()
+        logged = {(tag, e.step): e.value for tag in ("train/loss", "epoch/loss")
+                  for e in events.Scalars(tag)}  # fmt: skip
+        return {**logged, ("epoch line", 1): epoch_lines(result.stdout)["1/1"]}
+
+    saving = run(tmp_path / "saving", "trainer.save_every_steps=3")
+    assert set(saving) == {("train/loss", 5), ("train/loss", 10), ("epoch/loss", 10),
+                           ("epoch line", 1)}  # fmt: skip
+    assert saving == run(tmp_path / "plain")
