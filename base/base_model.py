@@ -51,8 +51,9 @@ class BaseModel(nn.Module, ABC):
             parameter.requires_grad_(False)
         if frozen:
             count, total = (sum(p.numel() for p in ps) for ps in (frozen, self.parameters()))
-            logger.info("%s: %s of %s parameters frozen (%d tensors matching %s)", key,
-                        f"{count:,}", f"{total:,}", len(frozen), ", ".join(patterns))  # fmt: skip
+            tensors = f"{len(frozen)} tensor{'s' if len(frozen) > 1 else ''}"
+            logger.info("%s: %s of %s parameters frozen (%s matching %s)", key, f"{count:,}",
+                        f"{total:,}", tensors, ", ".join(patterns))  # fmt: skip
         self.train(self.training)  # frozen batch-norm layers go to eval mode now
 
     def train(self, mode: bool = True) -> "BaseModel":
@@ -72,6 +73,7 @@ class BaseModel(nn.Module, ABC):
 
     def __str__(self) -> str:
         frozen = [p for p in self.parameters() if not p.requires_grad]
-        note = f" ({sum(p.numel() for p in frozen):,} frozen in {len(frozen)} tensors)"
+        tensors = f"{len(frozen)} tensor{'s' if len(frozen) > 1 else ''}"
+        note = f" ({sum(p.numel() for p in frozen):,} frozen in {tensors})"
         count = f"{self.num_trainable_parameters():,}{note if frozen else ''}"
         return f"{super().__str__()}\nTrainable parameters: {count}"

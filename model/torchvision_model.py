@@ -73,8 +73,8 @@ class TorchvisionModel(BaseModel):
             if classes != num_classes:  # (a head of that size keeps its weights)
                 network.set_submodule(*_new_head(network, num_classes))
             stem, conv = _first_conv(network)
-            kept = "kept" if classes == num_classes else f"new, for {num_classes} classes"
-            logger.info("%s.weights: %s loaded into %s; head %s (%d classes): %s; first "
+            kept = "kept" if classes == num_classes else f"new, with {num_classes} outputs"
+            logger.info("%s.weights: %s loaded into %s; head %s (%d outputs): %s; first "
                         "convolution %s: %d -> %d input channels", KEY, weights, name, head,
                         classes, kept, stem, conv.in_channels, in_channels)  # fmt: skip
         _adapt_first_conv(network, in_channels)
