@@ -245,16 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
     """Build the run that `args` (parsed by `parse_args`) describe and train it; a tune.py
     trial is this, with its reporter in `extra_hooks`."""
-    run_dirs = None
+    run_dirs, device = None, f" -d {args.device}" if args.device else ""  # (in the commands)
     try:
         trainer, run_dirs = build(args, extra_hooks)
         trainer.train(run_dirs)
         process_group.barrier()  # no rank leaves the process group while another still uses it
         if run_dirs is not None:
-            log_next_commands(trainer, run_dirs)  # (in the process group: how it was started)
+            log_next_commands(trainer, run_dirs, device)  # (in the group: how it started)
     except Stopped as stopped:
         if run_dirs is not None:  # with no checkpoint yet, -r starts the run again
-            logger.info("to resume: %s train.py -r %s", process_group.launcher(), run_dirs.models)
+            logger.info("to resume: %s train.py%s -r %s", process_group.launcher(), device,
+                        run_dirs.models)  # fmt: skip
         if job and stopped.signum == REQUEUE_SIGNAL and job.slurm_job_id():
             if process_group.is_main_process():  # after the checkpoint: the job may end at once
                 logger.info("%s", job.requeue_slurm_job())
@@ -268,27 +269,29 @@ def run(args: argparse.Namespace, extra_hooks: Sequence[Hook] = ()) -> int:
     return 0
 
 
-def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs) -> None:
-    """Where the outputs are, and the commands that evaluate the run and train it on."""
-    models, epoch, start = run_dirs.models, trainer.epoch, process_group.launcher()
+def log_next_commands(trainer: BaseTrainer, run_dirs: RunDirs, device: str) -> None:
+    """Where the outputs are, and the commands that evaluate the run and train it on (on the
+    `device` it was given, `-d`)."""
+    models, epoch = run_dirs.models, trainer.epoch
+    start = f"{process_group.launcher()} train.py{device}"
     logger.info("outputs in %s and %s", models, run_dirs.log)
     if trainer.evaluates():  # (test.py refuses a trainer without a validation step: a GAN's)
-        logger.info("to evaluate: python test.py -r %s", models)
+        logger.info("to evaluate: python test.py%s -r %s", device, models)
     # Early stopping's count is restored on resume: one more epoch without improvement
     # would end the resumed run again, so the commands turn it off.
     patience, monitor = trainer.config["trainer"]["early_stop"], trainer.monitor
     spent = patience > 0 and monitor.enabled and monitor.not_improved_count >= patience
     early_stop = " -o trainer.early_stop=0" if spent else ""
     if epoch < trainer.epochs:  # a hook ended it
-        logger.info("to train on: %s train.py -r %s%s", start, models, early_stop)
+        logger.info("to train on: %s -r %s%s", start, models, early_stop)
     elif any(isinstance(s, OneCycleLR) for s in trainer.lr_schedulers.values()):
         # One cycle's length is fixed when it starts: a resume cannot lengthen it.
         logger.info("to train longer, fine-tune the last weights with a new cycle in a "
-                    "new run: %s train.py -c %s -r %s -o trainer.epochs=%d",
+                    "new run: %s -c %s -r %s -o trainer.epochs=%d",
                     start, models / "config.json", models, epoch)  # fmt: skip
     else:
         logger.info("to train longer (trainer.epochs is the total, so any N > %d): "
-                    "%s train.py -r %s -o trainer.epochs=%d%s",
+                    "%s -r %s -o trainer.epochs=%d%s",
                     epoch, start, models, 2 * epoch, early_stop)  # fmt: skip
 
 

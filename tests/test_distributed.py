@@ -114,9 +114,9 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(load(models / "checkpoint-epoch2.pth"), checkpoint)
     assert (
-        f"torchrun --standalone --nproc_per_node=2 train.py -r {models} -o trainer.epochs=6"
+        f"torchrun --standalone --nproc_per_node=2 train.py -d cpu -r {models} -o trainer.epochs=6"
         in result.stdout
-    )  # the command to train longer starts it as it was started
+    )  # the command to train longer starts it as it was started, on the device it was given
     resumed = epoch_lines(result.stdout)["1/3"]
     assert resumed.split("  ", 1)[1] == epochs_logged["1/2"].split("  ", 1)[1]  # its F1 too
     after = load(models / "checkpoint-epoch3.pth")

@@ -388,3 +388,15 @@ def test_the_libraries_a_run_does_not_use_are_not_imported(tmp_path: Path) -> No
                       *shrunk(tmp_path / "saved"), "-o", "trainer.epochs=1",
                       "-o", "trainer.len_epoch=1")  # fmt: skip
     assert "torch.optim" in run and not framework_imports(run) - {"torch.distributed.fsdp"}
+
+
+def test_the_printed_commands_keep_the_device_the_run_was_given(tmp_path: Path, capsys) -> None:
+    """`-d cpu` on a machine with a GPU: a command that dropped it would go on on the GPU."""
+    save_dir = tmp_path / "saved"
+    argv = ["-c", "config/config.json", *shrunk(save_dir), "-o", "trainer.epochs=1", "-d", "cpu"]
+    code, _ = run_in_process(train.main, argv, capsys)
+    assert code == 0
+    (log,) = save_dir.rglob("info.log")
+    models = run_dir(save_dir)
+    assert f"to evaluate: python test.py -d cpu -r {models}\n" in log.read_text()
+    assert f"python train.py -d cpu -r {models} -o trainer.epochs=2\n" in log.read_text()
