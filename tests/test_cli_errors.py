@@ -1,6 +1,7 @@
 """Bad input through the real command line: one line on stderr, exit 2, no run directory."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -128,13 +129,14 @@ def test_bad_checkpoints(tmp_path: Path, capsys) -> None:
 
 
 def test_the_directory_above_runs_names_them(tmp_path: Path, capsys) -> None:
-    """`-r saved/models/NAME` is one level short: the message names its runs, newest last."""
-    for run in ("1207_101500", "1207_093000", "notes"):
+    """`-r saved/models/NAME` is one level short: the message names its runs, the one last
+    written to last (by time, not name: run ids may be anything)."""
+    for written, run in enumerate(("zeta", "alpha", "notes")):
         (tmp_path / run).mkdir()
-    for run in ("1207_101500", "1207_093000"):
-        (tmp_path / run / "checkpoint-epoch1.pth").write_bytes(b"")
-    hint = (f"; it holds the runs 1207_093000, 1207_101500: give one, such as -r "
-            f"{tmp_path / '1207_101500'}")  # fmt: skip
+        if run != "notes":  # (a directory without checkpoints is not a run)
+            (tmp_path / run / "checkpoint-epoch1.pth").write_bytes(b"")
+            os.utime(tmp_path / run / "checkpoint-epoch1.pth", (1e9 + written, 1e9 + written))
+    hint = f"; it holds the runs zeta, alpha: give one, such as -r {tmp_path / 'alpha'}"
     assert_refused(test_script.main, ["-r", str(tmp_path)], capsys, f"in this directory{hint}")
     assert_refused(train.main, ["-r", str(tmp_path)], capsys, f"in this directory{hint}")
 

@@ -15,9 +15,7 @@ class EarlyStopping(Hook):
 
     def after_epoch(self, trainer: BaseTrainer) -> None:
         if trainer.monitor.enabled and trainer.monitor.not_improved_count >= self.early_stop:
-            logger.info(
-                "%s has not improved for %d epochs: stopping early.",
-                trainer.monitor.name,
-                trainer.monitor.not_improved_count,
-            )
+            count = trainer.monitor.not_improved_count
+            logger.info("%s has not improved for %d epoch%s: stopping early.",
+                        trainer.monitor.name, count, "s" if count > 1 else "")  # fmt: skip
             trainer.request_stop()

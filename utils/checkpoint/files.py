@@ -249,11 +249,13 @@ def newest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 
 def runs_in(directory: Path) -> str:
     """For a message on a directory without checkpoints: the runs in it, if it is their
-    parent (`saved/models/NAME`), the newest last ("" if none)."""
-    runs = sorted(p.name for p in directory.iterdir() if p.is_dir() and any(p.glob("*.pth")))
+    parent (`saved/models/NAME`), the last five written to, newest last ("" if none)."""
+    written = {p.name: max(f.stat().st_mtime for f in p.glob("*.pth"))
+               for p in directory.iterdir() if p.is_dir() and any(p.glob("*.pth"))}  # fmt: skip
+    runs = sorted(written, key=written.get)
     if not runs:
         return ""
-    named = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+    named = ", ".join(runs[-5:]) + (f" and {len(runs) - 5} earlier" if len(runs) > 5 else "")
     return f"; it holds the runs {named}: give one, such as -r {directory / runs[-1]}"
 
 
