@@ -247,6 +247,30 @@ def test_a_torchrun_rank_ends_without_the_interpreter_teardown(tmp_path: Path, t
     assert ran == ({"exit handlers ran"} if torchrun else {"exit handlers ran", "torn down"})
 
 
+SIGNALLED_ENDING = """
+import atexit, os, signal, sys
+from pathlib import Path
+from utils.distributed.process_group import end_process
+from utils.stop_signals import exit_on_stop_signals
+
+exit_on_stop_signals("in the test")  # (train.py's: a stop signal raises SystemExit)
+atexit.register(Path(sys.argv[1], "exit handlers ran").touch)
+atexit.register(os.kill, os.getpid(), signal.SIGTERM)  # (first: torchrun ending the rank)
+end_process(3)
+"""
+
+
+def test_a_stop_signal_while_a_torchrun_rank_ends_changes_nothing(tmp_path: Path) -> None:
+    """torchrun ends the other ranks of a failed one with SIGTERM; one that is already ending
+    keeps its code and its quiet stderr (the stop raised inside an exit handler, as a
+    traceback), and its other exit handlers still run."""
+    env = {**os.environ, "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    command = [sys.executable, "-c", SIGNALLED_ENDING, str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (3, "")
+    assert (tmp_path / "exit handlers ran").exists()
+
+
 def test_a_finished_run_copied_without_its_log_resumes_with_the_printed_command(
     tmp_path: Path, shrunk_run: TrainedRun
 ) -> None:

@@ -8,6 +8,7 @@ world has one member, so callers need no `if distributed` branches.
 
 import atexit
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -143,8 +144,12 @@ def end_process(code: int) -> NoReturn:
     """Exit with `code`. A torchrun rank runs the exit handlers (logging's, W&B's) and flushes
     its streams, then skips the interpreter's teardown: there, threads gloo leaves behind can
     abort the process (SIGABRT, "terminate called without an active exception"; torch's), and
-    torchrun would report a finished run as failed and start the job again."""
+    torchrun would report a finished run as failed and start the job again. A stop signal
+    now (torchrun ending the other ranks of a failed one) changes nothing: it is ignored,
+    rather than raised inside an exit handler as a traceback."""
     if launched_by_torchrun():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
