@@ -5,7 +5,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from utils.distributed.process_group import world_size
+from utils.distributed.process_group import is_main_process, world_size
 from utils.errors import UserError, error_summary
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,15 @@ class EpochBatches:
         done = min(position[key] * saved // ranks, len(self.data_loader))
         done -= 0 if self.iteration_based else done % group
         again = position[key] * saved - done * ranks
-        logger.warning(
-            "the checkpoint was saved by %d processes, each %d batches into this pass over the "
-            "data; with %d, each goes on after %d%s", saved, position[key], ranks, done,
-            f" (the samples of {again} batches before that are trained again)" if again else "",
-        )  # fmt: skip
+        again = (
+            f" (the samples of {_batches(again)} before that are trained again)" if again else ""
+        )
+        if is_main_process():  # (every rank computes the same)
+            logger.warning(
+                "the checkpoint was saved by %s %s into this pass over the data; with %d, %s "
+                "goes on after %d%s", "1 process," if saved == 1 else f"{saved} processes, each",
+                _batches(position[key]), ranks, "it" if ranks == 1 else "each", done, again,
+            )  # fmt: skip
         return {**position, key: done, "world_size": ranks}
 
     def load_position(self, position: dict[str, int]) -> None:
@@ -133,6 +137,10 @@ class EpochBatches:
         self.batches_done = position["batches_done"]
         self.passes, self.pass_batches = position["passes"], position["pass_batches"]
         self._batches = None
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch{'' if n == 1 else 'es'}"
 
 
 def no_batch_message(data_loader: EpochLoader) -> str:

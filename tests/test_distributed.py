@@ -181,7 +181,7 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     result = run_script("train.py", "-r", str(copy / "checkpoint-step111.pth"), "-d", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the checkpoint was saved by 2 processes, each 54 batches into this pass over the " \
-        "data; with 1, each goes on after 108\n" in result.stdout  # fmt: skip
+        "data; with 1, it goes on after 108\n" in result.stdout  # fmt: skip
     assert "resuming in epoch 2 of 2, after 108 of its 113 batches (step 111)" in result.stdout
     assert load(copy / "checkpoint-epoch2.pth")["step"] == 111 + 113 - 108
 

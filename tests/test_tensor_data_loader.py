@@ -206,12 +206,25 @@ def test_ranks_share_an_epoch(monkeypatch, size, n_ranks, batch_size, drop_last)
 
 
 @pytest.mark.parametrize(
-    ("saved", "ranks", "done", "group", "after", "again"),
-    [(2, 1, 3, 1, 6, 0), (3, 2, 4, 1, 6, 0), (1, 2, 5, 1, 2, 1), (2, 3, 4, 1, 2, 2),
-     (1, 2, 10, 2, 4, 2)],
+    ("saved", "ranks", "done", "group", "after", "again", "said"),
+    [
+        (2, 1, 3, 1, 6, 0, "saved by 2 processes, each 3 batches into this pass over the data; "
+                           "with 1, it goes on after 6"),
+        (3, 2, 4, 1, 6, 0, "saved by 3 processes, each 4 batches into this pass over the data; "
+                           "with 2, each goes on after 6"),
+        (1, 2, 5, 1, 2, 1, "saved by 1 process, 5 batches into this pass over the data; with 2, "
+                           "each goes on after 2 (the samples of 1 batch before that are "
+                           "trained again)"),
+        (2, 3, 4, 1, 2, 2, "saved by 2 processes, each 4 batches into this pass over the data; "
+                           "with 3, each goes on after 2 (the samples of 2 batches before "
+                           "that are trained again)"),
+        (1, 2, 10, 2, 4, 2, "saved by 1 process, 10 batches into this pass over the data; with "
+                            "2, each goes on after 4 (the samples of 2 batches before that are "
+                            "trained again)"),
+    ],
 )  # fmt: skip
 def test_a_position_saved_by_other_ranks_goes_on_with_the_samples_not_trained(
-    monkeypatch, caplog, saved, ranks, done, group, after, again
+    monkeypatch, caplog, saved, ranks, done, group, after, again, said
 ):
     """`done` batches of each of `saved` ranks are the epoch order's first done x saved
     batches: with `ranks`, each goes on after that many over `ranks` (rounded down to whole
@@ -239,12 +252,7 @@ def test_a_position_saved_by_other_ranks_goes_on_with_the_samples_not_trained(
     assert set(before) | set(rest) == set(range(size))
     assert len(before) + len(rest) - size == again * batch_size
     (record,) = caplog.records
-    assert record.getMessage().startswith(
-        f"the checkpoint was saved by {saved} processes, each {done} batches into this pass "
-        f"over the data; with {ranks}, each goes on after {after}"
-    )
-    assert (f"the samples of {again} batches before that are trained again" in
-            record.getMessage()) == bool(again)  # fmt: skip
+    assert record.getMessage() == f"the checkpoint was {said}"
     assert EpochBatches(loader).in_this_world({**position, "world_size": ranks}, group) == {
         **position, "world_size": ranks
     }  # fmt: skip
