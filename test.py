@@ -41,6 +41,7 @@ from utils.checkpoint.files import (
     write_json,
 )
 from utils.cli import ArgumentParser, add_config_options, run_main
+from utils.distributed import process_group
 from utils.distributed.device import select_device
 from utils.errors import UserError
 from utils.run.dirs import readable_path
@@ -93,6 +94,9 @@ def checkpoint_to_evaluate(resume: str) -> tuple[Path, dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if process_group.launched_by_torchrun():  # every rank would evaluate the whole split
+        raise UserError("test.py evaluates in one process, not shared out by torchrun; run it "
+                        f"as python test.py -r {args.resume}")  # fmt: skip
     path, checkpoint = checkpoint_to_evaluate(args.resume)
     config = run_config(args.config, args.override, checkpoint, path)
     setup_logging(None, config["trainer"]["verbosity"])

@@ -150,3 +150,12 @@ def test_resume_refuses_other_arch(tmp_path: Path, shrunk_run: TrainedRun) -> No
     assert_usage_error(run_script("train.py", "-r", str(checkpoint)), "arch.type", "'ResNet'")
     assert_usage_error(run_script("test.py", "-r", str(checkpoint)), "arch.type", "'ResNet'")
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == before
+
+
+def test_test_py_under_torchrun_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Every rank would evaluate the whole test split and write the same file."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run = str(tmp_path / "run")
+    assert_refused(test_script.main, ["-r", run], capsys, "error: test.py evaluates in one "
+                   f"process, not shared out by torchrun; run it as python test.py -r {run}")  # fmt: skip
