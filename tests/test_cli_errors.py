@@ -157,5 +157,6 @@ def test_test_py_under_torchrun_is_refused(tmp_path: Path, capsys, monkeypatch) 
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     run = str(tmp_path / "run")
-    assert_refused(test_script.main, ["-r", run], capsys, "error: test.py evaluates in one "
-                   f"process, not shared out by torchrun; run it as python test.py -r {run}")  # fmt: skip
+    said = f"test.py evaluates in one process, not shared out by torchrun; run it as python " \
+        f"test.py -r {run}"  # fmt: skip
+    assert_refused(test_script.main, ["-r", run], capsys, f"error: {said}")
