@@ -179,9 +179,10 @@ def update(template: str | None, new_units: list[str]) -> tuple[int, str]:
         return 0, f"already up to date with {source}"
     commit = yaml.safe_load((PROJECT / ANSWERS).read_text())["_commit"]
     added = [name for name in new_units if name not in answers["units"]]
-    kept_line = f"; kept units {', '.join(kept)}, whose files this project has" if kept else ""
-    kept_line = (f"; added units {', '.join(added)}" if added else "") + kept_line
-    return 0, f"updated from {source} at {commit}{kept_line}: review with git diff, then commit"
+    notes = (f"; added units {', '.join(added)}" if added else "") + (
+        f"; kept units {', '.join(kept)}, whose files this project has" if kept else ""
+    )
+    return 0, f"updated from {source} at {commit}{notes}: review with git diff, then commit"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

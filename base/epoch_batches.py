@@ -120,15 +120,14 @@ class EpochBatches:
             return {**position, "world_size": ranks}
         done = min(position[key] * saved // ranks, len(self.data_loader))
         done -= 0 if self.iteration_based else done % group
-        again = position[key] * saved - done * ranks
-        again = (
-            f" (the samples of {_batches(again)} before that are trained again)" if again else ""
-        )
+        again = position[key] * saved - done * ranks  # batches trained twice
+        again_text = f" (the samples of {_batches(again)} before that are trained again)"
         if is_main_process():  # (every rank computes the same)
             logger.warning(
                 "the checkpoint was saved by %s %s into this pass over the data; with %d, %s "
                 "goes on after %d%s", "1 process," if saved == 1 else f"{saved} processes, each",
-                _batches(position[key]), ranks, "it" if ranks == 1 else "each", done, again,
+                _batches(position[key]), ranks, "it" if ranks == 1 else "each", done,
+                again_text if again else "",
             )  # fmt: skip
         return {**position, key: done, "world_size": ranks}
 

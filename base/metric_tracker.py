@@ -75,11 +75,7 @@ class MetricTracker:
         names = list(self._device_totals)
         if not names:
             return window
-        totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
-        counts = torch.tensor(
-            [self._device_counts[name] for name in names], dtype=torch.float64, device=totals.device
-        )
-        totals, counts = all_reduce_sum(torch.stack([totals, counts])).tolist()
+        totals, counts = self._summed_pending(names).tolist()
         self._device_totals.clear()
         self._device_counts.clear()
         means = {}
@@ -88,6 +84,14 @@ class MetricTracker:
             self._counts[name] = self._counts.get(name, 0.0) + count
             means[name] = total / count
         return {**means, **window}
+
+    def _summed_pending(self, names: list[str]) -> torch.Tensor:
+        """The pending totals and counts of `names`, summed over the ranks: (2, names)."""
+        totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
+        counts = torch.tensor(
+            [self._device_counts[name] for name in names], dtype=torch.float64, device=totals.device
+        )
+        return all_reduce_sum(torch.stack([totals, counts]))
 
     def result(self) -> dict[str, float]:
         """The values of everything updated since the last reset, as Python floats."""
@@ -103,10 +107,7 @@ class MetricTracker:
         names = list(self._device_totals)
         self._gathered = {"stateful": self._states(gather=True)}
         if names:
-            totals = torch.stack([self._device_totals[name] for name in names])  # (names,)
-            counts = torch.tensor([self._device_counts[name] for name in names],
-                                  dtype=torch.float64, device=totals.device)  # fmt: skip
-            totals, counts = all_reduce_sum(torch.stack([totals, counts]))
+            totals, counts = self._summed_pending(names)
             self._gathered["device_totals"] = dict(zip(names, totals, strict=True))
             self._gathered["device_counts"] = {
                 name: int(count) for name, count in zip(names, counts.tolist(), strict=True)

@@ -188,9 +188,7 @@ class TrainerState:
                     problem = f"{type(hook).__name__} cannot load it ({error_summary(error)})"
                     raise FieldError(f"hooks[{hook.state_key!r}]", problem) from None
         unclaimed = set(states) - {hook.state_key for hook in self.hooks}
-        unfed = {
-            h.state_key.split("(")[0]: h.state_key for h in self.hooks if h.state_key not in states
-        }
+        unfed = {type(h).__name__: h.state_key for h in self.hooks if h.state_key not in states}
         for key in sorted(unclaimed):
             kind = key.split("(")[0]  # a state key starts with its class name
             if kind in unfed:  # the same hook with other arguments: a state is not theirs
