@@ -188,12 +188,14 @@ def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes_exactly(
     save_dir = tmp_path / "saved"
     run = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "train.py", "-c", CONFIG,
            *options(save_dir)]  # fmt: skip
-    with launched(run, stdout=subprocess.DEVNULL) as launcher:
+    with open(tmp_path / "stdout.txt", "w") as out, launched(run, stdout=out) as launcher:
         wait_for("models/*/*/checkpoint-step3.pth", save_dir, launcher)
         launcher.send_signal(signal.SIGTERM)
         _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # both ranks, cleanly
+    stdout = (tmp_path / "stdout.txt").read_text()
+    assert stdout.count("SIGTERM received: stopping") == 1, stdout[-3000:]  # said once
     models = run_dir(save_dir)
     stopped_at = max(load(p)["step"] for p in models.glob("checkpoint-*.pth"))
     assert stopped_at % 5 == 0 and stopped_at < expected["step"]

@@ -7,7 +7,7 @@ import threading
 import torch
 
 from base import BaseTrainer, Hook
-from utils.distributed.process_group import all_reduce_sum, is_distributed
+from utils.distributed.process_group import all_reduce_sum, is_distributed, is_main_process
 from utils.stop_signals import TRAINING_STOP_SIGNALS, Stopped, StopSignals
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class StopOnSignal(Hook):
         signalled = [s for s, count in zip(TRAINING_STOP_SIGNALS, received, strict=True) if count]
         if signalled:
             signum = signalled[-1]
-            logger.warning("%s received: stopping with a checkpoint of step %d (send it again "
-                           "to stop at once, without one)", signal.Signals(signum).name,
-                           trainer.step)  # fmt: skip
+            if is_main_process():  # (said once, not by every rank)
+                logger.warning("%s received: stopping with a checkpoint of step %d (send it "
+                               "again to stop at once, without one)", signal.Signals(signum).name,
+                               trainer.step)  # fmt: skip
             trainer.request_stop(Stopped(signum))
