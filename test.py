@@ -32,6 +32,7 @@ from builder import (
     trainer_class,
 )
 from logger.logger import setup_logging
+from trainer.hooks.ema import EMA
 from utils.checkpoint.fields import naming_checkpoint
 from utils.checkpoint.files import (
     check_writable,
@@ -117,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in results.items():
         logger.info("%-*s %.6g", width, name, value)
     step = checkpoint["step"]
-    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": step, **results}
+    summary = {"checkpoint": path.name, "epoch": checkpoint["epoch"], "step": step,
+               "weights": evaluated_weights(trainer), **results}  # fmt: skip
     if report is not None and (entry := report.finish(step)) is not None:
         summary["report"] = entry
     write_json(output, summary)
@@ -133,6 +135,13 @@ def trainer_to_test(config: dict) -> type[BaseTrainer]:
     if not trainer_type.evaluates():
         raise UserError(f"trainer.type: {trainer_type.__name__} has no validation_step to test")
     return trainer_type
+
+
+def evaluated_weights(trainer: BaseTrainer) -> str:
+    """Whose weights were evaluated: an `EMA` hook's averaged ones (by its state key), or the
+    checkpoint's own (`state_dict`)."""
+    averaged = [h for h in trainer.hooks if isinstance(h, EMA) and h.evaluate and h.shadow]
+    return averaged[0].state_key if averaged else "state_dict"
 
 
 def evaluating_trainer(

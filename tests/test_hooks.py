@@ -361,8 +361,9 @@ def test_test_py_evaluates_the_averaged_weights(runs: dict[str, Path], tmp_path:
     shutil.copy(runs["ema"] / "model_best.pth", tmp_path)  # its test metrics go beside it
     result = run_script("test.py", "-r", str(tmp_path / "model_best.pth"))
     assert result.returncode == 0, result.stderr
-    loss = read_json(tmp_path / "model_best.test_metrics.json")["loss"]
-    best = load(tmp_path / "model_best.pth")
+    results = read_json(tmp_path / "model_best.test_metrics.json")
+    loss, best = results["loss"], load(tmp_path / "model_best.pth")
+    assert results["weights"] == AVERAGED  # it says whose weights were evaluated
     averaged = evaluate_by_hand(best["hooks"][AVERAGED]["weights"], best["config"])
     assert loss == pytest.approx(averaged, rel=1e-5)
     assert abs(loss - evaluate_by_hand(best["state_dict"], best["config"])) > 1e-3

@@ -161,6 +161,7 @@ def test_test_script_evaluates_a_run_directory_one_file_per_checkpoint(
     assert result.returncode == 0, result.stderr
     metrics = read_json(models / "model_best.test_metrics.json")
     assert metrics["checkpoint"] == "model_best.pth" and metrics["n_samples"] == 1000
+    assert metrics["weights"] == "state_dict"  # (no EMA hook: the model's own)
     assert set(metrics) >= {"loss", "accuracy", "top_k_acc"}
     assert 0.0 <= metrics["accuracy"] <= metrics["top_k_acc"] <= 1.0
     assert f"{metrics['accuracy']:.6g}" in result.stdout
