@@ -95,7 +95,10 @@ def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes
 def _undone(trainer: "BaseTrainer") -> Iterator[None]:
     """On leaving, put back everything a training step changes. The copies are kept on the
     CPU, so that the trial needs no more GPU memory than a step of the run does."""
-    rng, batch, scaler = get_rng_state(), trainer.batch, trainer.updates.scaler
+    rng, scaler = get_rng_state(), trainer.updates.scaler
+    # The trainer's attributes, a subclass's own too (a step counter of its own warm-up): a
+    # value the step rebinds is put back; an object it changes in place is not.
+    attributes = dict(vars(trainer))
     tensors = [t for m in trainer.bare_models.values() for t in (*m.parameters(), *m.buffers())]
     values = [tensor.detach().to("cpu", copy=True) for tensor in tensors]
     grads = [None if t.grad is None else t.grad.detach().to("cpu", copy=True) for t in tensors]
@@ -127,7 +130,8 @@ def _undone(trainer: "BaseTrainer") -> Iterator[None]:
         if scaler_stages is not None:
             scaler._per_optimizer_states = scaler_stages
         vars(trainer.updates).update(updates)
-        trainer.batch = batch
+        vars(trainer).clear()
+        vars(trainer).update(attributes)
         set_rng_state(rng)
 
 

@@ -270,8 +270,10 @@ def assert_trial_undone(config: str, settings: list[str]) -> None:
     before = everything(trainer)
     weights = copy.deepcopy({n: m.state_dict() for n, m in trainer.bare_models.items()})
     trained = []
+    trainer.own_steps = 0  # a subclass's own counter, as a warm-up of its own would keep
 
     def train_step(batch):
+        trainer.own_steps += 1
         values = type(trainer).train_step(trainer, batch)
         trained.append({n: copy.deepcopy(m.state_dict()) for n, m in trainer.bare_models.items()})
         return values
@@ -279,7 +281,7 @@ def assert_trial_undone(config: str, settings: list[str]) -> None:
     trainer.train_step = train_step
     trainer.trial_step()
     del trainer.train_step
-    assert len(trained) == 1
+    assert len(trained) == 1 and trainer.own_steps == 0
     with pytest.raises(AssertionError):  # the step did train: weights and BatchNorm stats moved
         assert_same_state(weights, trained[0])
     assert_same_run(everything(trainer), before)
