@@ -93,12 +93,10 @@ def _try_stateful_metrics(trainer: "BaseTrainer", values: dict[str, Any], shapes
 
 @contextmanager
 def _undone(trainer: "BaseTrainer") -> Iterator[None]:
-    """On leaving, put back everything a training step changes. The copies are kept on the
-    CPU, so that the trial needs no more GPU memory than a step of the run does."""
-    rng, scaler = get_rng_state(), trainer.updates.scaler
-    # The trainer's attributes, a subclass's own too (a step counter of its own warm-up): a
-    # value the step rebinds is put back; an object it changes in place is not.
-    attributes = dict(vars(trainer))
+    """On leaving, put back everything a training step changes, and the trainer's attributes
+    (a subclass's own step counter too; an object changed in place is not). The copies are
+    kept on the CPU, so that the trial needs no more GPU memory than a step of the run does."""
+    rng, scaler, attributes = get_rng_state(), trainer.updates.scaler, dict(vars(trainer))
     tensors = [t for m in trainer.bare_models.values() for t in (*m.parameters(), *m.buffers())]
     values = [tensor.detach().to("cpu", copy=True) for tensor in tensors]
     grads = [None if t.grad is None else t.grad.detach().to("cpu", copy=True) for t in tensors]
