@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from utils.distributed.process_group import shard, share_size
+from utils.distributed.process_group import repeats_in_share, shard, share_size
 from utils.errors import UserError
 from utils.stop_signals import ignore_stop_signals
 
@@ -85,6 +85,11 @@ class EpochSampler(Sampler[int]):
         else:
             order = torch.arange(self.size)
         return shard(order)[self.start :]
+
+    @property
+    def repeats(self) -> int:
+        """How many of this rank's last indices repeat another rank's (to even the shares)."""
+        return repeats_in_share(self.size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())

@@ -15,7 +15,7 @@ from base.model_wrapping import place_models
 from base.trainer_state import TrainerState
 from base.trainer_steps import TrainerSteps
 from base.trial_step import run_trial_step
-from utils.batch import batch_size, to_device
+from utils.batch import batch_size, first_samples, to_device
 from utils.errors import UserError
 from utils.run.dirs import RunDirs
 
@@ -160,14 +160,22 @@ class BaseTrainer(TrainerSteps, HookEvents, TrainerState):
     @torch.no_grad()
     def validate(self, data_loader: Any) -> dict[str, float]:
         """Sample-weighted means of `validation_step` over all of `data_loader` (under torchrun:
-        every rank's share), in eval mode, between the `*_validation` hook events."""
+        every rank's share, where a sample repeated to even the shares is stepped on, for the
+        ranks' collectives, but not counted), in eval mode, between the `*_validation` hook
+        events."""
         self._call("before_validation")
         for model in self.models.values():
             model.eval()
         tracker = MetricTracker(self.stateful_metrics(), self.device)
-        for batch in data_loader:
+        repeats = getattr(getattr(data_loader, "sampler", None), "repeats", 0)
+        last = len(data_loader) if repeats else None
+        for index, batch in enumerate(data_loader, 1):
             batch = to_device(batch, self.device, self.channels_last)
-            tracker.update_all(self.validation_step(batch), batch_size(batch))
+            size = batch_size(batch)
+            n = size - repeats if index == last else size
+            values = self.validation_step(first_samples(batch, n) if 0 < n < size else batch)
+            if n:
+                tracker.update_all(values, n)
         for model in self.models.values():
             model.train()
         self._call("after_validation")

@@ -38,9 +38,11 @@ def torchrun(n_processes: int, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def ddp_overrides(tmp_path: Path) -> list[str]:
-    """Two short epochs over the whole split (400 validation images: 200 per rank, no padding)."""
+    """Two short epochs over the whole split; 401 validation images, so that one rank's
+    share is evened by a repeat, which its validation must not count."""
     return [
         "-d", "cpu",
+        "-o", "data_loader.args.validation_split=401",
         "-o", f"trainer.save_dir={tmp_path / 'saved'}",
         "-o", "trainer.epochs=2",
         "-o", "trainer.save_period=1",
@@ -59,7 +61,11 @@ F1 = {"type": "MulticlassF1Score", "args": {"num_classes": 10, "average": "macro
 def validation_values(weights: dict) -> dict[str, float]:
     """The validation loss and F1 of `weights` over the whole validation split, in one
     process."""
-    options = [f"data_loader.args.data_dir={ROOT / 'data'}", NARROW]  # as the runs have them
+    options = [
+        f"data_loader.args.data_dir={ROOT / 'data'}",
+        NARROW,
+        "data_loader.args.validation_split=401",
+    ]  # as the runs have them
     config = apply_overrides(load_config_file(CONFIG), options)
     config["metrics"] = [F1]
     config = resolve_config(config)
@@ -93,7 +99,7 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(rank0[name], rank1[name]), name
         assert torch.equal(rank0[name], tensor), name
-    # 4,000 - 400 validation images in batches of 256 per rank: 8 steps per epoch.
+    # 4,000 - 401 validation images, 1,800 a rank in batches of 256: 8 steps per epoch.
     assert (checkpoint["epoch"], checkpoint["step"]) == (2, 16)
 
     # The logged validation loss is the mean over both ranks' halves, not rank 0's alone, and
@@ -124,7 +130,7 @@ def test_two_process_gloo_run_trains_writes_once_and_resumes(tmp_path, ddp_overr
     single = [*ddp_overrides, "-o", "trainer.epochs=4"]
     result = run_script("train.py", "-r", str(models / "checkpoint-epoch3.pth"), *single)
     assert result.returncode == 0, result.stderr[-3000:]
-    # One process takes the whole 3,600-image split: 15 batches of 256.
+    # One process takes the whole 3,599-image split: 15 batches of 256.
     assert load(models / "checkpoint-epoch4.pth")["step"] == 24 + 15
 
 

@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import multiclass_f1_score
 
 import test as evaluate
 import train
+import utils.distributed.process_group
 from base import TensorDataLoader
 from builder.parts import build_metrics
 from data_loader.data_loaders import Mnist5kDataLoader
@@ -91,3 +92,28 @@ def test_a_metric_entry_that_cannot_be_built_is_one_line(entry, fragments, shrun
     assert_refused(train.main, ["-c", config, *shrunk_overrides, "-o",
                                 f"metrics={json.dumps([entry])}"], capsys, *fragments)  # fmt: skip
     assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize(("size", "ranks", "batch"), [(9, 2, 4), (9, 2, 5), (10, 4, 2), (7, 3, 3)])
+def test_under_torchrun_each_validation_sample_counts_once(monkeypatch, size, ranks, batch):
+    """The shares are evened by repeating a sample or two (every rank must step as often as
+    the others, for FSDP's collectives). Each rank's validation counts only its own samples,
+    so the ranks' means together are the whole split's; with 9 samples over 2 ranks in
+    batches of 4, rank 1's last batch is nothing but a repeat: stepped on, not counted."""
+    monkeypatch.setattr(utils.distributed.process_group, "world_size", lambda: ranks)
+    ids = torch.arange(size, dtype=torch.float32).unsqueeze(1)  # (N, 1): each sample its id
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0), model.bias.zero_()
+    steps = []
+    for rank in range(ranks):
+        monkeypatch.setattr(utils.distributed.process_group, "rank", lambda rank=rank: rank)
+        valid = TensorDataLoader((ids, torch.zeros(size)), batch, shuffle=False)
+        trainer = make_trainer(model, lambda output, target: output.mean(),
+                               torch.optim.SGD(model.parameters(), lr=0.1), toy_config(),
+                               valid, valid)  # fmt: skip
+        step = trainer.validation_step
+        trainer.validation_step = lambda b, step=step, r=rank: steps.append(r) or step(b)
+        own = ids[rank::ranks]  # this rank's samples, each of the split on exactly one rank
+        assert trainer.validate(valid)["loss"] == pytest.approx(own.mean().item())
+    assert len(set(steps.count(rank) for rank in range(ranks))) == 1  # the ranks in step

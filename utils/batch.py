@@ -31,6 +31,17 @@ def batch_size(batch: Any) -> int:
     return 0
 
 
+def first_samples(batch: Any, n: int) -> Any:
+    """The first `n` samples of `batch` (of each tensor in it)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, dict):
+        return {key: first_samples(value, n) for key, value in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(first_samples(value, n) for value in batch)
+    return batch
+
+
 def is_image_batch(batch: Any) -> bool:
     """Whether `batch` is a tensor of images, (B, C, H, W) with 1, 3 or 4 channels."""
     if not isinstance(batch, torch.Tensor) or batch.dim() != 4:

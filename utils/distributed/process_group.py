@@ -129,6 +129,14 @@ def shard(indices: torch.Tensor) -> torch.Tensor:
     return indices[rank() :: n_ranks]
 
 
+def repeats_in_share(size: int) -> int:
+    """How many of the samples at the end of this rank's `shard` of `size` are padding, a
+    repeat of another rank's (0 or 1)."""
+    n_ranks = world_size()
+    padding = share_size(size) * n_ranks - size
+    return int(any((size + extra) % n_ranks == rank() for extra in range(padding)))
+
+
 def barrier() -> None:
     """Wait until every rank gets here (a no-op in a single process)."""
     if is_distributed():
