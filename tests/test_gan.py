@@ -16,6 +16,7 @@ from test_trial_step import assert_trial_undone, overrides
 
 import train
 from builder import build_trainer, trainer_keys
+from model.gan import Generator
 from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
 from utils.run.dirs import create_run_dirs
@@ -176,6 +177,21 @@ def test_bad_gan_arguments_are_refused_before_the_run_directory(
     save_dir = tmp_path / "saved"
     argv = ["-c", CONFIG, *shrunk(save_dir), *overrides(override)]
     assert_refused(train.main, argv, capsys, fragment)
+    assert not save_dir.exists()
+
+
+def test_samples_of_a_generator_of_other_data_are_refused_before_the_run_directory(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A generator of 1-D signals (B, 1, 784): the hook failed in TensorBoard after the first
+    epoch, before the epoch's checkpoint."""
+    monkeypatch.setattr(Generator, "forward", lambda self, z: self.net(z).view(-1, 1, 784))
+    save_dir = tmp_path / "saved"
+    hooks = "trainer.hooks=[{type: GeneratedSamples, args: {n_samples: 4}}]"
+    argv = ["-c", CONFIG, *shrunk(save_dir), *overrides(hooks)]
+    assert_refused(train.main, argv, capsys, "trainer.hooks[0]: GeneratedSamples draws what "
+                   "the generator makes as images, (N, C, H, W) with 1, 3 or 4 channels, and it "
+                   "makes (2, 1, 784); leave the hook out for other data")  # fmt: skip
     assert not save_dir.exists()
 
 

@@ -7,6 +7,7 @@ from annotated_types import Ge, Le, Lt
 
 from base import BaseTrainer, Hook
 from trainer.hooks.tensorboard_logger import TensorBoardLogger
+from utils.batch import is_image_batch
 from utils.errors import UserError
 
 
@@ -32,6 +33,28 @@ class GeneratedSamples(Hook):
                 "trainer.hooks: GeneratedSamples needs a model named 'generator' with a "
                 f"`latent_dim`; this run's models are {sorted(trainer.bare_models)}"
             )
+        try:  # (a generator that fails is named by the trial step)
+            output = self._generate(generator, torch.zeros(2, generator.latent_dim,
+                                                           device=trainer.device))  # fmt: skip
+        except Exception:
+            return
+        if not is_image_batch(output):
+            made = getattr(output, "shape", type(output).__name__)
+            raise UserError(f"{self.config_path}: GeneratedSamples draws what the generator makes "
+                            "as images, (N, C, H, W) with 1, 3 or 4 channels, and it makes "
+                            f"{tuple(made) if isinstance(made, torch.Size) else made}; leave the "
+                            "hook out for other data")  # fmt: skip
+
+    @staticmethod
+    @torch.no_grad()
+    def _generate(generator: torch.nn.Module, noise: torch.Tensor) -> object:
+        """The generator's output for `noise`, in eval mode."""
+        was_training = generator.training
+        generator.eval()
+        try:
+            return generator(noise)
+        finally:
+            generator.train(was_training)
 
     def before_train(self, trainer: BaseTrainer) -> None:
         seeded = torch.Generator().manual_seed(self.seed)  # on the CPU: the same on every device
@@ -44,9 +67,5 @@ class GeneratedSamples(Hook):
         logger = next((h for h in trainer.hooks if isinstance(h, TensorBoardLogger)), None)
         if trainer.run_dirs is None or logger is None or logger.writer is None:
             return
-        generator = trainer.bare_models["generator"]
-        was_training = generator.training
-        generator.eval()
-        images = generator(self.noise)  # (n_samples, 1, 28, 28)
-        generator.train(was_training)
+        images = self._generate(trainer.bare_models["generator"], self.noise)  # (N, C, H, W)
         logger.writer.images("samples/generated", images, trainer.step)
