@@ -143,9 +143,16 @@ def build_trainer(
     if trainer_type is not None:  # test.report: a typo fails now, not after training
         _attempt(errors, reports_to_try, config, trainer_type)
     models = _attempt(errors, build_models, config, weights_from_checkpoint or evaluation)
+    names = list(trainer_type.model_names) if trainer_type else ["model"]
+    if models is not None and trainer_type is not None:
+        skip, found = config["trainer"]["on_nonfinite"] == "skip", len(errors)
+        _attempt(errors, check_model_names, trainer_type, models, skip)
+        models = models if len(errors) == found else None  # (not the trainer's: stand-ins)
     criterion = _attempt(errors, build_loss, config)
     metric_fns = _attempt(errors, build_metrics, config)
-    optimizers, lr_schedulers, intervals = _build_optimization(errors, config, models, data_loader)
+    optimizers, lr_schedulers, intervals = _build_optimization(
+        errors, config, models or dict.fromkeys(names), data_loader
+    )
     hooks = _attempt(errors, build_hooks, config, intervals, evaluation)
     if errors:  # every part's problem, in one line
         raise UserError(" | ".join(errors))
@@ -153,7 +160,6 @@ def build_trainer(
     if evaluation:
         hooks = _for_evaluation(hooks, options)
     options.update(runtime_arguments(trainer_type, criterion, metric_fns))
-    check_model_names(trainer_type, models, options["on_nonfinite"] == "skip")
     return trainer_type(
         models, optimizers, data_loader, device=device, config=config,
         valid_data_loader=valid_data_loader, lr_schedulers=lr_schedulers,
@@ -172,12 +178,14 @@ def _attempt(errors: list[str], build: Callable, *args: Any) -> Any:
 
 
 def _build_optimization(
-    errors: list[str], config: dict, models: dict | None, data_loader: EpochLoader | None
+    errors: list[str], config: dict, models: dict, data_loader: EpochLoader | None
 ) -> tuple[dict | None, dict, dict]:
     """The optimizers, the LR schedulers and the interval each one steps at. Where the models
-    or the loader failed, a stand-in still lets the arguments of these be checked."""
-    stand_in = {name: nn.Linear(1, 1) for name in models or ["model"]}
-    optimizers = _attempt(errors, build_optimizers, config, models or stand_in, bool(models))
+    (a mapping of names to None) or the loader failed, stand-ins of the trainer's models still
+    let the arguments of these be checked."""
+    built = None not in models.values()
+    stand_in = {name: nn.Linear(1, 1) for name in models}
+    optimizers = _attempt(errors, build_optimizers, config, models if built else stand_in, built)
     options = config["trainer"]
     n_steps = 1  # optimizer steps per epoch; the loader's length, where it was built
     if data_loader is not None:

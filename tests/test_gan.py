@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ROOT, assert_same_run, epoch_lines, load, run_dir, run_script, shrunk
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli_errors import assert_refused
+from test_cli_errors import assert_refused, run_in_process
 from test_tensorboard import read_events
 from test_trial_step import assert_trial_undone, overrides
 
@@ -178,6 +178,24 @@ def test_bad_gan_arguments_are_refused_before_the_run_directory(
     argv = ["-c", CONFIG, *shrunk(save_dir), *overrides(override)]
     assert_refused(train.main, argv, capsys, fragment)
     assert not save_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("arch.generator.args.latent_dim=32.0",
+         "arch.generator.args.latent_dim: 32.0 is a float; Generator takes int > 0 here"),
+        ("arch={generator: {type: Generator, args: {}}}",
+         "arch: GANTrainer trains the models ['generator', 'discriminator'], but the config "
+         "names ['generator']; give arch a node for each of them"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_arch_is_the_only_problem_named(tmp_path, capsys, override, message):
+    """The optimizers and schedulers, checked on stand-ins where arch failed, are checked on
+    stand-ins of the trainer's models: before, they were told the models were ['model']."""
+    argv = ["-c", CONFIG, *shrunk(tmp_path / "saved"), *overrides(override)]
+    code, stderr = run_in_process(train.main, argv, capsys)
+    assert (code, stderr) == (2, f"error: {message}\n")
 
 
 def test_samples_of_a_generator_of_other_data_are_refused_before_the_run_directory(
