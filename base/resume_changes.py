@@ -93,12 +93,10 @@ def fine_tune(goal: str = "change it") -> str:
 def config_node(config: dict, key: str, name: str) -> tuple[str, dict | None]:
     """The config key path and node of `key` (optimizer, lr_scheduler) for one model's name,
     resolved as the config loader resolves it (so a default written out compares equal)."""
-    node = config.get(key)
-    if node is None:
-        return key, None
+    node, path = config.get(key), node_path(config, key, name)
+    node = node.get(name) if path != key else node  # (None: no node, or none for this model)
     extra_keys = SCHEDULER_KEYS if key == "lr_scheduler" else OPTIMIZER_KEYS
-    path = node_path(config, key, name)
-    return path, check_named_nodes(node.get(name) if path != key else node, path, [], extra_keys)
+    return path, None if node is None else check_named_nodes(node, path, [], extra_keys)
 
 
 def optimizer_arguments(config: dict, name: str) -> dict:

@@ -20,7 +20,9 @@ def named(node: dict, names: Iterable[str], path: str) -> dict[str, dict]:
     if not is_named_nodes(node):
         return dict.fromkeys(names, node)
     if set(node) != set(names):
-        raise UserError(f"{path}: names {sorted(node)} do not match the models {names}")
+        each = "a node (or null: no schedule) for each" if path == "lr_scheduler" else "one each"
+        raise UserError(f"{path}: names {sorted(node)} do not match the models {names}; give "
+                        f"{each}")  # fmt: skip
     return node
 
 
@@ -61,13 +63,15 @@ def grouped(model: nn.Module, node: dict, path: str, optimizer_class: type) -> l
 def build_lr_schedulers(
     config: dict, optimizers: dict[str, torch.optim.Optimizer], steps_per_epoch: int
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The LR scheduler of each optimizer, and whether it steps per "epoch" or "step"
-    (`OneCycleLR` by default per step, the others per epoch)."""
+    """The LR scheduler of each optimizer (none where its node is null), and whether it steps
+    per "epoch" or "step" (`OneCycleLR` by default per step, the others per epoch)."""
     node = config["lr_scheduler"]
     if node is None:
         return {}, {}
     built, intervals = {}, {}
     for name, child in named(node, optimizers, "lr_scheduler").items():
+        if child is None:
+            continue
         path = node_path(config, "lr_scheduler", name)
         interval = child.get("interval") or ("step" if child["type"] == "OneCycleLR" else "epoch")
         if interval == "step" and child["type"] == "ReduceLROnPlateau":

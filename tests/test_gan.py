@@ -198,6 +198,28 @@ def test_a_mistake_in_arch_is_the_only_problem_named(tmp_path, capsys, override,
     assert (code, stderr) == (2, f"error: {message}\n")
 
 
+def test_a_null_schedule_leaves_that_model_unscheduled_and_resumes(tmp_path, capsys) -> None:
+    """`lr_scheduler.discriminator: null`: only the generator's rate decays (StepLR of step
+    size 1 here), the checkpoint holds its schedule alone, and the run resumes."""
+    schedules = overrides("lr_scheduler.generator.args.step_size=1",
+                          "lr_scheduler.discriminator=null")  # fmt: skip
+    result = run_script("train.py", "-c", CONFIG, *shrunk(tmp_path), *schedules)
+    assert result.returncode == 0, result.stderr
+    models = run_dir(tmp_path, NAME)
+    assert set(load(models / "checkpoint-epoch2.pth")["lr_scheduler"]) == {"generator"}
+    resumed = run_script("train.py", "-r", str(models), "-o", "trainer.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = (tmp_path / "log" / NAME / models.name / "metrics.csv").read_text().splitlines()
+    rates = [row.split(",")[-2:] for row in rows[1:]]  # lr_generator, lr_discriminator
+    assert [float(g) for g, _ in rates] == pytest.approx([1e-4, 5e-5, 2.5e-5])  # (after each epoch)
+    assert {float(d) for _, d in rates} == {2e-4}
+    one_only = "lr_scheduler={generator: {type: StepLR, args: {step_size: 1}}}"
+    argv = ["-c", CONFIG, *shrunk(tmp_path / "other"), *overrides(one_only)]
+    assert_refused(train.main, argv, capsys, "lr_scheduler: names ['generator'] do not match "
+                   "the models ['generator', 'discriminator']; give a node (or null: no "
+                   "schedule) for each")  # fmt: skip
+
+
 def test_samples_of_a_generator_of_other_data_are_refused_before_the_run_directory(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -112,15 +112,21 @@ def node_path(config: dict, key: str, name: str) -> str:
 
 
 def check_named_nodes(
-    node: Any, path: str, errors: list[str], extra_keys: dict[str, Key] | None = None
+    node: Any,
+    path: str,
+    errors: list[str],
+    extra_keys: dict[str, Key] | None = None,
+    optional: bool = False,
 ) -> dict:
-    """`check_node` for a key that takes one node or a mapping of names to nodes."""
+    """`check_node` for a key that takes one node or a mapping of names to nodes (where
+    `optional`, a name's node may be null: none for that model)."""
     if not is_named_nodes(node):
         return check_node(node, path, errors, extra_keys=extra_keys)
     return {
-        name: check_node(child, f"{path}.{name}", errors, extra_keys=extra_keys)
+        name: None if child is None and optional
+        else check_node(child, f"{path}.{name}", errors, extra_keys=extra_keys)
         for name, child in node.items()
-    }
+    }  # fmt: skip
 
 
 def _check_args(args: dict, keys: dict[str, Key], path: str, errors: list[str]) -> None:
@@ -165,7 +171,7 @@ def _check_nodes(resolved: dict, errors: list[str]) -> None:
         resolved["loss"] = check_node(resolved["loss"], "loss", errors, allow_name=True)
     if resolved["lr_scheduler"] is not None:
         resolved["lr_scheduler"] = check_named_nodes(
-            resolved["lr_scheduler"], "lr_scheduler", errors, extra_keys=SCHEDULER_KEYS
+            resolved["lr_scheduler"], "lr_scheduler", errors, SCHEDULER_KEYS, optional=True
         )
     resolved["metrics"] = [
         check_node(m, f"metrics[{i}]", errors, allow_name=True, extra_keys=METRIC_NODE_KEYS)
