@@ -22,8 +22,11 @@ from utils.config.build import (
 from utils.config.check import is_named_nodes, metric_name, node_path
 from utils.errors import UserError
 
-# Where a `metrics` entry's type is looked up, the first one that has it winning.
-METRIC_MODULES = ("torchmetrics", "torchmetrics.classification", "torchmetrics.regression")
+# Where a `metrics` entry's type is looked up, the first one that has it winning: the domain
+# modules before the top level, whose image, audio and text names are deprecated aliases.
+DOMAINS = ("image", "audio", "text", "segmentation", "detection", "clustering")
+METRIC_MODULES = (*(f"torchmetrics.{domain}" for domain in DOMAINS), "torchmetrics",
+                  "torchmetrics.classification", "torchmetrics.regression")  # fmt: skip
 
 
 def build_data_loader(config: dict, device: torch.device, **overrides: Any) -> EpochLoader:
@@ -83,7 +86,7 @@ def build_metrics(config: dict) -> dict[str, Callable]:
         modules = [metrics]  # torchmetrics (a second to import) only when the name is not ours
         if own is None or not _is_metric(own):
             modules += [importlib.import_module(name) for name in METRIC_MODULES]
-        where = "model.metric or torchmetrics (.classification, .regression)"
+        where = "model.metric or torchmetrics (and its .classification, .regression, .image, ...)"
         metric = lookup(path, node["type"], modules, _is_metric, where=where)
         built[name] = build_callable(path, metric, node["args"], n_inputs=2)
     return built

@@ -2,6 +2,7 @@
 epoch or split from a torchmetrics state, never as a mean of batch values."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,21 @@ def test_under_torchrun_each_validation_sample_counts_once(monkeypatch, size, ra
         own = ids[rank::ranks]  # this rank's samples, each of the split on exactly one rank
         assert trainer.validate(valid)["loss"] == pytest.approx(own.mean().item())
     assert len(set(steps.count(rank) for rank in range(ranks))) == 1  # the ranks in step
+
+
+def test_an_image_metric_is_torchmetrics_image_s_not_its_deprecated_alias() -> None:
+    """The top level of torchmetrics has deprecated aliases of the image, audio and text
+    metrics, which warn on every start (and go in torchmetrics 2.0): the domain modules come
+    first, so a bare name builds the current class, without a warning."""
+    import torchmetrics.image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        built = build_metrics({"metrics": [
+            {"type": "StructuralSimilarityIndexMeasure", "args": {"data_range": 1.0}},
+            {"type": "PeakSignalNoiseRatio", "args": {"data_range": 1.0}, "name": "psnr"},
+        ]})  # fmt: skip
+    assert type(built["StructuralSimilarityIndexMeasure"]).__module__.startswith(
+        "torchmetrics.image"
+    )
+    assert type(built["psnr"]) is torchmetrics.image.PeakSignalNoiseRatio
