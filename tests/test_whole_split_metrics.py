@@ -71,6 +71,13 @@ def test_test_py_reports_macro_f1_over_the_whole_test_split(shrunk_run, tmp_path
         ({"type": "MulticlassF1Scor", "args": {}}, ["metrics[0].type", "did you mean"]),
         ({"type": "R2Score", "args": {}, "name": "loss"}, ["metrics[0].name", "not 'loss'"]),
         ({"type": "_private", "args": {}}, ["metrics[0].type", "not a public name"]),
+        (  # a typo that the class's **kwargs take in, and torchmetrics' Metric refuses
+            {"type": "MulticlassF1Score", "args": {"num_classes": 10, "averag": "macro"}},
+            [
+                "metrics[0].args.averag: MulticlassF1Score takes no argument 'averag'; did you "
+                "mean 'average'?"
+            ],
+        ),
         (
             {"type": "MulticlassF1Score", "args": {"num_classes": 5}},
             [

@@ -60,6 +60,15 @@ def lookup_in_package(path: str, name: str, package: types.ModuleType,
     return found
 
 
+def _parameter_names(target: Callable) -> list[str]:
+    """The names `target` takes by keyword (none where it has no signature)."""
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime: dict) -> None:
     """Name the first config argument `target` cannot take, before anything is called."""
     try:
@@ -103,6 +112,11 @@ def instantiate(
         raise
     except Exception as error:  # whatever a constructor raises, its arguments caused it
         title = getattr(target, "__name__", repr(target))
+        named = _parameter_names(target)
+        for key in args:  # one that **kwargs took in and passed on to be refused (torchmetrics)
+            if named and key not in named and {f"`{key}`", f"'{key}'"} & set(str(error).split()):
+                raise UserError(f"{path}.args.{key}: {title} takes no argument {key!r}"
+                                f"{did_you_mean(key, named)}") from None  # fmt: skip
         if isinstance(error, ValueError | TypeError):  # messages written for the caller
             detail = first_line(error)
         else:  # e.g. RuntimeError from LeNet's `num_classes: -5`: the arguments show which one
