@@ -226,6 +226,26 @@ def test_a_regression_model_gets_errors_over_the_whole_split_and_two_charts(
         assert mark_pixels(tmp_path / f"model.{name}.png") > 40  # the dots, the bars
 
 
+def test_an_image_shaped_regression_pools_r2_and_charts_a_sample_of_the_whole_split() -> None:
+    """400 outputs of (1, 8, 8), sample i's targets all i: 25,600 values, more than the
+    charts draw. R^2 is that of all values pooled (not a mean over the 64 pixel positions),
+    and the values drawn come from the whole split, not from its first batches."""
+    torch.manual_seed(0)
+    inputs = features(400)
+    target = torch.arange(400.0).view(400, 1, 1, 1).expand(400, 1, 8, 8).contiguous()
+    model = nn.Sequential(nn.Linear(5, 64), nn.Unflatten(1, (1, 8, 8)))
+    trainer, loader = toy_trainer(model, F.mse_loss, inputs, target)
+    _, recorder, result = evaluate(trainer, loader)
+    with torch.no_grad():
+        output = model(inputs)
+    pooled = r2_score(output.flatten(), target.flatten()).item()
+    assert result.summary["r2"] == pytest.approx(pooled, abs=1e-6)
+    assert result.summary["n_values"] == 400 * 64 and "per_output" not in result.summary
+    drawn = recorder.report.points[:, 0]  # the targets of the values drawn: their sample
+    assert len(drawn) == 20_000 and len(set(drawn.tolist())) == 400  # every sample's values
+    assert drawn.mean().item() == pytest.approx(199.5, abs=3)  # (the first 20,000: 156)
+
+
 def test_a_lone_outlier_beside_thousands_of_residuals_still_gets_a_bar(tmp_path) -> None:
     """Its bar is under a pixel high at the chart's scale: drawn one pixel high, not refused
     by the drawing library (which stopped test.py's regression report)."""

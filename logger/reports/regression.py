@@ -8,7 +8,7 @@ import torch
 from logger.reports.pictures import histogram_picture, scatter_picture
 from logger.reports.report import NotReportable, Report, ReportResult, describe
 
-MOST_POINTS = 20_000  # values drawn, the first of the split: enough to see the shape of it
+MOST_POINTS = 20_000  # values drawn, a uniform sample of the split: enough to see its shape
 MOST_OUTPUTS = 16  # values per sample reported each on its own (more is a signal, an image)
 
 
@@ -22,9 +22,11 @@ def _is_number_tensor(value: Any) -> bool:
 
 class RegressionReport(Report):
     """For output and targets of the same number of values per sample, any shape ((B,),
-    (B, 1), (B, D), ...). With D values per sample, R^2 is the mean of each one's R^2, and
-    for 2 to `MOST_OUTPUTS` of them, each one's MAE, RMSE and R^2 are reported too (targets
-    on other scales, or a model good at one output only, would hide in the pooled values)."""
+    (B, 1), (B, D), ...). With 2 to `MOST_OUTPUTS` values per sample, R^2 is the mean of each
+    one's R^2, and each one's MAE, RMSE and R^2 are reported too (targets on other scales, or a
+    model good at one output only, would hide in the pooled values); with more (a signal, an
+    image), R^2 is that of all values pooled. The charts draw a uniform sample of the values
+    (the lowest of seeded random keys), not the first batches'."""
 
     name = "regression"
     pictures = ("predicted_vs_true", "residuals")
@@ -39,8 +41,9 @@ class RegressionReport(Report):
         })  # fmt: skip
         self.width: int | None = None  # values per sample
         self.samples = 0
-        self.points: list[torch.Tensor] = []  # (n, 2) true and predicted values, on the device
-        self.kept = 0  # values in `points`
+        self.points = torch.empty(0, 2)  # (n, 2) true and predicted values, a sample of them
+        self.keys = torch.empty(0)  # (n,) the random key of each, in [0, 1)
+        self.sampling: torch.Generator | None = None  # seeded, on the outputs' device
         self.sums: torch.Tensor | None = None  # (4, D): |error|, error^2, target, target^2
 
     def misfit(self, inputs: Any, output: Any, target: Any) -> str | None:
@@ -63,28 +66,38 @@ class RegressionReport(Report):
             self.metrics.to(output.device)
         predicted = output.detach().float().reshape(n, -1)  # (B, D)
         true = target.to(output.device, non_blocking=True).float().reshape(n, -1)
-        if self.width == 1:
-            predicted, true = predicted[:, 0], true[:, 0]  # (B,): R2Score reads (B, D) as D outputs
+        if self.width == 1 or self.width > MOST_OUTPUTS:  # (B,) or (B * D,): R2Score reads
+            predicted, true = predicted.flatten(), true.flatten()  # (B, D) as D outputs
         self.metrics.update(predicted, true)
         if 2 <= self.width <= MOST_OUTPUTS:  # per output, in float64
             terms = torch.stack([(predicted - true).abs(), (predicted - true) ** 2, true, true**2])
             sums = terms.double().sum(1)  # (4, D)
             self.sums = sums if self.sums is None else self.sums + sums
         self.samples += n
-        room = MOST_POINTS - self.kept
-        if room > 0:
-            self.points.append(torch.stack([true.flatten()[:room], predicted.flatten()[:room]], 1))
-            self.kept += len(self.points[-1])
+        self._sample(torch.stack([true.flatten(), predicted.flatten()], 1))
+
+    def _sample(self, pairs: torch.Tensor) -> None:
+        """Keep the `MOST_POINTS` values with the lowest random keys: a uniform sample of all
+        seen so far, chosen on the device (only candidates are copied off it)."""
+        if self.sampling is None:
+            self.sampling = torch.Generator(pairs.device).manual_seed(0)
+        keys = torch.rand(len(pairs), generator=self.sampling, device=pairs.device)
+        if len(self.keys) == MOST_POINTS:  # only a key below the highest kept one gets in
+            candidates = keys < self.keys.max().item()
+            keys, pairs = keys[candidates], pairs[candidates]
+        keys, points = torch.cat([self.keys, keys.cpu()]), torch.cat([self.points, pairs.cpu()])
+        if len(keys) > MOST_POINTS:
+            lowest = keys.topk(MOST_POINTS, largest=False).indices
+            keys, points = keys[lowest], points[lowest]
+        self.keys, self.points = keys, points
 
     def finish(self, title: str) -> ReportResult:
         if self.samples < 2:
             raise NotReportable("R^2 needs at least two samples")
         values = {name: value.item() for name, value in self.metrics.compute().items()}
-        true, predicted = torch.cat(self.points).cpu().unbind(1)  # (n,) each
+        true, predicted = self.points.unbind(1)  # (n,) each
         total = self.samples * self.width
-        shown = (
-            f"{total} values" if self.kept == total else f"the first {self.kept} of {total} values"
-        )
+        shown = f"{total} values" if len(true) == total else f"{len(true)} of {total} values"
         residuals = predicted - true
         scatter = scatter_picture(true, predicted, f"{title}: predicted against true, {shown}")
         histogram = histogram_picture(residuals, f"{title}: residuals, {shown}", "predicted - true")
