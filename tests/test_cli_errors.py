@@ -101,6 +101,12 @@ def test_bad_config_files(tmp_path: Path, capsys) -> None:
     assert_refused(train.main, ["-c", str(tmp_path / "nope.json")], capsys, "nope.json")
     (tmp_path / "broken.json").write_text('{"name": ')
     assert_refused(train.main, ["-c", str(tmp_path / "broken.json")], capsys, "not valid JSON")
+    # PyYAML's own message quotes the line and a caret, which one line would run together.
+    (tmp_path / "tab.yaml").write_text("name: x\narch:\n  type: LeNet\n\targs: {}\n")
+    code, stderr = run_in_process(train.main, ["-c", str(tmp_path / "tab.yaml")], capsys)
+    assert (code, stderr) == (2, f"error: config file {tmp_path / 'tab.yaml'}: not valid YAML: "
+                              "line 4, column 1: found character '\\t' that cannot start any "
+                              "token (while scanning for the next token)\n")  # fmt: skip
     (tmp_path / "config.toml").write_text("")
     assert_refused(train.main, ["-c", str(tmp_path / "config.toml")], capsys, ".yaml")
 

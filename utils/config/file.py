@@ -110,11 +110,21 @@ def load_config_file(path: str | Path) -> dict:
             f"config file {path}: nested too deeply; at most {MAX_DEPTH} levels"
         ) from None
     except (ValueError, yaml.YAMLError) as error:  # json.JSONDecodeError is a ValueError
-        detail = cut(" ".join(str(error).split()), 300)
+        detail = cut(" ".join(_syntax_error(error).split()), 300)
         raise UserError(f"config file {path}: not valid {kind}: {detail}") from None
     if not isinstance(config, dict):
         raise UserError(f"config file {path}: the top level must be a mapping of keys")
     return config
+
+
+def _syntax_error(error: Exception) -> str:
+    """PyYAML's error as `line L, column C: problem (context)`, without its quote of the
+    line and the name of its input stream; any other error as it says itself."""
+    mark = getattr(error, "problem_mark", None)
+    if not isinstance(error, yaml.MarkedYAMLError) or mark is None:
+        return str(error)
+    context = f" ({error.context})" if error.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}{context}"
 
 
 def _read_text(path: Path) -> str:
