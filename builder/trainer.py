@@ -142,17 +142,10 @@ def build_trainer(
     trainer_type = _attempt(errors, trainer_class, config["trainer"]["type"])
     if trainer_type is not None:  # test.report: a typo fails now, not after training
         _attempt(errors, reports_to_try, config, trainer_type)
-    models = _attempt(errors, build_models, config, weights_from_checkpoint or evaluation)
-    names = list(trainer_type.model_names) if trainer_type else ["model"]
-    if models is not None and trainer_type is not None:
-        skip, found = config["trainer"]["on_nonfinite"] == "skip", len(errors)
-        _attempt(errors, check_model_names, trainer_type, models, skip)
-        models = models if len(errors) == found else None  # (not the trainer's: stand-ins)
+    models = _trainers_models(errors, config, trainer_type, weights_from_checkpoint or evaluation)
     criterion = _attempt(errors, build_loss, config)
     metric_fns = _attempt(errors, build_metrics, config)
-    optimizers, lr_schedulers, intervals = _build_optimization(
-        errors, config, models or dict.fromkeys(names), data_loader
-    )
+    optimizers, lr_schedulers, intervals = _build_optimization(errors, config, models, data_loader)
     hooks = _attempt(errors, build_hooks, config, intervals, evaluation)
     if errors:  # every part's problem, in one line
         raise UserError(" | ".join(errors))
@@ -175,6 +168,19 @@ def _attempt(errors: list[str], build: Callable, *args: Any) -> Any:
     except UserError as error:
         errors.append(str(error))
         return None
+
+
+def _trainers_models(
+    errors: list[str], config: dict, trainer_type: type[BaseTrainer] | None, from_checkpoint: bool
+) -> dict[str, Any]:
+    """The models, if they build and are the ones the trainer trains; else the trainer's model
+    names, each to None (stand-ins of them let the optimizers and schedulers be checked)."""
+    models = _attempt(errors, build_models, config, from_checkpoint)
+    if models is not None and trainer_type is not None:
+        skip, found = config["trainer"]["on_nonfinite"] == "skip", len(errors)
+        _attempt(errors, check_model_names, trainer_type, models, skip)
+        models = models if len(errors) == found else None
+    return models or dict.fromkeys(trainer_type.model_names if trainer_type else ["model"])
 
 
 def _build_optimization(
