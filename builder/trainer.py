@@ -5,6 +5,7 @@ around them."""
 
 import inspect
 import math
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from builder.optimizers import build_lr_schedulers, build_optimizers
 from builder.parts import build_data_loader, build_loss, build_metrics, build_models
 from builder.report import reports_to_try
 from utils.checkpoint.fields import check_config
+from utils.config.argument_types import fits, hint_name
 from utils.config.build import is_subclass_of, lookup_in_package
 from utils.config.check import load_run_config
 from utils.config.keys import Key
@@ -54,12 +56,30 @@ def accepted_arguments(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def trainer_keys(name: str) -> dict[str, Key]:
-    """The config keys a trainer class takes beyond the shared ones: its own arguments."""
-    return {
-        name: Key(Any, None if p.default is p.empty else p.default)
-        for name, p in accepted_arguments(trainer_class(name)).items()
-        if name not in SHARED_ARGUMENTS
-    }
+    """The config keys a trainer class takes beyond the shared ones: its own arguments, each
+    checked against its type hint (a default of None is taken too)."""
+    cls, keys = trainer_class(name), {}
+    for key, parameter in accepted_arguments(cls).items():
+        if key not in SHARED_ARGUMENTS:
+            default = None if parameter.default is parameter.empty else parameter.default
+            hint = _type_hint(cls, key)
+            hint = hint if default is not None or hint is Any else hint | None
+            keys[key] = Key(hint, default, f"{hint_name(hint)} ({cls.__name__}'s {key})")
+    return keys
+
+
+def _type_hint(cls: type, name: str) -> Any:
+    """The type hint of the constructor argument `name` where a class of `cls`'s takes it
+    (Any where it has none, or one that cannot be resolved or checked)."""
+    for klass in cls.__mro__:
+        if name in inspect.signature(vars(klass).get("__init__", lambda: None)).parameters:
+            try:  # (a name imported only for type checkers; a type pydantic cannot check)
+                hint = typing.get_type_hints(klass.__init__, include_extras=True).get(name, Any)
+                fits(hint, None)
+            except Exception:
+                return Any
+            return hint
+    return Any
 
 
 def run_config(

@@ -4,13 +4,16 @@ import os
 import types
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
 
 import builder.optimizers
+import builder.trainer
 import model.metric as metric_module
 from base import EpochLoader
 from builder import (
@@ -24,6 +27,7 @@ from builder import (
     trainer_keys,
 )
 from model.model import LeNet
+from trainer.trainer import Trainer
 from utils.config.build import (
     build_callable,
     instantiate,
@@ -31,7 +35,7 @@ from utils.config.build import (
     lookup,
     lookup_in_package,
 )
-from utils.config.check import load_config_file, resolve_config
+from utils.config.check import apply_overrides, load_config_file, resolve_config
 from utils.errors import UserError
 
 CPU = torch.device("cpu")
@@ -571,3 +575,36 @@ def test_a_name_two_modules_of_a_package_define_is_an_error(tmp_path, monkeypatc
     ):
         lookup_in_package("arch", "Shared", models_package, accept)
     assert lookup_in_package("arch", "Net", models_package, accept).__name__ == "Net"  # imported
+
+
+class NoisyInputTrainer(Trainer):
+    """A trainer with options of its own, typed (one with a default of None) and not."""
+
+    def __init__(self, *args, noise_std: Annotated[float, Ge(0.0)] = 0.0,
+                 warmup: int = None, note=None, **kwargs) -> None:  # noqa: RUF013  # fmt: skip
+        super().__init__(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("noise_std=-0.1", "trainer.noise_std: -0.1 is not valid; expected float >= 0.0 "
+                           "(NoisyInputTrainer's noise_std)"),
+        ("noise_std=true", "trainer.noise_std: True is not valid; expected float >= 0.0"),
+        ("noise_std=abc", "trainer.noise_std: 'abc' is not valid; expected float >= 0.0"),
+        ("warmup=1.5", "trainer.warmup: 1.5 is not valid; expected int or null "
+                       "(NoisyInputTrainer's warmup)"),
+    ],
+)  # fmt: skip
+def test_a_trainers_own_options_are_checked_against_its_type_hints(monkeypatch, option, message):
+    """Before, they were `Any`: -0.1 and true trained, and 'abc' failed in the trial step
+    naming no key."""
+    monkeypatch.setattr(builder.trainer, "trainer_class", lambda name: NoisyInputTrainer)
+    config = apply_overrides(load_config_file(ROOT / "config" / "config.json"),
+                             ["trainer.type=NoisyInputTrainer"])  # fmt: skip
+    with pytest.raises(UserError) as error:
+        resolve_config(apply_overrides(config, [f"trainer.{option}"]), trainer_keys)
+    assert str(error.value).startswith(message)
+    valid = ["trainer.noise_std=0.5", "trainer.warmup=null", "trainer.note=[anything]"]
+    resolved = resolve_config(apply_overrides(config, valid), trainer_keys)["trainer"]
+    assert [resolved[key] for key in ("noise_std", "warmup", "note")] == [0.5, None, ["anything"]]

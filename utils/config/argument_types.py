@@ -35,7 +35,7 @@ def check_argument_types(path: str, target: Callable, title: str, args: dict) ->
         if fits(hint, value):
             continue
         wrong_kind = (
-            f"{where}: {shown(value)} is {_kind_name(value)}; {title} takes {_hint_name(hint)} here"
+            f"{where}: {shown(value)} is {_kind_name(value)}; {title} takes {hint_name(hint)} here"
         )
         if isinstance(value, bool):  # (lax, true would pass for 1)
             raise UserError(wrong_kind)
@@ -71,7 +71,7 @@ def _problem_line(where: str, value: Any, title: str, hint: Any, error: Any) -> 
     problem = error.errors()[0]
     message = problem["msg"][0].lower() + problem["msg"][1:]
     if _is_choice(hint):  # pydantic's errors are then one per type of the choice
-        return f"{where}: {shown(value)} is not valid for {title}: expected {_hint_name(hint)}"
+        return f"{where}: {shown(value)} is not valid for {title}: expected {hint_name(hint)}"
     if problem["loc"]:  # an item of a list or mapping
         item = "".join(f"[{part!r}]" for part in problem["loc"])
         return f"{where}{item}: {message} (in {shown(value)}, for {title})"
@@ -116,7 +116,7 @@ def _is_choice(hint: Any) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType) and len(members) > 1
 
 
-def _hint_name(hint: Any) -> str:
+def hint_name(hint: Any) -> str:
     """`int`, `float >= 0, < 1` (Annotated with bounds), `float or list[float]` (not with
     " | ", which separates the problems of one message)."""
     if hint is type(None):
@@ -125,7 +125,7 @@ def _hint_name(hint: Any) -> str:
         base, *metadata = typing.get_args(hint)
         bounds = [f"{symbol} {getattr(item, name)}" for item in metadata
                   for name, symbol in BOUNDS.items() if hasattr(item, name)]  # fmt: skip
-        return " ".join([_hint_name(base), ", ".join(bounds)]).strip()
+        return " ".join([hint_name(base), ", ".join(bounds)]).strip()
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_hint_name(member) for member in typing.get_args(hint))
+        return " or ".join(hint_name(member) for member in typing.get_args(hint))
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
