@@ -77,3 +77,10 @@ class BaseModel(nn.Module, ABC):
         note = f" ({sum(p.numel() for p in frozen):,} frozen in {tensors})"
         count = f"{self.num_trainable_parameters():,}{note if frozen else ''}"
         return f"{super().__str__()}\nTrainable parameters: {count}"
+
+
+def class_scores(logits: torch.Tensor, log_softmax: bool) -> torch.Tensor:
+    """A classifier's output (B, C): log-probabilities over the classes (for `nll_loss`), or
+    with `log_softmax` false the logits themselves (for `cross_entropy`, or independent labels
+    with `BCEWithLogitsLoss`: under a log-softmax each would be <= 0, never a label)."""
+    return torch.log_softmax(logits, dim=1) if log_softmax else logits

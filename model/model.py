@@ -6,18 +6,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from base import BaseModel
+from base.base_model import class_scores
 
 
 class LeNet(BaseModel):
     """A LeNet-style CNN for 28x28 images: two conv/pool stages (`width` and twice `width`
     channels), then two linear layers.
 
-    Returns log-probabilities, so it pairs with `nll_loss`.
+    Returns log-probabilities, so it pairs with `nll_loss`; with `log_softmax: false`, logits
+    (for `cross_entropy`, or `BCEWithLogitsLoss` when an image has several labels).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25,
-                 width: int = 32) -> None:  # fmt: skip
+                 width: int = 32, log_softmax: bool = True) -> None:  # fmt: skip
         super().__init__()
+        self.log_softmax = log_softmax
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=5, padding=2)
         self.conv2 = nn.Conv2d(width, 2 * width, kernel_size=5)
         self.bn1 = nn.BatchNorm2d(width)
@@ -30,4 +33,4 @@ class LeNet(BaseModel):
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # (B, 32, 14, 14)
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # (B, 64, 5, 5)
         x = self.dropout(F.relu(self.fc1(x.flatten(1))))  # (B, 256)
-        return F.log_softmax(self.fc2(x), dim=1)  # (B, num_classes)
+        return class_scores(self.fc2(x), self.log_softmax)  # (B, num_classes)

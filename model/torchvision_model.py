@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-import torch.nn.functional as F
 from annotated_types import Ge, MinLen
 from torch import nn
 
 from base import BaseModel
+from base.base_model import class_scores
 from utils.checkpoint.saved_states import load_weights
 from utils.errors import UserError, did_you_mean, error_summary
 
@@ -87,7 +87,7 @@ class TorchvisionModel(BaseModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, in_channels, H, W)
         output = self.network(x)  # (B, num_classes)
-        return F.log_softmax(output, dim=1) if self.log_softmax else output
+        return class_scores(output, self.log_softmax)
 
     def train(self, mode: bool = True) -> "TorchvisionModel":
         self.network.training = mode  # (its submodules are this module's: set by super())

@@ -1,24 +1,25 @@
 """The example zoo: other classifiers for the bundled images, each with its config in config/."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from base import BaseModel
+from base.base_model import class_scores
 
 
 class MLP(BaseModel):
     """The simplest baseline: the image flattened to one vector, one hidden layer.
 
     It sees no spatial structure, so it shows what the convolutions of LeNet add.
-    Returns log-probabilities, so it pairs with `nll_loss`.
+    Returns log-probabilities, so it pairs with `nll_loss` (`log_softmax: false`: logits).
     """
 
     def __init__(
         self, num_classes: int = 10, in_features: int = 28 * 28, hidden: int = 512,
-        dropout: float = 0.5,
+        dropout: float = 0.5, log_softmax: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.log_softmax = log_softmax
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_features, hidden),
@@ -28,17 +29,20 @@ class MLP(BaseModel):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28) or (B, 784)
-        return F.log_softmax(self.net(x), dim=1)  # (B, num_classes)
+        return class_scores(self.net(x), self.log_softmax)  # (B, num_classes)
 
 
 class DeepCNN(BaseModel):
     """A deeper CNN than LeNet: three conv/batch-norm/pool stages, then three linear layers
-    with dropout between them. Returns log-probabilities, so it pairs with `nll_loss`. Takes
-    images of any size from 24x24 up (28x28 MNIST as it is; larger ones are pooled to 3x3).
+    with dropout between them. Returns log-probabilities, so it pairs with `nll_loss`
+    (`log_softmax: false`: logits). Takes images of any size from 24x24 up (28x28 MNIST as it
+    is; larger ones are pooled to 3x3).
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3,
+                 log_softmax: bool = True) -> None:  # fmt: skip
         super().__init__()
+        self.log_softmax = log_softmax
         self.features = nn.Sequential(
             *_conv_stage(in_channels, 32),  # (B, 32, 14, 14)
             *_conv_stage(32, 64),  # (B, 64, 7, 7)
@@ -58,7 +62,7 @@ class DeepCNN(BaseModel):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W), e.g. (B, 1, 28, 28)
-        return F.log_softmax(self.classifier(self.features(x)), dim=1)  # (B, num_classes)
+        return class_scores(self.classifier(self.features(x)), self.log_softmax)  # (B, classes)
 
 
 def _conv_stage(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -76,14 +80,16 @@ class LSTMClassifier(BaseModel):
     """Reads an image as a sequence, one row of pixels per time step, with a stacked LSTM;
     the last step's output, which has seen every row, is classified.
 
-    Shows a recurrent model in the same template. Returns log-probabilities for `nll_loss`.
+    Shows a recurrent model in the same template. Returns log-probabilities for `nll_loss`
+    (`log_softmax: false`: logits).
     """
 
     def __init__(
         self, input_size: int = 28, hidden_size: int = 256, num_layers: int = 2,
-        dropout: float = 0.2, num_classes: int = 10,
+        dropout: float = 0.2, num_classes: int = 10, log_softmax: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.log_softmax = log_softmax
         # `dropout` applies between stacked layers, not after the last one
         self.lstm = nn.LSTM(
             input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True
@@ -93,4 +99,4 @@ class LSTMClassifier(BaseModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28) or (B, 28, 28)
         rows = x.flatten(1, -2)  # (B, 28, 28): 28 time steps of 28 pixels
         outputs, _ = self.lstm(rows)  # (B, 28, hidden_size)
-        return F.log_softmax(self.head(outputs[:, -1]), dim=1)  # (B, num_classes)
+        return class_scores(self.head(outputs[:, -1]), self.log_softmax)  # (B, num_classes)

@@ -6,6 +6,7 @@ from torch import nn
 
 from base import BaseModel
 from base.metric_tracker import MetricTracker
+from model.loss import multilabel_bce
 from model.metric import accuracy, top_k_acc
 from model.model import LeNet
 
@@ -58,6 +59,9 @@ def test_lenet_outputs_log_probabilities(num_classes):
     assert output.shape == (4, num_classes)
     assert torch.allclose(output.exp().sum(dim=1), torch.ones(4), atol=1e-5)
     assert (output <= 0).all()
+    model.log_softmax = False  # (`arch.args.log_softmax: false`): the logits themselves
+    logits = model(images)
+    assert (logits > 0).any() and torch.allclose(logits.log_softmax(dim=1), output, atol=1e-6)
 
 
 def test_lenet_trains_with_dropout_and_batch_norm():
@@ -140,3 +144,17 @@ def test_metric_tracker_keeps_the_names_a_step_returns_in_their_order():
     assert list(tracker.flush()) == ["g_loss", "d_loss"]
     tracker.update_all({"g_loss": torch.tensor(4.0), "d_loss": 3.0}, n=2)
     assert tracker.result() == {"g_loss": pytest.approx(3.0), "d_loss": pytest.approx(2.0)}
+
+
+def test_multilabel_bce_takes_the_integer_targets_the_multilabel_metrics_want() -> None:
+    """Multi-hot int64 targets: torchmetrics' multilabel metrics refuse floats, and
+    `BCEWithLogitsLoss` integers; `multilabel_bce` takes them as they are."""
+    from torchmetrics.classification import MultilabelAveragePrecision
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 4), torch.randint(0, 2, (6, 4))  # (B, L), 0s and 1s
+    expected = nn.BCEWithLogitsLoss()(logits, target.float())
+    assert torch.equal(multilabel_bce(logits, target), expected)
+    metric = MultilabelAveragePrecision(num_labels=4)
+    metric.update(logits, target)  # the same target
+    assert 0 < metric.compute() <= 1

@@ -35,9 +35,13 @@ def mnist_batch() -> tuple[torch.Tensor, torch.Tensor]:
 def test_outputs_log_probabilities(model_class, num_classes: int) -> None:
     torch.manual_seed(0)
     model = model_class(num_classes=num_classes).eval()
-    output = model(torch.randn(5, 1, 28, 28))  # (B, C, H, W)
+    inputs = torch.randn(5, 1, 28, 28)  # (B, C, H, W)
+    output = model(inputs)
     assert output.shape == (5, num_classes)
     assert torch.allclose(output.exp().sum(dim=1), torch.ones(5), atol=1e-5)
+    torch.manual_seed(0)  # the same weights, and the logits (multi-label tagging, regression)
+    logits = model_class(num_classes=num_classes, log_softmax=False).eval()(inputs)
+    assert (logits > 0).any() and torch.allclose(logits.log_softmax(dim=1), output, atol=1e-6)
     assert (output <= 0).all()
 
 
