@@ -29,6 +29,7 @@ from logger.reports.pictures import MARK, TILE, histogram_picture
 from logger.reports.reconstruction import side_by_side
 from logger.reports.recorder import ReportRecorder
 from logger.reports.report import NotReportable, WorstSamples
+from model.loss import multilabel_bce
 from model.metric import accuracy
 from trainer import Trainer
 from trainer.hooks.ema import EMA
@@ -305,6 +306,19 @@ def test_auto_tries_each_kind_and_says_why_none_fits(caplog) -> None:
     for kind in AUTO:
         assert f"{kind}: " in line
     assert "the targets are not class indices, one per sample" in line
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.float32])
+def test_multi_hot_labels_get_no_regression_report(caplog, dtype) -> None:
+    """Multi-label tagging (logits (B, 4), targets of 0s and 1s): a regression report's
+    errors and R^2 of logits against labels were numbers that meant nothing."""
+    inputs = features(16)
+    target = torch.randint(0, 2, (16, 4), generator=torch.Generator().manual_seed(0)).to(dtype)
+    trainer, loader = toy_trainer(nn.Linear(5, 4), multilabel_bce, inputs, target)
+    with caplog.at_level(logging.INFO):
+        _, recorder, result = evaluate(trainer, loader)
+    assert result is None and recorder.report is None
+    assert "regression: the targets are all 0 or 1: labels (multi-label tagging)" in caplog.text
 
 
 def test_a_named_report_that_does_not_fit_is_an_error_and_none_makes_none(caplog) -> None:

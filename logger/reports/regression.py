@@ -51,6 +51,8 @@ class RegressionReport(Report):
             return f"the model's output is not a tensor of numbers: {describe(output)}"
         if not _is_number_tensor(target):
             return f"the targets are not a tensor of numbers: {describe(target)}"
+        if ((target == 0) | (target == 1)).all():  # errors and R^2 of logits say nothing there
+            return "the targets are all 0 or 1: labels (multi-label tagging), not values"
         width = output[0].numel()
         if target.shape[0] != output.shape[0] or target[0].numel() != width:
             return f"the output {describe(output)} and the targets {describe(target)} do not " \
