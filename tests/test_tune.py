@@ -354,7 +354,7 @@ num_samples: 2
     search_dir = tmp_path / "saved" / "search" / "Mnist_LeNet" / "search"
     assert f"search directory: {search_dir}" in result.stdout
     runs = trial_runs(search_dir)
-    assert len(runs) == 2
+    assert len(runs) == 2, result.stdout[-3000:] + result.stderr[-3000:]  # (what became of one)
     for run in runs:
         assert (run / "config.json").is_file() and list(run.glob("checkpoint-epoch*.pth"))
         log = search_dir / "log" / "Mnist_LeNet" / run.name
