@@ -23,7 +23,7 @@ SPACE_KINDS = {  # kind -> what its value must be, for the error message
     "choice": "a non-empty list of values, one picked at random per trial",
     "grid": "a non-empty list of values, each tried (in every one of num_samples repeats)",
     "uniform": "[low, high], numbers with low < high; a float drawn uniformly",
-    "loguniform": "[low, high], numbers with 0 < low < high; a float drawn uniformly in log",
+    "loguniform": "[low, high], numbers with 0 < low < high; a float drawn uniformly in log space",
     "randint": "[low, high], integers with low < high; an integer from low to high - 1",
 }
 NUMBER = Annotated[float, Predicate(math.isfinite)]  # (a YAML file may hold .inf)
