@@ -61,7 +61,11 @@ def run_copier(action: str, **options) -> None:
         getattr(copier, action)(defaults=True, overwrite=True, quiet=True, vcs_ref="HEAD",
                                 unsafe=False, **options)  # fmt: skip
     except (copier.errors.CopierError, ValueError) as error:
-        raise UserError(f"copier: {first_line(error)}") from None
+        hint = ""  # (copier takes the checked-out commit of a template checkout)
+        if "Downgrades are not supported" in str(error):
+            hint = ("; the template is checked out at an older commit than the one this project "
+                    "was made from or last updated to: check out its newest there")  # fmt: skip
+        raise UserError(f"copier: {first_line(error)}{hint}") from None
 
 
 def recorded_answers() -> dict:

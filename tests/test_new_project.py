@@ -472,6 +472,24 @@ def test_a_refused_update_is_one_line_and_changes_nothing(
 
 
 @pytest.mark.slow
+def test_a_template_checked_out_at_an_older_commit_is_one_line(upstream, tmp_path) -> None:
+    """copier takes the commit checked out in a template checkout: one older than the copy's
+    was copier's own "downgrading" message, which did not say what to do."""
+    (upstream / "README.md").write_text((upstream / "README.md").read_text() + "\nnew line\n")
+    commit_all(upstream, "the commit the copy is made from")
+    copy = copy_of(upstream, tmp_path)
+    git(upstream, "checkout", "--quiet", "HEAD~1")
+    head = git(copy, "rev-parse", "HEAD")
+    result = make_update(copy)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert result.returncode != 0 and len(errors) == 1, result.stderr
+    assert errors[0].endswith("the template is checked out at an older commit than the one "
+                              "this project was made from or last updated to: check out its "
+                              "newest there")  # fmt: skip
+    assert git(copy, "rev-parse", "HEAD") == head and not git(copy, "status", "--porcelain")
+
+
+@pytest.mark.slow
 def test_template_sets_where_the_template_now_is(upstream: Path, tmp_path: Path) -> None:
     copy = copy_of(upstream, tmp_path)
     moved = tmp_path / "moved"
