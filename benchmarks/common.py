@@ -8,6 +8,7 @@ compilation); the contenders run in several rounds, in alternating order, and th
 gives medians, so that machine noise and drift hit all of them alike.
 """
 
+import argparse
 import gc
 import os
 import platform
@@ -22,6 +23,18 @@ import torch
 
 from base import BaseTrainer
 from utils.run.dirs import RunDirs
+
+
+def first_paragraph(doc: str) -> str:
+    """A script's docstring's first paragraph on one line: its `--help` description."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def directory(text: str) -> str:
+    """`--save-dir`, for argparse: a directory that exists (runs make theirs inside it)."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return text
 
 
 def cpu_model() -> str:

@@ -76,6 +76,8 @@ from benchmarks.common import (
     Contender,
     EpochClock,
     describe_machine,
+    directory,
+    first_paragraph,
     load_average,
     results_table,
     run_rounds,
@@ -97,7 +99,11 @@ EXPECTED = {
     "lr_scheduler": "StepLR",
     "metrics": ["accuracy", "top_k_acc"],
     "monitor": "min val_loss",
-}
+    # The trainer keys that change the work done, at what the hand-written loops do.
+    "trainer": {"accumulate_steps": 1, "clip_grad_norm": None, "compile": False, "amp": False,
+                "len_epoch": None, "channels_last": False, "on_nonfinite": None, "hooks": [],
+                "early_stop": 10, "save_every_steps": None},
+}  # fmt: skip
 # The config's loaders that read the same images and split them the same way, and the
 # arguments of theirs that the hand-written loops follow (or that change nothing on a CPU).
 LOADERS = {"Mnist5kDataLoader", "Mnist5kTensorDataLoader"}
@@ -111,7 +117,7 @@ EpochData = Callable[[torch.Tensor], tuple[Iterable[Batch], Iterable[Batch]]]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument(
         "--epochs", type=int, default=8, help="epochs per run (the first is discarded)"
     )
@@ -122,7 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="worker processes of the hand-written DataLoader loop (default: the config's "
         f"data_loader.args.num_workers, else {DEFAULT_WORKERS})",
     )
-    parser.add_argument("--save-dir", help="where runs write (default: a temporary directory)")
+    parser.add_argument("--save-dir", type=directory,
+                        help="where runs write (default: a temporary directory)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.rounds < 1 or (args.workers is not None and args.workers < 0):
         parser.error("need --epochs >= 2 (the first is discarded), --rounds >= 1, --workers >= 0")
@@ -138,6 +145,7 @@ def check_config(config: dict) -> None:
         "lr_scheduler": (config["lr_scheduler"] or {}).get("type"),
         "metrics": [node["type"] for node in config["metrics"]],
         "monitor": config["trainer"]["monitor"],
+        "trainer": {key: config["trainer"][key] for key in EXPECTED["trainer"]},
     }
     loader = config["data_loader"]
     unknown = set(loader["args"]) - LOADER_ARGS

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from benchmarks.common import describe_machine
+from benchmarks.common import describe_machine, first_paragraph
 from utils.units import has_unit, missing_unit
 
 MIB = 2**20
@@ -91,7 +91,7 @@ def run(strategy: str, ranks: int, args: argparse.Namespace, out: Path) -> list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--depth", type=int, default=8)

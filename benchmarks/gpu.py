@@ -73,6 +73,8 @@ from benchmarks.common import (
     Contender,
     EpochClock,
     describe_machine,
+    directory,
+    first_paragraph,
     load_average,
     results_table,
     run_rounds,
@@ -381,12 +383,13 @@ def contenders(bench: Bench, with_lightning: bool) -> list[Contender]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     parser.add_argument("--epochs", type=int, help="per run, the first discarded (default 3)")
     parser.add_argument("--rounds", type=int, help="rounds of all contenders (default 3)")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default 4)")
-    parser.add_argument("--save-dir", help="where runs write (default: a temporary directory)")
+    parser.add_argument("--save-dir", type=directory,
+                        help="where runs write (default: a temporary directory)")  # fmt: skip
     parser.add_argument(
         "--smoke",
         action="store_true",
