@@ -71,8 +71,8 @@ def trainer_keys(name: str) -> dict[str, Key]:
 def _type_hint(cls: type, name: str) -> Any:
     """The type hint of the constructor argument `name` where a class of `cls`'s takes it
     (Any where it has none, or one that cannot be resolved or checked)."""
-    for klass in cls.__mro__:
-        if name in inspect.signature(vars(klass).get("__init__", lambda: None)).parameters:
+    for klass in cls.__mro__:  # (the class whose argument it is, as `accepted_arguments` finds)
+        if "__init__" in vars(klass) and name in inspect.signature(klass.__init__).parameters:
             try:  # (a name imported only for type checkers; a type pydantic cannot check)
                 hint = typing.get_type_hints(klass.__init__, include_extras=True).get(name, Any)
                 fits(hint, None)

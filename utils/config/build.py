@@ -78,7 +78,7 @@ def _check_args(path: str, target: Callable, args: dict, n_runtime: int, runtime
     title = getattr(target, "__name__", repr(target))
     params = signature.parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    named = _parameter_names(target)
     settable = [n for n in named[n_runtime:] if n not in runtime]
     for key in args:
         if key not in settable and not takes_any:

@@ -131,10 +131,8 @@ def shard(indices: torch.Tensor) -> torch.Tensor:
 
 def repeats_in_share(size: int) -> int:
     """How many of the samples at the end of this rank's `shard` of `size` are padding, a
-    repeat of another rank's (0 or 1)."""
-    n_ranks = world_size()
-    padding = share_size(size) * n_ranks - size
-    return int(any((size + extra) % n_ranks == rank() for extra in range(padding)))
+    repeat of another rank's (0 or 1): its share less the samples that are its own."""
+    return share_size(size) - len(range(rank(), size, world_size()))
 
 
 def barrier() -> None:
